@@ -1,0 +1,118 @@
+//! The crate's error types. Every error says whether retrying can help, because that
+//! decides what the store client, the collector and the Lambda runtime do with it.
+
+use crate::store::StoreError;
+
+/// Errors of the cellmatrix library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A blob store operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An input file (or request) is malformed; `source_name` says which one.
+    #[error("{source_name}: {message}")]
+    Input {
+        /// The file, or the part of a request, that is wrong.
+        source_name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Stored data does not decode: a corrupt chunk, a bad manifest.
+    #[error("corrupt {what}: {message}")]
+    Corrupt {
+        /// The object (bundle, key) that is corrupt.
+        what: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A write would replace different content (an existing bundle, say).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Something asked for does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A bad identifier or key built from user input.
+    #[error("invalid {kind} {value:?}: {reason}")]
+    InvalidId {
+        /// What kind of identifier (fqid, key, ...).
+        kind: &'static str,
+        /// The offending value (truncated when very long).
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A local I/O error outside the blob store (reading an input file, say).
+    #[error("{path}: {source}")]
+    Io {
+        /// The path being read or written.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Zarr encoding or decoding failed.
+    #[error("zarr {what}: {message}")]
+    Zarr {
+        /// The array or group.
+        what: String,
+        /// zarrs' message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_retryable(),
+            Error::Input { .. }
+            | Error::Corrupt { .. }
+            | Error::Conflict(_)
+            | Error::NotFound(_)
+            | Error::InvalidId { .. }
+            | Error::Io { .. }
+            | Error::Zarr { .. } => false,
+        }
+    }
+
+    /// An input error about `source_name`.
+    pub fn input(source_name: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Input {
+            source_name: source_name.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A local I/O error about `path`.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
+    /// A zarr error about `what`.
+    pub fn zarr(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        Error::Zarr {
+            what: what.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shortens a user-supplied value for an error message, so a 1 MB id does not become a 1 MB log line.
+pub(crate) fn clip(value: &str) -> String {
+    const MAX: usize = 80;
+    if value.len() <= MAX {
+        value.to_string()
+    } else {
+        let mut end = MAX;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}… ({} bytes)", &value[..end], value.len())
+    }
+}

@@ -1,0 +1,23 @@
+//! # cellmatrix
+//!
+//! The library behind the cellmatrix service: every piece with logic lives here, and the
+//! Lambda binaries and the CLI are thin wrappers around it.
+//!
+//! Module map:
+//! - [`error`]: the error types, each saying whether a retry can help.
+//! - [`fqid`]: strict bundle ids (`uuid.version`); they become object keys.
+//! - [`store`]: the [`store::BlobStore`] trait, its filesystem and S3 implementations,
+//!   the zarrs adapter and the conformance suite every store passes.
+//! - [`bundle`]: the in-memory matrix, the manifest, QC metrics and the AnnData-Zarr
+//!   bundle writer and reader.
+//! - [`catalog`]: the index of bundles, read in O(1) GETs, updated without locks.
+//! - [`ingest`] (feature `ingest`): readers for 10x, h5ad and table inputs.
+//! - [`synth`]: synthetic 10x-like and SmartSeq2-like bundles for benchmarks.
+
+pub mod bundle;
+pub mod error;
+pub mod fqid;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use fqid::Fqid;

@@ -1,0 +1,1 @@
+//! The conformance suite every [`BlobStore`](super::BlobStore) passes.

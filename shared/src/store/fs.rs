@@ -1,0 +1,259 @@
+//! A blob store in a local directory: the embedded default.
+//!
+//! Writes go to a temporary file under `<root>/.tmp` first. `put` then renames it over
+//! the target (atomic on POSIX); `put_if_absent` hard-links it to the target, which
+//! fails if the target exists, so exactly one racing writer wins and no reader ever sees
+//! a half-written object. A key cannot be both an object and a prefix of other keys here
+//! (`a` and `a/b`), which the service's key layout never needs.
+
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{
+    BlobStore, ObjectMeta, PutOutcome, StoreError, StoreResult, validate_key, validate_prefix,
+};
+
+const TMP_DIR: &str = ".tmp";
+
+/// A store rooted at a local directory.
+#[derive(Debug)]
+pub struct FsStore {
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+impl FsStore {
+    /// Opens (creating if needed) a store at `root`.
+    pub fn open(root: impl AsRef<Path>) -> crate::Result<Self> {
+        let root = root.as_ref();
+        std::fs::create_dir_all(root.join(TMP_DIR)).map_err(|e| crate::Error::io(root, e))?;
+        let root = root.canonicalize().map_err(|e| crate::Error::io(root, e))?;
+        Ok(FsStore {
+            root,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The directory holding the store.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The local path of `key` (which need not exist).
+    pub fn path_of(&self, key: &str) -> StoreResult<PathBuf> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.root.join(TMP_DIR).join(format!(
+            "{}-{n}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        op: &'static str,
+        key: &str,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let key_owned = key.to_string();
+        match tokio::task::spawn_blocking(f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(io_error(op, &key_owned, e)),
+            Err(e) => Err(StoreError::Transient {
+                op,
+                key: key_owned,
+                message: format!("blocking task failed: {e}"),
+            }),
+        }
+    }
+
+    /// Writes `body` to a fresh temporary file and syncs it.
+    fn write_tmp(tmp: &Path, body: &[u8]) -> std::io::Result<()> {
+        let mut f = std::fs::File::create(tmp)?;
+        f.write_all(body)?;
+        f.sync_data()
+    }
+}
+
+fn io_error(op: &'static str, key: &str, e: std::io::Error) -> StoreError {
+    let message = e.to_string();
+    let key = key.to_string();
+    match e.kind() {
+        ErrorKind::Interrupted | ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+            StoreError::Transient { op, key, message }
+        }
+        _ => StoreError::Permanent { op, key, message },
+    }
+}
+
+fn not_found_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FsStore {
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        let path = self.path_of(key)?;
+        Self::blocking("get", key, move || {
+            Ok(not_found_is_none(std::fs::read(&path))?.map(Bytes::from))
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Option<Bytes>> {
+        let path = self.path_of(key)?;
+        let k = key.to_string();
+        let r = Self::blocking("get_range", key, move || {
+            let Some(mut f) = not_found_is_none(std::fs::File::open(&path))? else {
+                return Ok(None);
+            };
+            let size = f.metadata()?.len();
+            if range.start > size || range.start > range.end {
+                return Ok(Some(Err(size)));
+            }
+            let end = range.end.min(size);
+            f.seek(SeekFrom::Start(range.start))?;
+            let mut buf = vec![0u8; (end - range.start) as usize];
+            f.read_exact(&mut buf)?;
+            Ok(Some(Ok(Bytes::from(buf))))
+        })
+        .await?;
+        match r {
+            None => Ok(None),
+            Some(Ok(b)) => Ok(Some(b)),
+            Some(Err(size)) => Err(StoreError::InvalidRange {
+                key: k,
+                start: range.start,
+                end: range.end,
+                size,
+            }),
+        }
+    }
+
+    async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
+        let path = self.path_of(key)?;
+        Self::blocking("size", key, move || {
+            Ok(not_found_is_none(std::fs::metadata(&path))?
+                .filter(|m| m.is_file())
+                .map(|m| m.len()))
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
+        let path = self.path_of(key)?;
+        let tmp = self.tmp_path();
+        Self::blocking("put", key, move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            Self::write_tmp(&tmp, &body)?;
+            std::fs::rename(&tmp, &path).inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+        })
+        .await
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> StoreResult<PutOutcome> {
+        let path = self.path_of(key)?;
+        let tmp = self.tmp_path();
+        Self::blocking("put_if_absent", key, move || {
+            if path.exists() {
+                return Ok(PutOutcome::AlreadyExists);
+            }
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            Self::write_tmp(&tmp, &body)?;
+            // link(2) fails with EEXIST if the target exists: the exclusive step.
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => Ok(PutOutcome::Created),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        validate_prefix(prefix)?;
+        let root = self.root.clone();
+        let prefix_owned = prefix.to_string();
+        Self::blocking("list", prefix, move || {
+            // Start from the deepest directory the prefix names, then filter by the full prefix.
+            let dir_part = match prefix_owned.rfind('/') {
+                Some(i) => &prefix_owned[..i],
+                None => "",
+            };
+            let mut out = Vec::new();
+            let mut stack = vec![root.join(dir_part)];
+            while let Some(dir) = stack.pop() {
+                let Some(entries) = not_found_is_none(std::fs::read_dir(&dir))? else {
+                    continue;
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let path = entry.path();
+                    let Ok(rel) = path.strip_prefix(&root) else {
+                        continue;
+                    };
+                    let Some(rel) = rel.to_str() else { continue };
+                    if rel == TMP_DIR || rel.starts_with(".tmp/") {
+                        continue;
+                    }
+                    let ft = entry.file_type()?;
+                    if ft.is_dir() {
+                        let as_prefix = format!("{rel}/");
+                        if as_prefix.starts_with(&prefix_owned)
+                            || prefix_owned.starts_with(&as_prefix)
+                        {
+                            stack.push(path);
+                        }
+                    } else if ft.is_file() && rel.starts_with(&prefix_owned) {
+                        out.push(ObjectMeta {
+                            key: rel.to_string(),
+                            size: entry.metadata()?.len(),
+                        });
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        let path = self.path_of(key)?;
+        Self::blocking("delete", key, move || {
+            not_found_is_none(std::fs::remove_file(&path)).map(|_| ())
+        })
+        .await
+    }
+
+    async fn presign_get(&self, key: &str, _expires: Duration) -> StoreResult<String> {
+        Ok(format!("file://{}", self.path_of(key)?.display()))
+    }
+
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+}

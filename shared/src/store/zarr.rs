@@ -1,0 +1,1 @@
+//! Adapter from a [`BlobStore`](super::BlobStore) to zarrs' async storage traits.
