@@ -15,8 +15,12 @@
 //! - [`synth`]: synthetic 10x-like and SmartSeq2-like bundles for benchmarks.
 
 pub mod bundle;
+pub mod catalog;
 pub mod error;
 pub mod fqid;
+#[cfg(feature = "ingest")]
+pub mod ingest;
+pub mod progress;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -4,3 +4,11 @@
 pub mod matrix;
 
 pub use matrix::{Csr, Features, SourceMatrix, ValueType, Values};
+pub mod manifest;
+pub mod qc;
+pub mod zarr_io;
+
+pub use manifest::{BundleMetadata, Layout, Manifest, SourceInfo};
+pub mod writer;
+
+pub use writer::{WriteOutcome, read_manifest, write_bundle};

@@ -76,11 +76,10 @@ impl FsStore {
         }
     }
 
-    /// Writes `body` to a fresh temporary file and syncs it.
+    /// Writes `body` to a fresh temporary file. No fsync: the rename or link makes the
+    /// write atomic for readers, and durability across power loss is not this store's job.
     fn write_tmp(tmp: &Path, body: &[u8]) -> std::io::Result<()> {
-        let mut f = std::fs::File::create(tmp)?;
-        f.write_all(body)?;
-        f.sync_data()
+        std::fs::File::create(tmp)?.write_all(body)
     }
 }
 

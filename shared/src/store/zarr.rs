@@ -1,1 +1,199 @@
-//! Adapter from a [`BlobStore`](super::BlobStore) to zarrs' async storage traits.
+//! Adapter from a [`BlobStore`] to zarrs' async storage traits, scoped to one key prefix
+//! (a bundle's `matrix.zarr/`, a result's Zarr).
+//!
+//! Store errors travel through zarrs wrapped in `std::io::Error`, so that
+//! [`store_error_in`] can recover them on the way out and keep their retryability.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::{
+    AsyncListableStorageTraits, AsyncMaybeBytesIterator, AsyncReadableStorageTraits,
+    AsyncReadableWritableListableStorage, AsyncWritableStorageTraits, Bytes, MaybeBytes,
+    OffsetBytesIterator, StorageError, StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix,
+    StorePrefixes,
+};
+
+use super::{DynStore, StoreError};
+
+/// A [`BlobStore`](super::BlobStore) seen by zarrs as a store rooted at `prefix`.
+#[derive(Debug, Clone)]
+pub struct ZarrStore {
+    inner: DynStore,
+    /// Empty, or ends with `/`.
+    prefix: String,
+}
+
+impl ZarrStore {
+    /// Zarr keys `k` map to blob keys `prefix/k`.
+    pub fn new(inner: DynStore, prefix: &str) -> Self {
+        let prefix = match prefix.trim_end_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        ZarrStore { inner, prefix }
+    }
+
+    /// The adapter as zarrs' shared storage handle.
+    pub fn into_storage(self) -> AsyncReadableWritableListableStorage {
+        Arc::new(self)
+    }
+
+    fn blob_key(&self, key: &StoreKey) -> String {
+        format!("{}{}", self.prefix, key.as_str())
+    }
+
+    fn zarr_key(&self, blob_key: &str) -> Result<StoreKey, StorageError> {
+        Ok(StoreKey::new(&blob_key[self.prefix.len()..])?)
+    }
+
+    async fn keys_under(&self, prefix: &StorePrefix) -> Result<Vec<(StoreKey, u64)>, StorageError> {
+        let full = format!("{}{}", self.prefix, prefix.as_str());
+        let listed = self.inner.list(&full).await.map_err(wrap)?;
+        listed
+            .into_iter()
+            .map(|m| Ok((self.zarr_key(&m.key)?, m.size)))
+            .collect()
+    }
+}
+
+fn wrap(e: StoreError) -> StorageError {
+    StorageError::IOError(Arc::new(std::io::Error::other(e)))
+}
+
+/// Finds a [`StoreError`] in an error's source chain (as wrapped by this adapter).
+pub fn store_error_in(e: &(dyn std::error::Error + 'static)) -> Option<StoreError> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(se) = err.downcast_ref::<StoreError>() {
+            return Some(se.clone());
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(se) = inner.downcast_ref::<StoreError>()
+        {
+            return Some(se.clone());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+#[async_trait::async_trait]
+impl AsyncReadableStorageTraits for ZarrStore {
+    async fn get(&self, key: &StoreKey) -> Result<MaybeBytes, StorageError> {
+        self.inner.get(&self.blob_key(key)).await.map_err(wrap)
+    }
+
+    async fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<AsyncMaybeBytesIterator<'a>, StorageError> {
+        let blob_key = self.blob_key(key);
+        let Some(size) = self.inner.size(&blob_key).await.map_err(wrap)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        for range in byte_ranges {
+            let r = range.to_range(size);
+            if range.end(size) > size || r.start > r.end {
+                return Err(StorageError::Other(format!(
+                    "byte range {range:?} is outside {blob_key} ({size} bytes)"
+                )));
+            }
+            let bytes = self
+                .inner
+                .get_range(&blob_key, r)
+                .await
+                .map_err(wrap)?
+                .ok_or_else(|| {
+                    StorageError::Other(format!("{blob_key} vanished while being read"))
+                })?;
+            out.push(Ok(bytes));
+        }
+        Ok(Some(futures::stream::iter(out).boxed()))
+    }
+
+    async fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        self.inner.size(&self.blob_key(key)).await.map_err(wrap)
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncWritableStorageTraits for ZarrStore {
+    async fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
+        self.inner
+            .put(&self.blob_key(key), value)
+            .await
+            .map_err(wrap)
+    }
+
+    async fn set_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        offset_values: OffsetBytesIterator<'a>,
+    ) -> Result<(), StorageError> {
+        // Object stores have no partial writes: read, patch, write back.
+        zarrs::storage::async_store_set_partial_many(self, key, offset_values).await
+    }
+
+    async fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+        self.inner.delete(&self.blob_key(key)).await.map_err(wrap)
+    }
+
+    async fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+        for (key, _) in self.keys_under(prefix).await? {
+            self.erase(&key).await?;
+        }
+        Ok(())
+    }
+
+    fn supports_set_partial(&self) -> bool {
+        false
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncListableStorageTraits for ZarrStore {
+    async fn list(&self) -> Result<StoreKeys, StorageError> {
+        self.list_prefix(&StorePrefix::root()).await
+    }
+
+    async fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
+        Ok(self
+            .keys_under(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    async fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+        let mut keys = Vec::new();
+        let mut prefixes = std::collections::BTreeSet::new();
+        for (key, _) in self.keys_under(prefix).await? {
+            let rest = &key.as_str()[prefix.as_str().len()..];
+            match rest.split_once('/') {
+                Some((dir, _)) => {
+                    prefixes.insert(format!("{}{dir}/", prefix.as_str()));
+                }
+                None => keys.push(key),
+            }
+        }
+        let prefixes: StorePrefixes = prefixes
+            .into_iter()
+            .map(StorePrefix::new)
+            .collect::<Result<_, _>>()?;
+        Ok(StoreKeysPrefixes::new(keys, prefixes))
+    }
+
+    async fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
+        Ok(self.keys_under(prefix).await?.iter().map(|(_, s)| s).sum())
+    }
+}

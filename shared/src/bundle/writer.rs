@@ -1,0 +1,252 @@
+//! Writes a bundle: feature set, the AnnData-Zarr group, and the manifest last.
+
+use bytes::Bytes;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::bundle::manifest::{feature_set_key, manifest_key, zarr_prefix};
+use crate::bundle::zarr_io::{encoding, write_array, write_group};
+use crate::bundle::{
+    BundleMetadata, Features, Layout, Manifest, SourceInfo, SourceMatrix, Values, qc,
+};
+use crate::error::Error;
+use crate::fqid::Fqid;
+use crate::store::zarr::ZarrStore;
+use crate::store::{DynStore, PutOutcome};
+
+/// What [`write_bundle`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// The bundle was written.
+    Written(Manifest),
+    /// A bundle with this id and the same content was already there; nothing was written.
+    AlreadyPresent(Manifest),
+}
+
+impl WriteOutcome {
+    /// The manifest either way.
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            WriteOutcome::Written(m) | WriteOutcome::AlreadyPresent(m) => m,
+        }
+    }
+}
+
+/// Id of a feature set: a digest of its ids and names.
+pub fn feature_set_id(features: &Features) -> String {
+    let mut h = Sha256::new();
+    for (id, name) in features.ids.iter().zip(&features.names) {
+        h.update((id.len() as u64).to_le_bytes());
+        h.update(id.as_bytes());
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A digest of everything that makes a bundle what it is: cells, features, counts and
+/// metadata. Two ingests of the same input give the same digest.
+pub fn content_digest(src: &SourceMatrix, meta: &BundleMetadata) -> String {
+    let mut h = Sha256::new();
+    h.update(b"cellmatrix-bundle/1\0");
+    let mut strs = |v: &[String]| {
+        h.update((v.len() as u64).to_le_bytes());
+        for s in v {
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+    };
+    strs(&src.cells);
+    strs(&src.features.ids);
+    strs(&src.features.names);
+    let m = &src.matrix;
+    h.update((m.n_rows as u64).to_le_bytes());
+    h.update((m.n_cols as u64).to_le_bytes());
+    for p in &m.indptr {
+        h.update(p.to_le_bytes());
+    }
+    for i in &m.indices {
+        h.update(i.to_le_bytes());
+    }
+    h.update(m.values.value_type().zarr_name().as_bytes());
+    match &m.values {
+        Values::U32(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
+        Values::F32(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
+        Values::F64(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
+    }
+    h.update(serde_json::to_vec(meta).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
+/// Reads a bundle's manifest, `None` if the bundle does not exist.
+pub async fn read_manifest(store: &DynStore, fqid: &Fqid) -> Result<Option<Manifest>, Error> {
+    let key = manifest_key(fqid);
+    match store.get(&key).await? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Corrupt {
+                what: key,
+                message: e.to_string(),
+            }),
+    }
+}
+
+/// Writes `src` as bundle `fqid`. Refuses ([`Error::Conflict`]) when a bundle with this
+/// id and different content exists; returns [`WriteOutcome::AlreadyPresent`] when the
+/// content is the same. The manifest is written last with put-if-absent.
+pub async fn write_bundle(
+    store: &DynStore,
+    fqid: &Fqid,
+    src: &SourceMatrix,
+    meta: &BundleMetadata,
+    extra: std::collections::BTreeMap<String, String>,
+    source: SourceInfo,
+    layout: Layout,
+) -> Result<WriteOutcome, Error> {
+    src.validate(&source.file)?;
+    let digest = content_digest(src, meta);
+    if let Some(existing) = read_manifest(store, fqid).await? {
+        return same_or_conflict(existing, &digest);
+    }
+
+    let feature_set = feature_set_id(&src.features);
+    let fs_body = serde_json::to_vec(&src.features).map_err(|e| Error::zarr("feature set", e))?;
+    store
+        .put_if_absent(&feature_set_key(&feature_set), Bytes::from(fs_body))
+        .await?;
+
+    let prefix = zarr_prefix(fqid);
+    write_anndata(store, &prefix, src, layout).await?;
+    let stored_bytes = store
+        .list(&format!("{prefix}/"))
+        .await?
+        .iter()
+        .map(|o| o.size)
+        .sum();
+
+    let m = &src.matrix;
+    let rpc = layout.rows_per_chunk as usize;
+    let mut chunk_offsets: Vec<u64> = (0..m.n_rows).step_by(rpc).map(|r| m.indptr[r]).collect();
+    chunk_offsets.push(m.nnz() as u64);
+    let manifest = Manifest {
+        format: crate::bundle::manifest::MANIFEST_FORMAT.to_string(),
+        fqid: fqid.clone(),
+        n_cells: m.n_rows as u64,
+        n_features: m.n_cols as u64,
+        nnz: m.nnz() as u64,
+        value_type: m.values.value_type(),
+        layout,
+        chunk_offsets,
+        feature_set,
+        metadata: meta.clone(),
+        source,
+        content_digest: digest.clone(),
+        stored_bytes,
+        extra,
+    };
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::zarr("manifest", e))?;
+    match store
+        .put_if_absent(&manifest_key(fqid), Bytes::from(body))
+        .await?
+    {
+        PutOutcome::Created => Ok(WriteOutcome::Written(manifest)),
+        PutOutcome::AlreadyExists => {
+            // Lost a race with another ingest of the same id.
+            let existing = read_manifest(store, fqid)
+                .await?
+                .ok_or_else(|| Error::NotFound(manifest_key(fqid)))?;
+            same_or_conflict(existing, &digest)
+        }
+    }
+}
+
+fn same_or_conflict(existing: Manifest, digest: &str) -> Result<WriteOutcome, Error> {
+    if existing.content_digest == digest {
+        Ok(WriteOutcome::AlreadyPresent(existing))
+    } else {
+        Err(Error::Conflict(format!(
+            "bundle {} already exists with different content",
+            existing.fqid
+        )))
+    }
+}
+
+/// Writes the AnnData-Zarr group under `prefix`.
+async fn write_anndata(
+    store: &DynStore,
+    prefix: &str,
+    src: &SourceMatrix,
+    layout: Layout,
+) -> Result<(), Error> {
+    let storage = ZarrStore::new(store.clone(), prefix).into_storage();
+    let m = &src.matrix;
+    let rows = layout.rows_per_chunk;
+    let nnz_chunk = layout.nnz_per_chunk.min(m.nnz() as u64).max(1);
+    let array_attrs = || encoding("array", "0.2.0");
+    let string_attrs = || encoding("string-array", "0.2.0");
+
+    // X: CSR. indptr as int64 and indices as int32, the index types scipy uses.
+    let mut x_attrs = encoding("csr_matrix", "0.1.0");
+    x_attrs.insert("shape".into(), json!([m.n_rows, m.n_cols]));
+    write_group(&storage, "/X", x_attrs).await?;
+    let indptr: Vec<i64> = m.indptr.iter().map(|&p| p as i64).collect();
+    write_array(&storage, "/X/indptr", &indptr, rows, array_attrs()).await?;
+    let indices: Vec<i32> = m.indices.iter().map(|&i| i as i32).collect();
+    write_array(&storage, "/X/indices", &indices, nnz_chunk, array_attrs()).await?;
+    match &m.values {
+        Values::U32(v) => write_array(&storage, "/X/data", v, nnz_chunk, array_attrs()).await?,
+        Values::F32(v) => write_array(&storage, "/X/data", v, nnz_chunk, array_attrs()).await?,
+        Values::F64(v) => write_array(&storage, "/X/data", v, nnz_chunk, array_attrs()).await?,
+    }
+
+    // obs: the cell id index and the QC metrics.
+    let qc = qc::compute(m, &src.features);
+    let mut obs_attrs = encoding("dataframe", "0.2.0");
+    obs_attrs.insert("_index".into(), json!("_index"));
+    obs_attrs.insert(
+        "column-order".into(),
+        json!(["n_genes", "total_counts", "pct_mito"]),
+    );
+    write_group(&storage, "/obs", obs_attrs).await?;
+    write_array(&storage, "/obs/_index", &src.cells, rows, string_attrs()).await?;
+    write_array(&storage, "/obs/n_genes", &qc.n_genes, rows, array_attrs()).await?;
+    write_array(
+        &storage,
+        "/obs/total_counts",
+        &qc.total_counts,
+        rows,
+        array_attrs(),
+    )
+    .await?;
+    write_array(&storage, "/obs/pct_mito", &qc.pct_mito, rows, array_attrs()).await?;
+
+    // var: feature ids as the index, names as a column; one chunk, read once per bundle.
+    let var_chunk = (m.n_cols as u64).max(1);
+    let mut var_attrs = encoding("dataframe", "0.2.0");
+    var_attrs.insert("_index".into(), json!("_index"));
+    var_attrs.insert("column-order".into(), json!(["feature_name"]));
+    write_group(&storage, "/var", var_attrs).await?;
+    write_array(
+        &storage,
+        "/var/_index",
+        &src.features.ids,
+        var_chunk,
+        string_attrs(),
+    )
+    .await?;
+    write_array(
+        &storage,
+        "/var/feature_name",
+        &src.features.names,
+        var_chunk,
+        string_attrs(),
+    )
+    .await?;
+
+    for empty in ["/layers", "/obsm", "/obsp", "/varm", "/varp", "/uns"] {
+        write_group(&storage, empty, encoding("dict", "0.1.0")).await?;
+    }
+    // The root group last: until it exists, readers do not see an AnnData object.
+    write_group(&storage, "/", encoding("anndata", "0.1.0")).await
+}

@@ -1,0 +1,168 @@
+//! Small helpers for writing and reading the 1-D arrays of AnnData-Zarr groups with zarrs:
+//! the codecs, the AnnData attributes, chunk-parallel writes.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Map, Value, json};
+use zarrs::array::{
+    Array, ArrayBuilder, Element, ElementOwned, FillValueMetadata, codec::ZstdCodec, data_type,
+};
+use zarrs::group::GroupBuilder;
+use zarrs::storage::AsyncReadableWritableListableStorage;
+
+use crate::error::Error;
+use crate::store::zarr::store_error_in;
+
+/// Chunks written at once per array.
+const WRITE_CONCURRENCY: usize = 16;
+
+/// Turns zarrs' own `_zarrs` attribute off once: anndata should see only AnnData attributes.
+fn configure_zarrs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        zarrs::config::global_config_mut().set_include_zarrs_metadata(false);
+    });
+}
+
+/// Converts a zarrs error into ours, keeping a wrapped store error (and its retryability).
+pub fn zarr_err(what: &str, e: impl std::error::Error + 'static) -> Error {
+    match store_error_in(&e) {
+        Some(se) => Error::Store(se),
+        None => Error::zarr(what, &e),
+    }
+}
+
+/// Attributes of an AnnData element.
+pub fn encoding(kind: &str, version: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("encoding-type".into(), json!(kind));
+    m.insert("encoding-version".into(), json!(version));
+    m
+}
+
+/// Writes a group's metadata with `attrs`.
+pub async fn write_group(
+    storage: &AsyncReadableWritableListableStorage,
+    path: &str,
+    attrs: Map<String, Value>,
+) -> Result<(), Error> {
+    configure_zarrs();
+    let group = GroupBuilder::new()
+        .attributes(attrs)
+        .build(storage.clone(), path)
+        .map_err(|e| zarr_err(path, e))?;
+    group
+        .async_store_metadata()
+        .await
+        .map_err(|e| zarr_err(path, e))
+}
+
+/// The element types the bundle arrays use.
+pub trait Column: Element + Clone + Send + Sync + 'static {
+    /// The zarr data type.
+    fn data_type() -> zarrs::array::DataType;
+    /// The fill value (padding of the last chunk).
+    fn fill() -> Self;
+    /// The fill value as zarr metadata.
+    fn fill_json() -> Value;
+}
+
+macro_rules! numeric_column {
+    ($t:ty, $dt:ident) => {
+        impl Column for $t {
+            fn data_type() -> zarrs::array::DataType {
+                data_type::$dt()
+            }
+            fn fill() -> Self {
+                <$t>::default()
+            }
+            fn fill_json() -> Value {
+                json!(0)
+            }
+        }
+    };
+}
+numeric_column!(u32, uint32);
+numeric_column!(i32, int32);
+numeric_column!(i64, int64);
+numeric_column!(f32, float32);
+numeric_column!(f64, float64);
+
+impl Column for String {
+    fn data_type() -> zarrs::array::DataType {
+        data_type::string()
+    }
+    fn fill() -> Self {
+        String::new()
+    }
+    fn fill_json() -> Value {
+        json!("")
+    }
+}
+
+/// Writes a complete 1-D array at `path`, `chunk` elements per chunk, with `attrs`.
+/// Chunks go first and the array metadata last.
+pub async fn write_array<T: Column>(
+    storage: &AsyncReadableWritableListableStorage,
+    path: &str,
+    values: &[T],
+    chunk: u64,
+    attrs: Map<String, Value>,
+) -> Result<(), Error> {
+    configure_zarrs();
+    let chunk = chunk.max(1);
+    let fill: FillValueMetadata =
+        serde_json::from_value(T::fill_json()).map_err(|e| Error::zarr(path, e))?;
+    let array = ArrayBuilder::new(vec![values.len() as u64], vec![chunk], T::data_type(), fill)
+        .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(3, true))])
+        .attributes(attrs)
+        .build_arc(storage.clone(), path)
+        .map_err(|e| zarr_err(path, e))?;
+    let n_chunks = (values.len() as u64).div_ceil(chunk);
+    futures::stream::iter(0..n_chunks)
+        .map(|i| {
+            let array = array.clone();
+            let start = (i * chunk) as usize;
+            let end = (start + chunk as usize).min(values.len());
+            let mut part: Vec<T> = values[start..end].to_vec();
+            // A regular grid's last chunk is full size on disk, padded with the fill value.
+            part.resize(chunk as usize, T::fill());
+            async move {
+                array
+                    .async_store_chunk(&[i], part)
+                    .await
+                    .map_err(|e| zarr_err(path, e))
+            }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    array
+        .async_store_metadata()
+        .await
+        .map_err(|e| zarr_err(path, e))
+}
+
+/// Opens a 1-D array.
+pub async fn open_array(
+    storage: &AsyncReadableWritableListableStorage,
+    path: &str,
+) -> Result<Array<dyn zarrs::storage::AsyncReadableWritableListableStorageTraits>, Error> {
+    Array::async_open(storage.clone(), path)
+        .await
+        .map_err(|e| zarr_err(path, e))
+}
+
+/// Reads elements `range` of a 1-D array.
+pub async fn read_range<T: ElementOwned + Send + Sync>(
+    storage: &AsyncReadableWritableListableStorage,
+    path: &str,
+    range: std::ops::Range<u64>,
+) -> Result<Vec<T>, Error> {
+    let array = open_array(storage, path).await?;
+    array
+        .async_retrieve_array_subset::<Vec<T>>(&[range])
+        .await
+        .map_err(|e| zarr_err(path, e))
+}

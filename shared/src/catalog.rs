@@ -1,0 +1,153 @@
+//! The catalog: every bundle with its metadata and cell count, in one object, so that
+//! resolving a filter and planning cost one LIST and one GET, never one call per bundle.
+//!
+//! Updates are lock-free: the catalog is a sequence of immutable generations
+//! `catalog/gen/{n:012}.json`. A writer reads the newest generation `n`, merges its
+//! entries and writes `n + 1` with put-if-absent; if another writer got there first it
+//! re-reads and tries again. No entry is lost, and there is no lock to fight over. Old
+//! generations are pruned, keeping a few for readers that listed just before a prune.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::bundle::{BundleMetadata, Manifest, ValueType};
+use crate::error::Error;
+use crate::fqid::Fqid;
+use crate::store::{DynStore, PutOutcome};
+
+const PREFIX: &str = "catalog/gen/";
+const KEEP_GENERATIONS: u64 = 3;
+const MAX_ATTEMPTS: u32 = 200;
+
+/// One bundle in the catalog.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CatalogEntry {
+    /// Number of cells.
+    pub n_cells: u64,
+    /// Number of features.
+    pub n_features: u64,
+    /// Stored nonzeros.
+    pub nnz: u64,
+    /// Element type of the counts.
+    pub value_type: ValueType,
+    /// Rows per chunk (tasks split on multiples of it).
+    pub rows_per_chunk: u64,
+    /// Feature set id.
+    pub feature_set: String,
+    /// Stored bytes of the Zarr group.
+    pub stored_bytes: u64,
+    /// Content digest (recognises a re-ingest of the same data).
+    pub content_digest: String,
+    /// Descriptive metadata.
+    pub metadata: BundleMetadata,
+}
+
+impl From<&Manifest> for CatalogEntry {
+    fn from(m: &Manifest) -> Self {
+        CatalogEntry {
+            n_cells: m.n_cells,
+            n_features: m.n_features,
+            nnz: m.nnz,
+            value_type: m.value_type,
+            rows_per_chunk: m.layout.rows_per_chunk,
+            feature_set: m.feature_set.clone(),
+            stored_bytes: m.stored_bytes,
+            content_digest: m.content_digest.clone(),
+            metadata: m.metadata.clone(),
+        }
+    }
+}
+
+/// A generation of the catalog.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Catalog {
+    /// Generation number; 0 is the empty catalog that is never written.
+    pub generation: u64,
+    /// Every bundle, by id.
+    pub bundles: BTreeMap<Fqid, CatalogEntry>,
+}
+
+fn gen_key(generation: u64) -> String {
+    format!("{PREFIX}{generation:012}.json")
+}
+
+fn parse_gen(key: &str) -> Option<u64> {
+    key.strip_prefix(PREFIX)?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
+async fn generations(store: &DynStore) -> Result<Vec<u64>, Error> {
+    let mut gens: Vec<u64> = store
+        .list(PREFIX)
+        .await?
+        .iter()
+        .filter_map(|o| parse_gen(&o.key))
+        .collect();
+    gens.sort_unstable();
+    Ok(gens)
+}
+
+/// Reads the newest generation (the empty catalog if none was written).
+pub async fn read(store: &DynStore) -> Result<Catalog, Error> {
+    for _ in 0..MAX_ATTEMPTS {
+        let Some(&newest) = generations(store).await?.last() else {
+            return Ok(Catalog::default());
+        };
+        let key = gen_key(newest);
+        // A writer may prune it between the LIST and the GET: list again.
+        if let Some(body) = store.get(&key).await? {
+            return serde_json::from_slice(&body).map_err(|e| Error::Corrupt {
+                what: key,
+                message: e.to_string(),
+            });
+        }
+    }
+    Err(Error::Conflict(
+        "the catalog kept changing while being read".into(),
+    ))
+}
+
+/// Adds or replaces `entries`, retrying on concurrent updates. Returns the generation written.
+pub async fn upsert(
+    store: &DynStore,
+    entries: Vec<(Fqid, CatalogEntry)>,
+) -> Result<Catalog, Error> {
+    for attempt in 0..MAX_ATTEMPTS {
+        let mut catalog = read(store).await?;
+        catalog.generation += 1;
+        catalog.bundles.extend(entries.iter().cloned());
+        let body = serde_json::to_vec(&catalog).map_err(|e| Error::zarr("catalog", e))?;
+        match store
+            .put_if_absent(&gen_key(catalog.generation), Bytes::from(body))
+            .await?
+        {
+            PutOutcome::Created => {
+                prune(store, catalog.generation).await;
+                return Ok(catalog);
+            }
+            PutOutcome::AlreadyExists => {
+                // Another writer won this generation; back off a little, with jitter.
+                let ms = rand::random_range(1..=5u64 * u64::from(attempt.min(20) + 1));
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+    }
+    Err(Error::Conflict(format!(
+        "could not update the catalog after {MAX_ATTEMPTS} attempts (too many concurrent writers)"
+    )))
+}
+
+async fn prune(store: &DynStore, newest: u64) {
+    let Ok(gens) = generations(store).await else {
+        return;
+    };
+    for g in gens.into_iter().filter(|&g| g + KEEP_GENERATIONS <= newest) {
+        if let Err(e) = store.delete(&gen_key(g)).await {
+            tracing::warn!("could not prune catalog generation {g}: {e}");
+        }
+    }
+}

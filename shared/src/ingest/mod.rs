@@ -1,0 +1,252 @@
+//! Ingest: real input formats in, bundles out, catalog updated.
+//!
+//! Every reader parses and validates its whole input before anything is written, so a
+//! bad file leaves nothing behind; the bundle writer writes the manifest last.
+
+pub mod h5ad;
+pub mod mtx;
+pub mod sidecar;
+pub mod table;
+pub mod tenx_h5;
+mod text;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+
+use crate::bundle::{BundleMetadata, Layout, SourceInfo, SourceMatrix, WriteOutcome, write_bundle};
+use crate::catalog::{self, CatalogEntry};
+use crate::error::Error;
+use crate::fqid::Fqid;
+use crate::store::DynStore;
+
+pub use table::Orientation;
+
+/// Bundles written at once when one input makes many (one bundle per cell).
+const BUNDLE_CONCURRENCY: usize = 8;
+
+/// The input formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// A 10x matrix directory (matrix.mtx + barcodes + features/genes).
+    TenxMtx,
+    /// A Cell Ranger HDF5 file.
+    TenxH5,
+    /// An AnnData `.h5ad` file.
+    H5ad,
+    /// A dense CSV/TSV count table.
+    Table,
+}
+
+impl InputFormat {
+    /// The name stored in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::TenxMtx => "10x-mtx",
+            InputFormat::TenxH5 => "10x-h5",
+            InputFormat::H5ad => "h5ad",
+            InputFormat::Table => "table",
+        }
+    }
+
+    /// Guesses the format from the path.
+    pub fn detect(path: &Path) -> Result<InputFormat, Error> {
+        if path.is_dir() {
+            return Ok(InputFormat::TenxMtx);
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        if name.ends_with(".h5ad") {
+            Ok(InputFormat::H5ad)
+        } else if name.ends_with(".h5") || name.ends_with(".hdf5") {
+            Ok(InputFormat::TenxH5)
+        } else if name.ends_with(".csv") || name.ends_with(".tsv") || name.ends_with(".txt") {
+            Ok(InputFormat::Table)
+        } else if !path.exists() {
+            Err(Error::input(
+                path.display().to_string(),
+                "no such file or directory",
+            ))
+        } else {
+            Err(Error::input(
+                path.display().to_string(),
+                "unknown input format; expected a 10x matrix directory, .h5, .h5ad, .csv or .tsv",
+            ))
+        }
+    }
+}
+
+/// How to ingest one input.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// The format; detected from the path when `None`.
+    pub format: Option<InputFormat>,
+    /// The bundle id; generated when `None`. Not allowed with `one_bundle_per_cell`.
+    pub fqid: Option<Fqid>,
+    /// Metadata from flags; it overrides the sidecar.
+    pub metadata: BundleMetadata,
+    /// A JSON or TSV sidecar with metadata.
+    pub sidecar: Option<PathBuf>,
+    /// Split a table into one bundle per cell (SmartSeq2 style).
+    pub one_bundle_per_cell: bool,
+    /// Orientation of a table.
+    pub orientation: Orientation,
+    /// Chunking of the written arrays.
+    pub layout: Layout,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    /// Each bundle, and whether it was written or already there.
+    pub bundles: Vec<WriteOutcome>,
+    /// Cells in the input.
+    pub cells: u64,
+    /// Seconds spent reading and parsing the input.
+    pub read_seconds: f64,
+    /// Seconds spent in total.
+    pub total_seconds: f64,
+}
+
+/// Reads an input into memory without writing anything.
+pub fn read_input(path: &Path, opts: &IngestOptions) -> Result<(InputFormat, SourceMatrix), Error> {
+    let format = match opts.format {
+        Some(f) => f,
+        None => InputFormat::detect(path)?,
+    };
+    let src = match format {
+        InputFormat::TenxMtx => mtx::read_10x_mtx(path, opts.progress)?,
+        InputFormat::TenxH5 => tenx_h5::read_10x_h5(path)?,
+        InputFormat::H5ad => h5ad::read_h5ad(path)?,
+        InputFormat::Table => table::read_table(path, opts.orientation, opts.progress)?,
+    };
+    src.validate(&path.display().to_string())?;
+    Ok((format, src))
+}
+
+/// Namespace of content-derived bundle uuids.
+const UUID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6365_6c6c_6d61_7472_6978_2d62_756e_646c);
+
+/// Ingests `path` into `store` and records the bundles in the catalog.
+pub async fn ingest(
+    store: &DynStore,
+    path: &Path,
+    opts: &IngestOptions,
+) -> Result<IngestReport, Error> {
+    let started = Instant::now();
+    let what = path.display().to_string();
+    if opts.one_bundle_per_cell && opts.fqid.is_some() {
+        return Err(Error::input(
+            &what,
+            "--fqid names one bundle; it cannot be used with --one-bundle-per-cell",
+        ));
+    }
+    let sidecar = match &opts.sidecar {
+        Some(p) => sidecar::read_sidecar(p)?,
+        None => sidecar::Sidecar::default(),
+    };
+    let (format, src) = tokio::task::block_in_place(|| read_input(path, opts))?;
+    let read_seconds = started.elapsed().as_secs_f64();
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| what.clone());
+    let source = SourceInfo {
+        file,
+        format: format.name().to_string(),
+    };
+
+    // Each planned bundle: its matrix, metadata and extra fields.
+    let mut planned: Vec<(SourceMatrix, BundleMetadata, BTreeMap<String, String>)> = Vec::new();
+    if opts.one_bundle_per_cell {
+        for r in 0..src.cells.len() {
+            let (meta, extra) = sidecar.for_cell(&src.cells[r]);
+            planned.push((
+                src.slice_rows(r..r + 1),
+                opts.metadata.clone().or(&meta),
+                extra,
+            ));
+        }
+    } else {
+        let (meta, extra) = sidecar.for_bundle();
+        planned.push((src.clone(), opts.metadata.clone().or(&meta), extra));
+    }
+    let cells = src.cells.len() as u64;
+    drop(src);
+
+    let existing = catalog::read(store).await?;
+    let now = time::OffsetDateTime::now_utc();
+    let bar = crate::progress::bar(
+        opts.progress && planned.len() > 1,
+        planned.len() as u64,
+        "bundles",
+    );
+    let outcomes: Vec<WriteOutcome> = futures::stream::iter(planned.into_iter().enumerate())
+        .map(|(i, (m, meta, extra))| {
+            let (store, source, existing, bar) =
+                (store.clone(), source.clone(), &existing, bar.clone());
+            let layout = opts.layout;
+            let given = opts.fqid.clone();
+            async move {
+                let digest = crate::bundle::writer::content_digest(&m, &meta);
+                let fqid = match given {
+                    Some(f) => f,
+                    None => {
+                        let uuid = uuid::Uuid::new_v5(&UUID_NAMESPACE, digest.as_bytes());
+                        // The same content ingested before keeps its id.
+                        let known = existing.bundles.iter().find(|(f, e)| {
+                            f.uuid() == uuid.hyphenated().to_string() && e.content_digest == digest
+                        });
+                        match known {
+                            Some((f, _)) => f.clone(),
+                            // Distinct microseconds keep ids of one run distinct and ordered.
+                            None => Fqid::new(uuid, now + time::Duration::microseconds(i as i64)),
+                        }
+                    }
+                };
+                let out = write_bundle(&store, &fqid, &m, &meta, extra, source, layout).await;
+                if out.is_err() {
+                    cleanup(&store, &fqid).await;
+                }
+                bar.inc(1);
+                out
+            }
+        })
+        .buffered(BUNDLE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    bar.finish_and_clear();
+
+    let entries: Vec<(Fqid, CatalogEntry)> = outcomes
+        .iter()
+        .map(|o| (o.manifest().fqid.clone(), CatalogEntry::from(o.manifest())))
+        .collect();
+    catalog::upsert(store, entries).await?;
+    Ok(IngestReport {
+        bundles: outcomes,
+        cells,
+        read_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Removes what a failed write left, unless a manifest says the bundle exists.
+async fn cleanup(store: &DynStore, fqid: &Fqid) {
+    if matches!(crate::bundle::read_manifest(store, fqid).await, Ok(Some(_))) {
+        return;
+    }
+    let prefix = format!("{}/", crate::bundle::manifest::zarr_prefix(fqid));
+    if let Ok(objects) = store.list(&prefix).await {
+        for o in objects {
+            let _ = store.delete(&o.key).await;
+        }
+    }
+}
