@@ -58,6 +58,10 @@ pub enum Error {
         /// zarrs' message.
         message: String,
     },
+    /// A part of the service that is not built yet; the string names it. Retrying cannot
+    /// help, so callers and the collector must not re-invoke on it.
+    #[error("{0} is not implemented yet (issue #3)")]
+    NotImplemented(&'static str),
 }
 
 impl Error {
@@ -71,7 +75,8 @@ impl Error {
             | Error::NotFound(_)
             | Error::InvalidId { .. }
             | Error::Io { .. }
-            | Error::Zarr { .. } => false,
+            | Error::Zarr { .. }
+            | Error::NotImplemented(_) => false,
         }
     }
 

@@ -12,16 +12,22 @@
 //!   bundle writer and reader.
 //! - [`catalog`]: the index of bundles, read in O(1) GETs, updated without locks.
 //! - [`ingest`] (feature `ingest`): readers for 10x, h5ad and table inputs.
+//! - [`messages`]: the events the functions send each other.
+//! - [`handlers`]: the entry points of the driver, mapper, worker and reducer, free of
+//!   Lambda crates so that the binaries, `cellmatrix serve` and the tests share them.
 //! - [`synth`]: synthetic 10x-like and SmartSeq2-like bundles for benchmarks.
 
 pub mod bundle;
 pub mod catalog;
 pub mod error;
 pub mod fqid;
+pub mod handlers;
 #[cfg(feature = "ingest")]
 pub mod ingest;
+pub mod messages;
 pub mod progress;
 pub mod store;
+pub mod synth;
 
 pub use error::{Error, Result};
 pub use fqid::Fqid;

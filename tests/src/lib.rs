@@ -47,3 +47,73 @@ pub async fn moto_store(tag: &str, prefix: &str) -> anyhow::Result<S3Store> {
     store.create_bucket_if_missing().await?;
     Ok(store)
 }
+
+/// The Python interpreter of the test venv (anndata, h5py, scipy, pandas).
+pub fn python() -> std::path::PathBuf {
+    required_env("CELLMATRIX_TEST_PYTHON").into()
+}
+
+/// The directory holding the public test datasets (`pbmc.h5ad`, `chung_counts.tsv`).
+pub fn test_data() -> std::path::PathBuf {
+    required_env("CELLMATRIX_TEST_DATA").into()
+}
+
+/// The repository root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+fn required_env(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!(
+            "{var} is not set: run the tests with scripts/test, which prepares the Python venv and the data"
+        ),
+    }
+}
+
+/// Runs a Python script from `tests/python/` with the venv's interpreter; panics with
+/// its output when it fails.
+pub fn run_python(script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let path = repo_root().join("tests/python").join(script);
+    let out = std::process::Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// One source to check against its bundles with `check_bundles.py`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    /// The input file or directory.
+    pub source: std::path::PathBuf,
+    /// Its format name (`h5ad`, `10x-h5`, `10x-mtx`, `table`).
+    pub format: String,
+    /// Table orientation, when a table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orientation: Option<String>,
+    /// The bundles made from it.
+    pub fqids: Vec<String>,
+    /// Whether there is one bundle per cell.
+    pub split: bool,
+}
+
+/// Checks bundles in a filesystem store against their sources with anndata (an
+/// independent reader); panics on any difference.
+pub fn check_bundles(store_root: &std::path::Path, checks: &[Check]) -> String {
+    let spec = serde_json::json!({ "store": store_root, "checks": checks });
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), serde_json::to_vec(&spec).expect("json")).expect("write spec");
+    run_python("check_bundles.py", &[file.path().as_os_str()])
+}

@@ -18,7 +18,7 @@ pub struct Args {
     format: Option<InputFormat>,
     /// Bundle id (uuid.version); generated from the content when omitted.
     #[arg(long)]
-    fqid: Option<Fqid>,
+    fqid: Option<String>,
     /// Project.
     #[arg(long)]
     project: Option<String>,
@@ -68,9 +68,11 @@ pub async fn run(store: &DynStore, a: Args) -> anyhow::Result<()> {
     if a.rows_per_chunk == 0 {
         anyhow::bail!("--rows-per-chunk must be at least 1");
     }
+    // Parsed here rather than by clap, so a bad id is a one-line error like any other.
+    let fqid = a.fqid.as_deref().map(Fqid::parse).transpose()?;
     let opts = IngestOptions {
         format: a.format,
-        fqid: a.fqid,
+        fqid,
         metadata: BundleMetadata {
             project: a.project,
             organ: a.organ,

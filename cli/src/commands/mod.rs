@@ -42,7 +42,7 @@ impl Cli {
             Command::Ingest(a) => ingest::run(&store, *a).await,
             Command::Catalog(a) => catalog::run(&store, a).await,
             Command::Synth(a) => synth::run(&store, a).await,
-            Command::Demo(a) => demo::run(a).await,
+            Command::Demo(a) => demo::run(&store, a).await,
         }
     }
 }

@@ -1,1 +1,34 @@
-fn main() {}
+//! The mapper Lambda function, invoked asynchronously with a [`MapperEvent`].
+
+use cellmatrix::handlers::{Config, mapper};
+use cellmatrix::messages::MapperEvent;
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn, tracing};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing::init_default_subscriber();
+    // A missing setting fails the cold start, where Lambda reports it as an init error,
+    // rather than every invocation.
+    let config = Config::from_env().inspect_err(|e| tracing::error!("cannot start: {e}"))?;
+    let config = &config;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<MapperEvent>| async move {
+        mapper::handle(config, event.payload)
+            .await
+            .map_err(diagnostic)
+    }))
+    .await
+}
+
+/// The error type says whether a retry can help, so that the Lambda response (and
+/// `cargo lambda watch`'s 500 body) carries it without parsing the message.
+fn diagnostic(e: cellmatrix::Error) -> Diagnostic {
+    let error_type = if e.is_retryable() {
+        "Retryable"
+    } else {
+        "NonRetryable"
+    };
+    Diagnostic {
+        error_type: error_type.into(),
+        error_message: e.to_string(),
+    }
+}

@@ -19,8 +19,8 @@ use std::path::Path;
 use hdf5_pure::{Datatype, DatatypeByteOrder, File, Group, StringPadding};
 
 use super::tenx_h5::{
-    attr_string, attr_u64s, h5_error, open_dataset, open_group, read_index_array, read_strings,
-    read_values, with_hdf5,
+    H5Input, attr_string, attr_u64s, check_size, h5_error, open_dataset, open_group,
+    read_index_array, read_strings, read_values, with_hdf5,
 };
 use crate::bundle::matrix::{Csr, Features, SourceMatrix};
 use crate::error::{Error, Result};
@@ -34,13 +34,14 @@ pub fn read_h5ad(path: &Path) -> Result<SourceMatrix> {
     with_hdf5(path, read_anndata)
 }
 
-fn read_anndata(file: &File, what: &str) -> Result<SourceMatrix> {
+fn read_anndata(file: &File, src: &H5Input) -> Result<SourceMatrix> {
+    let what = src.what.as_str();
     let root = file.root();
     let top = Members::of(&root, "/", what)?;
 
-    let obs = Frame::open(&root, &top, "obs", what)?;
+    let obs = Frame::open(&root, &top, "obs", src)?;
     let cells = obs.index()?;
-    let var = Frame::open(&root, &top, "var", what)?;
+    let var = Frame::open(&root, &top, "var", src)?;
     let ids = var.index()?;
     let mut names = None;
     for column in NAME_COLUMNS {
@@ -57,7 +58,7 @@ fn read_anndata(file: &File, what: &str) -> Result<SourceMatrix> {
     }
     let names = names.unwrap_or_else(|| ids.clone());
 
-    let matrix = read_x(&root, &top, what)?;
+    let matrix = read_x(&root, &top, src)?;
     if matrix.n_rows != cells.len() || matrix.n_cols != ids.len() {
         return Err(Error::input(
             what,
@@ -103,7 +104,8 @@ impl Members {
     }
 }
 
-fn read_x(root: &Group, top: &Members, what: &str) -> Result<Csr> {
+fn read_x(root: &Group, top: &Members, src: &H5Input) -> Result<Csr> {
+    let what = src.what.as_str();
     if top.has_group("X") {
         let g = open_group(root, "X", "/X", what)?;
         let attrs = g
@@ -135,25 +137,32 @@ fn read_x(root: &Group, top: &Members, what: &str) -> Result<Csr> {
                 format!("/X has shape {shape:?}, expected two dimensions"),
             ));
         };
-        let (n_obs, n_var) = (n_obs as usize, n_var as usize);
+        let (n_obs, n_var) = checked_shape(n_obs, n_var, what)?;
+        let csr = match encoding.as_str() {
+            "csr_matrix" | "csr" => true,
+            "csc_matrix" | "csc" => false,
+            other => {
+                return Err(Error::input(
+                    what,
+                    format!("/X has encoding {other:?}; expected csr_matrix or csc_matrix"),
+                ));
+            }
+        };
         let indptr = read_index_array(
             &open_dataset(&g, "indptr", "/X/indptr", what)?,
             "/X/indptr",
-            what,
+            src,
         )?;
         let indices = read_index_array(
             &open_dataset(&g, "indices", "/X/indices", what)?,
             "/X/indices",
-            what,
+            src,
         )?;
-        let values = read_values(&open_dataset(&g, "data", "/X/data", what)?, "/X/data", what)?;
-        match encoding.as_str() {
-            "csr_matrix" | "csr" => Csr::from_raw(what, n_obs, n_var, &indptr, &indices, values),
-            "csc_matrix" | "csc" => Csr::from_csc(what, n_obs, n_var, &indptr, &indices, values),
-            other => Err(Error::input(
-                what,
-                format!("/X has encoding {other:?}; expected csr_matrix or csc_matrix"),
-            )),
+        let values = read_values(&open_dataset(&g, "data", "/X/data", what)?, "/X/data", src)?;
+        if csr {
+            Csr::from_raw(what, n_obs, n_var, &indptr, &indices, values)
+        } else {
+            Csr::from_csc(what, n_obs, n_var, &indptr, &indices, values)
         }
     } else if top.has_dataset("X") {
         let ds = open_dataset(root, "X", "/X", what)?;
@@ -166,8 +175,8 @@ fn read_x(root: &Group, top: &Members, what: &str) -> Result<Csr> {
                 format!("dense /X has shape {shape:?}, expected two dimensions"),
             ));
         };
-        let (n_obs, n_var) = (n_obs as usize, n_var as usize);
-        let values = read_values(&ds, "/X", what)?;
+        let (n_obs, n_var) = checked_shape(n_obs, n_var, what)?;
+        let values = read_values(&ds, "/X", src)?;
         if Some(values.len()) != n_obs.checked_mul(n_var) {
             return Err(Error::input(
                 what,
@@ -183,11 +192,24 @@ fn read_x(root: &Group, top: &Members, what: &str) -> Result<Csr> {
     }
 }
 
+/// The shape of X, refused when it could not be a real matrix: cell and feature
+/// indices are 32-bit, and a crafted shape must not overflow the reader's arithmetic.
+fn checked_shape(n_obs: u64, n_var: u64, what: &str) -> Result<(usize, usize)> {
+    let limit = u64::from(u32::MAX);
+    if n_obs > limit || n_var > limit {
+        return Err(Error::input(
+            what,
+            format!("/X has shape [{n_obs}, {n_var}], more than 2^32 rows or columns"),
+        ));
+    }
+    Ok((n_obs as usize, n_var as usize))
+}
+
 /// An obs or var table in either layout.
 struct Frame<'a> {
     root: &'a Group,
     path: String,
-    what: &'a str,
+    src: &'a H5Input,
     kind: FrameKind,
 }
 
@@ -203,7 +225,8 @@ enum FrameKind {
 }
 
 impl<'a> Frame<'a> {
-    fn open(root: &'a Group, top: &Members, name: &str, what: &'a str) -> Result<Frame<'a>> {
+    fn open(root: &'a Group, top: &Members, name: &str, src: &'a H5Input) -> Result<Frame<'a>> {
+        let what = src.what.as_str();
         let path = format!("/{name}");
         let kind = if top.has_group(name) {
             let group = open_group(root, name, &path, what)?;
@@ -220,6 +243,7 @@ impl<'a> Frame<'a> {
                     format!("{path} is a dataset but not a table of records (compound type)"),
                 ));
             };
+            check_size(&ds, &path, src)?;
             let records = ds
                 .read_raw()
                 .map_err(|e| h5_error(what, &format!("cannot read {path}"), e))?;
@@ -244,14 +268,14 @@ impl<'a> Frame<'a> {
         Ok(Frame {
             root,
             path,
-            what,
+            src,
             kind,
         })
     }
 
     /// The row names.
     fn index(&self) -> Result<Vec<String>> {
-        let (path, what) = (&self.path, self.what);
+        let (path, what, src) = (&self.path, self.src.what.as_str(), self.src);
         match &self.kind {
             FrameKind::Group { group, members } => {
                 let attrs = group.attrs().map_err(|e| {
@@ -268,7 +292,7 @@ impl<'a> Frame<'a> {
                     }
                 };
                 let ipath = format!("{path}/{name}");
-                read_strings(&open_dataset(group, &name, &ipath, what)?, &ipath, what)
+                read_strings(&open_dataset(group, &name, &ipath, what)?, &ipath, src)
             }
             FrameKind::Compound { .. } => match self.column("index")? {
                 Some(v) => Ok(v.into_iter().map(Option::unwrap_or_default).collect()),
@@ -296,7 +320,7 @@ impl<'a> Frame<'a> {
         members: &Members,
         name: &str,
     ) -> Result<Option<Vec<Option<String>>>> {
-        let (path, what) = (&self.path, self.what);
+        let (path, what, src) = (&self.path, self.src.what.as_str(), self.src);
         let cpath = format!("{path}/{name}");
         if members.has_dataset(name) {
             let ds = open_dataset(group, name, &cpath, what)?;
@@ -307,7 +331,7 @@ impl<'a> Frame<'a> {
                 dt,
                 hdf5_pure::DType::String | hdf5_pure::DType::VariableLengthString
             ) {
-                let v = read_strings(&ds, &cpath, what)?;
+                let v = read_strings(&ds, &cpath, src)?;
                 return Ok(Some(v.into_iter().map(Some).collect()));
             }
             // anndata 0.7: integer codes here, categories in __categories/<name>.
@@ -316,8 +340,8 @@ impl<'a> Frame<'a> {
                     open_group(group, "__categories", &format!("{path}/__categories"), what)?;
                 let catpath = format!("{path}/__categories/{name}");
                 if let Ok(cds) = cats.dataset(name) {
-                    let categories = read_strings(&cds, &catpath, what)?;
-                    let codes = read_codes(&ds, &cpath, what)?;
+                    let categories = read_strings(&cds, &catpath, src)?;
+                    let codes = read_codes(&ds, &cpath, src)?;
                     return decode_categorical(&categories, &codes, &cpath, what).map(Some);
                 }
             }
@@ -334,23 +358,19 @@ impl<'a> Frame<'a> {
                 let categories = read_strings(
                     &open_dataset(&g, "categories", &catpath, what)?,
                     &catpath,
-                    what,
+                    src,
                 )?;
                 let codepath = format!("{cpath}/codes");
-                let codes = read_codes(
-                    &open_dataset(&g, "codes", &codepath, what)?,
-                    &codepath,
-                    what,
-                )?;
+                let codes =
+                    read_codes(&open_dataset(&g, "codes", &codepath, what)?, &codepath, src)?;
                 return decode_categorical(&categories, &codes, &cpath, what).map(Some);
             }
             if inner.has_dataset("values") {
                 let vpath = format!("{cpath}/values");
-                let values =
-                    read_strings(&open_dataset(&g, "values", &vpath, what)?, &vpath, what)?;
+                let values = read_strings(&open_dataset(&g, "values", &vpath, what)?, &vpath, src)?;
                 let mask = if inner.has_dataset("mask") {
                     let mpath = format!("{cpath}/mask");
-                    read_codes(&open_dataset(&g, "mask", &mpath, what)?, &mpath, what)?
+                    read_codes(&open_dataset(&g, "mask", &mpath, what)?, &mpath, src)?
                 } else {
                     vec![0; values.len()]
                 };
@@ -387,7 +407,7 @@ impl<'a> Frame<'a> {
         fields: &[hdf5_pure::CompoundMember],
         name: &str,
     ) -> Result<Option<Vec<Option<String>>>> {
-        let (path, what) = (&self.path, self.what);
+        let (path, what, src) = (&self.path, self.src.what.as_str(), self.src);
         let Some(field) = fields.iter().find(|f| f.name == name) else {
             return Ok(None);
         };
@@ -411,10 +431,10 @@ impl<'a> Frame<'a> {
                 cells.map(|b| Some(fixed_string(b, padding))).collect(),
             )),
             Datatype::FixedPoint {
-                size,
+                size: 1 | 2 | 4 | 8,
                 byte_order,
                 layout,
-            } if matches!(size, 1 | 2 | 4 | 8) => {
+            } => {
                 // Pre-0.7 categorical: codes here, categories in uns/<name>_categories.
                 let catname = format!("{name}_categories");
                 let catpath = format!("/uns/{catname}");
@@ -429,7 +449,7 @@ impl<'a> Frame<'a> {
                             e,
                         )
                     })?;
-                let categories = read_strings(&categories, &catpath, what)?;
+                let categories = read_strings(&categories, &catpath, src)?;
                 let big = matches!(byte_order, DatatypeByteOrder::BigEndian);
                 let codes: Vec<i64> = cells.map(|b| int_field(b, big, layout.signed)).collect();
                 decode_categorical(&categories, &codes, &fpath, what).map(Some)
@@ -443,8 +463,10 @@ impl<'a> Frame<'a> {
 }
 
 /// Reads categorical codes (or a mask) as signed integers; -1 marks a missing value.
-fn read_codes(ds: &hdf5_pure::Dataset, path: &str, what: &str) -> Result<Vec<i64>> {
+fn read_codes(ds: &hdf5_pure::Dataset, path: &str, src: &H5Input) -> Result<Vec<i64>> {
     use hdf5_pure::DType;
+    check_size(ds, path, src)?;
+    let what = src.what.as_str();
     match ds
         .dtype()
         .map_err(|e| h5_error(what, &format!("{path}: unreadable datatype"), e))?
@@ -624,6 +646,45 @@ mod tests {
         let m = read_h5ad(&path).unwrap();
         assert_small_matrix(&m);
         assert_eq!(m.features.names, strings(&GENE_IDS));
+    }
+
+    #[test]
+    fn missing_names_fall_back_to_ids() {
+        // gene_symbols as a nullable string array with one masked value, and a
+        // categorical obs column with a missing (-1) code that is never used as a name.
+        let (_d, path) = built(|b| {
+            frame(b, "obs", &CELLS);
+            let mut g = b.create_group("var");
+            g.set_attr("encoding-type", vlen("dataframe"));
+            g.set_attr("_index", vlen("_index"));
+            g.create_dataset("_index").with_vlen_strings(&GENE_IDS);
+            let mut col = g.create_group("gene_symbols");
+            col.set_attr("encoding-type", vlen("nullable-string-array"));
+            col.create_dataset("values")
+                .with_vlen_strings(&["A", "", "C", "D", "E"]);
+            col.create_dataset("mask").with_data(&[0u8, 1, 0, 0, 0]);
+            g.add_group(col.finish());
+            b.add_group(g.finish());
+            csr_x(b, &[4, 5], &[1, 3, 0, 4, 0, 1, 2, 4]);
+        });
+        let m = read_h5ad(&path).unwrap();
+        assert_eq!(
+            m.features.names,
+            strings(&["A", GENE_IDS[1], "C", "D", "E"])
+        );
+    }
+
+    #[test]
+    fn reads_h5py_bools_as_codes() {
+        // h5py writes numpy bools as an HDF5 enum over u8.
+        let (_d, path) = fixture("csc.h5ad");
+        let file = File::open(&path).unwrap();
+        let ds = file.dataset("var/highly_variable").unwrap();
+        let src = H5Input {
+            what: "t".to_string(),
+            max_bytes: 1 << 20,
+        };
+        assert_eq!(read_codes(&ds, "hv", &src).unwrap(), vec![1; 5]);
     }
 
     #[test]

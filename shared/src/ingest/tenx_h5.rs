@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use hdf5_pure::{AttrValue, DType, Dataset, File, Group};
+use hdf5_pure::{AttrValue, DType, Dataset, File, Group, VlenStringReadOptions};
 
 use crate::bundle::matrix::{Csr, Features, SourceMatrix, Values};
 use crate::error::{Error, Result};
@@ -30,7 +30,8 @@ pub fn read_10x_h5(path: &Path) -> Result<SourceMatrix> {
     with_hdf5(path, read_tenx)
 }
 
-fn read_tenx(file: &File, what: &str) -> Result<SourceMatrix> {
+fn read_tenx(file: &File, src: &H5Input) -> Result<SourceMatrix> {
+    let what = src.what.as_str();
     let root = file.root();
     let groups = root.groups().map_err(|e| h5_error(what, "listing /", e))?;
     let out = if groups.iter().any(|g| g == "matrix") {
@@ -41,13 +42,13 @@ fn read_tenx(file: &File, what: &str) -> Result<SourceMatrix> {
             "/matrix",
             (&features, "/matrix/features"),
             ("id", "name"),
-            what,
+            src,
         )?;
         part.into_source(what)?
     } else {
         let mut genomes = Vec::new();
         for name in &groups {
-            let g = open_group(&root, name, name, what)?;
+            let g = open_group(&root, name, &format!("/{name}"), what)?;
             let members = g
                 .datasets()
                 .map_err(|e| h5_error(what, &format!("listing /{name}"), e))?;
@@ -73,7 +74,7 @@ fn read_tenx(file: &File, what: &str) -> Result<SourceMatrix> {
                 &prefix,
                 (g, &prefix),
                 ("genes", "gene_names"),
-                what,
+                src,
             )?);
         }
         if parts.len() == 1 {
@@ -124,13 +125,14 @@ fn read_csc_part(
     prefix: &str,
     (features, feature_prefix): (&Group, &str),
     (id_name, name_name): (&str, &str),
-    what: &str,
+    src: &H5Input,
 ) -> Result<CscPart> {
+    let what = src.what.as_str();
     let shape_path = format!("{prefix}/shape");
     let shape = read_index_array(
         &open_dataset(g, "shape", &shape_path, what)?,
         &shape_path,
-        what,
+        src,
     )?;
     let [n_features, n_barcodes] = shape[..] else {
         return Err(Error::input(
@@ -138,10 +140,16 @@ fn read_csc_part(
             format!("{shape_path} has {} entries, expected 2", shape.len()),
         ));
     };
+    if n_features > u64::from(u32::MAX) {
+        return Err(Error::input(
+            what,
+            format!("{shape_path} says {n_features} features, more than 2^32"),
+        ));
+    }
     let (n_features, n_barcodes) = (n_features as usize, n_barcodes as usize);
 
     let path = format!("{prefix}/barcodes");
-    let barcodes = read_strings(&open_dataset(g, "barcodes", &path, what)?, &path, what)?;
+    let barcodes = read_strings(&open_dataset(g, "barcodes", &path, what)?, &path, src)?;
     if barcodes.len() != n_barcodes {
         return Err(Error::input(
             what,
@@ -154,7 +162,7 @@ fn read_csc_part(
     let mut feature_strings = Vec::with_capacity(2);
     for name in [id_name, name_name] {
         let path = format!("{feature_prefix}/{name}");
-        let v = read_strings(&open_dataset(features, name, &path, what)?, &path, what)?;
+        let v = read_strings(&open_dataset(features, name, &path, what)?, &path, src)?;
         if v.len() != n_features {
             return Err(Error::input(
                 what,
@@ -170,7 +178,7 @@ fn read_csc_part(
     let ids = feature_strings.pop().expect("two feature arrays");
 
     let path = format!("{prefix}/indptr");
-    let indptr = read_index_array(&open_dataset(g, "indptr", &path, what)?, &path, what)?;
+    let indptr = read_index_array(&open_dataset(g, "indptr", &path, what)?, &path, src)?;
     if indptr.len() != n_barcodes + 1 {
         return Err(Error::input(
             what,
@@ -182,7 +190,7 @@ fn read_csc_part(
         ));
     }
     let path = format!("{prefix}/indices");
-    let indices = read_index_array(&open_dataset(g, "indices", &path, what)?, &path, what)?;
+    let indices = read_index_array(&open_dataset(g, "indices", &path, what)?, &path, src)?;
     if let Some(&bad) = indices.iter().find(|&&i| i >= n_features as u64) {
         return Err(Error::input(
             what,
@@ -190,7 +198,7 @@ fn read_csc_part(
         ));
     }
     let path = format!("{prefix}/data");
-    let values = read_values(&open_dataset(g, "data", &path, what)?, &path, what)?;
+    let values = read_values(&open_dataset(g, "data", &path, what)?, &path, src)?;
     if values.len() != indices.len() {
         return Err(Error::input(
             what,
@@ -295,17 +303,15 @@ fn concat_values(a: Values, b: Values) -> Values {
 /// read runs under `catch_unwind` and a panic becomes an input error. This relies on
 /// `panic = "unwind"`, which the workspace's release profile keeps for this reason
 /// among others.
-pub(super) fn with_hdf5<T>(path: &Path, read: impl FnOnce(&File, &str) -> Result<T>) -> Result<T> {
+pub(super) fn with_hdf5<T>(
+    path: &Path,
+    read: impl FnOnce(&File, &H5Input) -> Result<T>,
+) -> Result<T> {
     let what = path.display().to_string();
     // Tell a missing or unreadable file (I/O) from one that is not HDF5 (bad input).
-    let mut head = [0u8; 8];
-    {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            return Err(Error::input(&what, "empty file, not HDF5"));
-        }
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.len() == 0 {
+        return Err(Error::input(&what, "empty file, not HDF5"));
     }
     match hdf5_pure::is_hdf5(path) {
         Ok(true) => {}
@@ -341,7 +347,11 @@ pub(super) fn with_hdf5<T>(path: &Path, read: impl FnOnce(&File, &str) -> Result
                 ),
             ));
         }
-        read(&file, &what)
+        let src = H5Input {
+            what: what.clone(),
+            max_bytes: file.file_size().saturating_mul(MAX_EXPANSION),
+        };
+        read(&file, &src)
     }));
     match outcome {
         Ok(result) => result,
@@ -357,6 +367,50 @@ pub(super) fn with_hdf5<T>(path: &Path, read: impl FnOnce(&File, &str) -> Result
             ))
         }
     }
+}
+
+/// The file being read: its name for error messages and a bound on what a dataset in
+/// it can decode to.
+#[derive(Debug)]
+pub(super) struct H5Input {
+    /// The path, as error messages name it.
+    pub(super) what: String,
+    /// The most bytes a dataset in this file can decode to; see [`check_size`].
+    pub(super) max_bytes: u64,
+}
+
+/// Deflate cannot expand data by more than about 1032:1, so no dataset stored in a
+/// file of N bytes legitimately decodes to more than this many times N.
+const MAX_EXPANSION: u64 = 1100;
+
+/// Refuses a dataset whose declared size its file could not hold.
+///
+/// hdf5-pure sizes its output buffer from the dataset's declared shape before reading,
+/// and a corrupt shape (a flipped byte) can declare hundreds of gigabytes; that
+/// allocation then aborts the process, which no `catch_unwind` can turn into an error.
+/// Checking the declared size against the file first keeps a corrupt file an input
+/// error.
+pub(super) fn check_size(ds: &Dataset, path: &str, src: &H5Input) -> Result<()> {
+    let what = src.what.as_str();
+    let shape = ds
+        .shape()
+        .map_err(|e| h5_error(what, &format!("{path}: unreadable shape"), e))?;
+    let element = ds
+        .element_size()
+        .map_err(|e| h5_error(what, &format!("{path}: unreadable datatype"), e))?;
+    let bytes = shape
+        .iter()
+        .try_fold(element, |acc, &d| acc.checked_mul(d))
+        .unwrap_or(u64::MAX);
+    if bytes > src.max_bytes {
+        return Err(Error::input(
+            what,
+            format!(
+                "corrupt HDF5 file: {path} declares shape {shape:?} ({bytes} bytes),                  more than the file could hold"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn h5_error(what: &str, context: &str, e: hdf5_pure::Error) -> Error {
@@ -380,7 +434,10 @@ fn dtype(ds: &Dataset, path: &str, what: &str) -> Result<DType> {
         .map_err(|e| h5_error(what, &format!("{path}: unreadable datatype"), e))
 }
 
-fn rank1_len(ds: &Dataset, path: &str, what: &str) -> Result<()> {
+/// Checks `ds` is one-dimensional and not implausibly large.
+fn rank1(ds: &Dataset, path: &str, src: &H5Input) -> Result<()> {
+    check_size(ds, path, src)?;
+    let what = src.what.as_str();
     let shape = ds
         .shape()
         .map_err(|e| h5_error(what, &format!("{path}: unreadable shape"), e))?;
@@ -394,8 +451,9 @@ fn rank1_len(ds: &Dataset, path: &str, what: &str) -> Result<()> {
 }
 
 /// Reads a one-dimensional integer array of indices or sizes; negatives are refused.
-pub(super) fn read_index_array(ds: &Dataset, path: &str, what: &str) -> Result<Vec<u64>> {
-    rank1_len(ds, path, what)?;
+pub(super) fn read_index_array(ds: &Dataset, path: &str, src: &H5Input) -> Result<Vec<u64>> {
+    rank1(ds, path, src)?;
+    let what = src.what.as_str();
     let read_err = |e| h5_error(what, &format!("cannot read {path}"), e);
     match dtype(ds, path, what)? {
         DType::U8 | DType::U16 | DType::U32 | DType::U64 => ds.read_u64().map_err(read_err),
@@ -418,7 +476,9 @@ pub(super) fn read_index_array(ds: &Dataset, path: &str, what: &str) -> Result<V
 
 /// Reads stored counts: integers become `U32` when every value fits (`F64` otherwise,
 /// which holds them exactly below 2^53), floats keep their width.
-pub(super) fn read_values(ds: &Dataset, path: &str, what: &str) -> Result<Values> {
+pub(super) fn read_values(ds: &Dataset, path: &str, src: &H5Input) -> Result<Values> {
+    check_size(ds, path, src)?;
+    let what = src.what.as_str();
     let read_err = |e| h5_error(what, &format!("cannot read {path}"), e);
     Ok(match dtype(ds, path, what)? {
         DType::U8 | DType::U16 | DType::U32 => Values::U32(ds.read_u32().map_err(read_err)?),
@@ -451,12 +511,19 @@ pub(super) fn read_values(ds: &Dataset, path: &str, what: &str) -> Result<Values
 
 /// Reads a one-dimensional string array, fixed-length (`S`, padding stripped) or
 /// variable-length.
-pub(super) fn read_strings(ds: &Dataset, path: &str, what: &str) -> Result<Vec<String>> {
-    rank1_len(ds, path, what)?;
+pub(super) fn read_strings(ds: &Dataset, path: &str, src: &H5Input) -> Result<Vec<String>> {
+    rank1(ds, path, src)?;
+    let what = src.what.as_str();
+    let read_err = |e| h5_error(what, &format!("cannot read {path}"), e);
     match dtype(ds, path, what)? {
-        DType::String | DType::VariableLengthString => ds
-            .read_string()
-            .map_err(|e| h5_error(what, &format!("cannot read {path}"), e)),
+        DType::String => ds.read_string().map_err(read_err),
+        // The strings live in the file's global heap, uncompressed, so their total
+        // cannot exceed the file; a corrupt length must not become a huge allocation.
+        DType::VariableLengthString => ds
+            .read_vlen_strings(VlenStringReadOptions::default().with_max_payload_bytes(
+                usize::try_from(src.max_bytes / MAX_EXPANSION).unwrap_or(usize::MAX),
+            ))
+            .map_err(read_err),
         other => Err(Error::input(
             what,
             format!("{path} should hold strings but has type {other}"),
@@ -677,6 +744,37 @@ pub(super) mod tests {
 
         let missing = dir.path().join("absent.h5");
         assert!(matches!(read_10x_h5(&missing), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn corrupt_bytes_give_input_errors_not_crashes() {
+        // Random byte changes in a Cell Ranger-style file. Before `check_size`, change
+        // number 334 of this sequence made hdf5-pure allocate 755 GB and abort.
+        let (_d, path) = fixture("tenx_v3.h5");
+        let orig = std::fs::read(&path).unwrap();
+        let mut seed: u64 = 0x1234_5678_9abc_def0;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..500 {
+            let mut bytes = orig.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = next() as usize % bytes.len();
+                bytes[i] = next() as u8;
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            match read_10x_h5(&path) {
+                Ok(_) => {}
+                Err(e @ Error::Input { .. }) => {
+                    let msg = e.to_string();
+                    assert!(!msg.contains("the HDF5 reader failed"), "{msg}");
+                }
+                Err(e) => panic!("expected an input error, got {e:?}"),
+            }
+        }
     }
 
     fn small_v3(

@@ -1,0 +1,214 @@
+//! The internal events the functions send each other (Lambda async invocations, or the
+//! in-process invoker). They carry ids, not data: what a stage needs is in the store under
+//! `requests/{request_id}/`, so an event stays far below Lambda's async payload limit and
+//! a re-invocation or a duplicate delivery needs nothing but the same small event.
+//!
+//! Every type refuses unknown fields: a sender and a receiver from different deployments
+//! must fail loudly rather than silently drop a field the sender relied on.
+
+use std::fmt;
+
+use crate::error::{Error, clip};
+use crate::fqid::Fqid;
+
+/// Longest id accepted; ids become single key segments.
+const MAX_ID_LEN: usize = 64;
+
+fn validate_id(kind: &'static str, s: &str) -> Result<(), Error> {
+    let bad = |reason: &str| Error::InvalidId {
+        kind,
+        value: clip(s),
+        reason: reason.to_string(),
+    };
+    if s.is_empty() || s.len() > MAX_ID_LEN {
+        return Err(bad(&format!("must be 1 to {MAX_ID_LEN} characters")));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(bad("only a-z, 0-9 and '-' are allowed"));
+    }
+    if s.starts_with('-') {
+        return Err(bad("must not start with '-'"));
+    }
+    Ok(())
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+        )]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses and validates `s`.
+            pub fn parse(s: &str) -> Result<Self, Error> {
+                validate_id($kind, s)?;
+                Ok(Self(s.to_string()))
+            }
+
+            /// The id as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self, Error> {
+                validate_id($kind, &s)?;
+                Ok(Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// The id of a matrix request: `a-z`, `0-9` and `-`, at most 64 characters, because it
+    /// becomes the key segment in `requests/{id}/`.
+    RequestId,
+    "request id"
+);
+
+id_type!(
+    /// The id of a worker task, derived from its content so that a duplicate or hedged
+    /// copy writes the same part. Same alphabet and length limit as [`RequestId`].
+    TaskId,
+    "task id"
+);
+
+/// Driver → mapper: plan the worker tasks for one group of bundles.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapperEvent {
+    /// The request this group belongs to.
+    pub request_id: RequestId,
+    /// The group's index; it names the mapper's plan, so two mappers never write the same key.
+    pub group: u32,
+    /// The bundles to plan, in request order.
+    pub bundles: Vec<Fqid>,
+}
+
+/// Mapper (or the collector re-invoking a failed or slow task) → worker: run one task.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerEvent {
+    /// The request the task belongs to.
+    pub request_id: RequestId,
+    /// The task; its slices are in the stored plan, not in the event.
+    pub task_id: TaskId,
+    /// 0 for the mapper's invocation, then counted up by the collector. Only for logs and
+    /// stats: every attempt writes the same bytes.
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+/// Driver or reducer → reducer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReducerEvent {
+    /// The request to collect or consolidate.
+    pub request_id: RequestId,
+    /// What this invocation does.
+    pub mode: ReducerMode,
+}
+
+/// The two jobs of the reducer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReducerMode {
+    /// Wait for plans and done markers, re-invoke and hedge tasks, then start consolidation.
+    Collect,
+    /// Write one disjoint, chunk-aligned range of the final matrix.
+    Consolidate {
+        /// The shard's index in the consolidation plan.
+        shard: u32,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "0f3c-12", &"a".repeat(MAX_ID_LEN)] {
+            RequestId::parse(ok).unwrap();
+            TaskId::parse(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "-a",
+            "A",
+            "a/b",
+            "a.b",
+            "../x",
+            "a b",
+            &"a".repeat(MAX_ID_LEN + 1),
+        ] {
+            assert!(RequestId::parse(bad).is_err(), "{bad:?}");
+            assert!(
+                serde_json::from_value::<TaskId>(json!(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reducer_modes_round_trip() {
+        for (mode, value) in [
+            (ReducerMode::Collect, json!({"kind": "collect"})),
+            (
+                ReducerMode::Consolidate { shard: 3 },
+                json!({"kind": "consolidate", "shard": 3}),
+            ),
+        ] {
+            assert_eq!(serde_json::to_value(mode).unwrap(), value);
+            assert_eq!(serde_json::from_value::<ReducerMode>(value).unwrap(), mode);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let fqid = "0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z";
+        for (ok, bad) in [
+            (
+                json!({"request_id": "r1", "group": 0, "bundles": [fqid]}),
+                json!({"request_id": "r1", "group": 0, "bundles": [fqid], "extra": 1}),
+            ),
+            (
+                json!({"request_id": "r1", "task_id": "t1"}),
+                json!({"request_id": "r1", "task_id": "t1", "attempts": 2}),
+            ),
+            (
+                json!({"request_id": "r1", "mode": {"kind": "consolidate", "shard": 0}}),
+                json!({"request_id": "r1", "mode": {"kind": "consolidate", "shard": 0, "of": 2}}),
+            ),
+        ] {
+            let accepts = |v: &serde_json::Value| {
+                serde_json::from_value::<MapperEvent>(v.clone()).is_ok()
+                    || serde_json::from_value::<WorkerEvent>(v.clone()).is_ok()
+                    || serde_json::from_value::<ReducerEvent>(v.clone()).is_ok()
+            };
+            assert!(accepts(&ok), "{ok}");
+            assert!(!accepts(&bad), "{bad}");
+        }
+    }
+}
