@@ -24,8 +24,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
-use rand::{Rng, RngCore};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_distr::{Distribution, Exp1, Gamma, Poisson, StandardNormal};
+use rand_xoshiro::Xoshiro256PlusPlus as Xoshiro256pp;
 
 use crate::bundle::{
     BundleMetadata, Csr, Features, Layout, SourceInfo, SourceMatrix, Values, WriteOutcome,
@@ -772,66 +773,18 @@ fn barcode(i: u32, key: u32) -> String {
     s
 }
 
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The random stream named by `parts`.
+/// The random stream named by `parts`. xoshiro256++ from `rand_xoshiro`, whose output
+/// for a seed is fixed by the algorithm (unlike `StdRng`/`SmallRng`, which may change
+/// between rand releases): synthetic bundles must stay what their ids say they are.
 fn stream(parts: &[u64]) -> Xoshiro256pp {
-    let key = parts
-        .iter()
-        .fold(0x6365_6c6c_6d61_7472u64, |h, &p| splitmix(h ^ splitmix(p)));
-    Xoshiro256pp::new(key)
-}
-
-/// xoshiro256++, written out rather than taken from `rand`: rand's `StdRng` and
-/// `SmallRng` may change between releases or platforms, while synthetic bundles must
-/// stay what their ids say they are.
-#[derive(Debug, Clone)]
-struct Xoshiro256pp {
-    s: [u64; 4],
-}
-
-impl Xoshiro256pp {
-    fn new(seed: u64) -> Self {
-        let mut x = seed;
-        let mut next = || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            splitmix(x)
-        };
-        Xoshiro256pp {
-            s: [next(), next(), next(), next()],
-        }
-    }
-}
-
-impl RngCore for Xoshiro256pp {
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
-        let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
-    }
-
-    fn fill_bytes(&mut self, dst: &mut [u8]) {
-        for chunk in dst.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
+    let key = parts.iter().fold(0x6365_6c6c_6d61_7472u64, |h, &p| {
+        // splitmix64 finaliser: mixes each part into the key.
+        let mut z = (h ^ p).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    });
+    Xoshiro256pp::seed_from_u64(key)
 }
 
 /// How to write a synthetic run.
@@ -979,7 +932,7 @@ impl Run<'_> {
         )
         .await;
         if out.is_err() {
-            cleanup(self.store, &fqid).await;
+            crate::bundle::writer::remove_partial(self.store, &fqid).await;
         }
         self.bar.inc(1);
         out
@@ -997,19 +950,6 @@ async fn run_blocking<T: Send + 'static>(
             path: "synthetic bundle".into(),
             source: std::io::Error::other(e),
         }),
-    }
-}
-
-/// Removes what a failed write left, unless a manifest says the bundle exists.
-async fn cleanup(store: &DynStore, fqid: &Fqid) {
-    if matches!(crate::bundle::read_manifest(store, fqid).await, Ok(Some(_))) {
-        return;
-    }
-    let prefix = format!("{}/", crate::bundle::manifest::zarr_prefix(fqid));
-    if let Ok(objects) = store.list(&prefix).await {
-        for o in objects {
-            let _ = store.delete(&o.key).await;
-        }
     }
 }
 

@@ -250,3 +250,17 @@ async fn write_anndata(
     // The root group last: until it exists, readers do not see an AnnData object.
     write_group(&storage, "/", encoding("anndata", "0.1.0")).await
 }
+
+/// Removes what a failed [`write_bundle`] left behind, unless a manifest says the bundle
+/// exists (then it is someone else's complete bundle). Best effort: leftovers without a
+/// manifest are invisible anyway.
+pub async fn remove_partial(store: &DynStore, fqid: &Fqid) {
+    if matches!(read_manifest(store, fqid).await, Ok(Some(_))) {
+        return;
+    }
+    if let Ok(objects) = store.list(&format!("{}/", zarr_prefix(fqid))).await {
+        for o in objects {
+            let _ = store.delete(&o.key).await;
+        }
+    }
+}

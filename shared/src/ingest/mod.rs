@@ -214,7 +214,7 @@ pub async fn ingest(
                 };
                 let out = write_bundle(&store, &fqid, &m, &meta, extra, source, layout).await;
                 if out.is_err() {
-                    cleanup(&store, &fqid).await;
+                    crate::bundle::writer::remove_partial(&store, &fqid).await;
                 }
                 bar.inc(1);
                 out
@@ -236,17 +236,4 @@ pub async fn ingest(
         read_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// Removes what a failed write left, unless a manifest says the bundle exists.
-async fn cleanup(store: &DynStore, fqid: &Fqid) {
-    if matches!(crate::bundle::read_manifest(store, fqid).await, Ok(Some(_))) {
-        return;
-    }
-    let prefix = format!("{}/", crate::bundle::manifest::zarr_prefix(fqid));
-    if let Ok(objects) = store.list(&prefix).await {
-        for o in objects {
-            let _ = store.delete(&o.key).await;
-        }
-    }
 }
