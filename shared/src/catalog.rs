@@ -118,6 +118,13 @@ pub async fn upsert(
 ) -> Result<Catalog, Error> {
     for attempt in 0..MAX_ATTEMPTS {
         let mut catalog = read(store).await?;
+        if entries
+            .iter()
+            .all(|(f, e)| catalog.bundles.get(f) == Some(e))
+        {
+            // Nothing new (a re-ingest): no generation to write.
+            return Ok(catalog);
+        }
         catalog.generation += 1;
         catalog.bundles.extend(entries.iter().cloned());
         let body = serde_json::to_vec(&catalog).map_err(|e| Error::zarr("catalog", e))?;
