@@ -6,6 +6,7 @@ pub mod matrix;
 pub use matrix::{Csr, Features, SourceMatrix, ValueType, Values};
 pub mod manifest;
 pub mod qc;
+pub mod reader;
 pub mod zarr_io;
 
 pub use manifest::{BundleMetadata, Layout, Manifest, SourceInfo};

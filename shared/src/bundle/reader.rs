@@ -1,0 +1,256 @@
+//! Reads row ranges of a bundle: `X/indptr` for the range, then only the `X/data` and
+//! `X/indices` chunks that overlap its nonzeros, and the cell ids.
+
+use std::ops::Range;
+
+use zarrs::array::{Array, ElementOwned};
+use zarrs::storage::AsyncReadableWritableListableStorageTraits;
+
+use crate::bundle::manifest::zarr_prefix;
+use crate::bundle::zarr_io::open_array;
+use crate::bundle::{Csr, Manifest, ValueType, Values, read_manifest};
+use crate::error::Error;
+use crate::fqid::Fqid;
+use crate::store::DynStore;
+use crate::store::zarr::{ZarrStore, store_error_in};
+
+type ZArray = Array<dyn AsyncReadableWritableListableStorageTraits>;
+
+/// Rows of a bundle: their cell ids and counts (columns are the bundle's features).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows {
+    /// Cell ids of the rows.
+    pub cells: Vec<String>,
+    /// The counts, rows re-based to 0.
+    pub matrix: Csr,
+}
+
+/// An open bundle; array metadata is read once, at open.
+pub struct BundleReader {
+    manifest: Manifest,
+    indptr: ZArray,
+    indices: ZArray,
+    data: ZArray,
+    cell_ids: ZArray,
+}
+
+impl std::fmt::Debug for BundleReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleReader")
+            .field("fqid", &self.manifest.fqid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BundleReader {
+    /// Opens bundle `fqid`; [`Error::NotFound`] if it has no manifest.
+    pub async fn open(store: &DynStore, fqid: &Fqid) -> Result<Self, Error> {
+        let manifest = read_manifest(store, fqid)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("bundle {fqid}")))?;
+        Self::with_manifest(store, manifest).await
+    }
+
+    /// Opens a bundle whose manifest the caller already has.
+    pub async fn with_manifest(store: &DynStore, manifest: Manifest) -> Result<Self, Error> {
+        let storage = ZarrStore::new(store.clone(), &zarr_prefix(&manifest.fqid)).into_storage();
+        let what = |e: Error| corrupt(&manifest.fqid, e);
+        let (indptr, indices, data, cell_ids) = futures::try_join!(
+            open_array(&storage, "/X/indptr"),
+            open_array(&storage, "/X/indices"),
+            open_array(&storage, "/X/data"),
+            open_array(&storage, "/obs/_index"),
+        )
+        .map_err(what)?;
+        Ok(BundleReader {
+            manifest,
+            indptr,
+            indices,
+            data,
+            cell_ids,
+        })
+    }
+
+    /// The bundle's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Reads rows `rows` (clamped to the bundle).
+    pub async fn read_rows(&self, rows: Range<u64>) -> Result<Rows, Error> {
+        let fqid = &self.manifest.fqid;
+        let end = rows.end.min(self.manifest.n_cells);
+        let start = rows.start.min(end);
+        let indptr: Vec<i64> = retrieve(&self.indptr, start..end + 1)
+            .await
+            .map_err(|e| corrupt(fqid, e))?;
+        let (p0, p1) = (indptr[0] as u64, indptr[indptr.len() - 1] as u64);
+        if indptr.windows(2).any(|w| w[0] > w[1]) || p1 > self.manifest.nnz {
+            return Err(corrupt(
+                fqid,
+                Error::zarr("X/indptr", "not a non-decreasing sequence within nnz"),
+            ));
+        }
+        let (indices, values, cells) = futures::try_join!(
+            retrieve::<i32>(&self.indices, p0..p1),
+            async {
+                Ok(match self.manifest.value_type {
+                    ValueType::Uint32 => Values::U32(retrieve(&self.data, p0..p1).await?),
+                    ValueType::Float32 => Values::F32(retrieve(&self.data, p0..p1).await?),
+                    ValueType::Float64 => Values::F64(retrieve(&self.data, p0..p1).await?),
+                })
+            },
+            retrieve::<String>(&self.cell_ids, start..end),
+        )
+        .map_err(|e| corrupt(fqid, e))?;
+        let n_cols = self.manifest.n_features as usize;
+        if indices.iter().any(|&i| i < 0 || i as usize >= n_cols) {
+            return Err(corrupt(
+                fqid,
+                Error::zarr("X/indices", "column index out of range"),
+            ));
+        }
+        Ok(Rows {
+            cells,
+            matrix: Csr {
+                n_rows: (end - start) as usize,
+                n_cols,
+                indptr: indptr.iter().map(|&p| p as u64 - p0).collect(),
+                indices: indices.into_iter().map(|i| i as u32).collect(),
+                values,
+            },
+        })
+    }
+}
+
+async fn retrieve<T: ElementOwned + Send + Sync>(
+    array: &ZArray,
+    range: Range<u64>,
+) -> Result<Vec<T>, Error> {
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    let path = array.path().to_string();
+    array
+        .async_retrieve_array_subset::<Vec<T>>(&[range])
+        .await
+        .map_err(|e| match store_error_in(&e) {
+            Some(se) => Error::Store(se),
+            None => Error::zarr(path, e),
+        })
+}
+
+/// Store errors pass through (they may be retryable); anything else means the bundle's
+/// data does not decode, which names the bundle.
+fn corrupt(fqid: &Fqid, e: Error) -> Error {
+    match e {
+        Error::Store(_) => e,
+        other => Error::Corrupt {
+            what: format!("bundle {fqid}"),
+            message: other.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::bundle::{Features, Layout, SourceInfo, SourceMatrix, write_bundle};
+    use crate::store::fs::FsStore;
+
+    fn sample() -> SourceMatrix {
+        let n = 300;
+        let dense: Vec<u32> = (0..n * 7).map(|i| ((i * 31) % 11) as u32 / 6).collect();
+        SourceMatrix {
+            cells: (0..n).map(|i| format!("c{i}")).collect(),
+            features: Features {
+                ids: (0..7).map(|i| format!("g{i}")).collect(),
+                names: (0..7).map(|i| format!("G{i}")).collect(),
+            },
+            matrix: Csr::from_dense_rows(n, 7, &Values::U32(dense)),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_back_any_row_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+        let fqid =
+            Fqid::parse("0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z").unwrap();
+        let src = sample();
+        let layout = Layout {
+            rows_per_chunk: 64,
+            nnz_per_chunk: 100,
+        };
+        let source = SourceInfo {
+            file: "t".into(),
+            format: "t".into(),
+        };
+        write_bundle(
+            &store,
+            &fqid,
+            &src,
+            &Default::default(),
+            Default::default(),
+            source,
+            layout,
+        )
+        .await
+        .unwrap();
+        let reader = BundleReader::open(&store, &fqid).await.unwrap();
+        assert_eq!(
+            reader.manifest().chunk_offsets.len(),
+            300usize.div_ceil(64) + 1
+        );
+        for (a, b) in [
+            (0, 300),
+            (0, 64),
+            (64, 128),
+            (10, 11),
+            (299, 300),
+            (100, 100),
+            (250, 400),
+        ] {
+            let got = reader.read_rows(a..b).await.unwrap();
+            let b = b.min(300);
+            let want = src.slice_rows(a as usize..b as usize);
+            assert_eq!(got.cells, want.cells, "{a}..{b}");
+            assert_eq!(got.matrix, want.matrix, "{a}..{b}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_chunk_names_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+        let fqid =
+            Fqid::parse("0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z").unwrap();
+        let source = SourceInfo {
+            file: "t".into(),
+            format: "t".into(),
+        };
+        write_bundle(
+            &store,
+            &fqid,
+            &sample(),
+            &Default::default(),
+            Default::default(),
+            source,
+            Layout::default(),
+        )
+        .await
+        .unwrap();
+        let key = format!("{}/X/data/c/0", zarr_prefix(&fqid));
+        let mut bytes = store.get(&key).await.unwrap().unwrap().to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        store.put(&key, bytes.into()).await.unwrap();
+        let reader = BundleReader::open(&store, &fqid).await.unwrap();
+        let err = reader.read_rows(0..300).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(fqid.as_str()), "{err}");
+        assert!(!err.is_retryable());
+    }
+}
