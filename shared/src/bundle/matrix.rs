@@ -369,6 +369,24 @@ pub struct SourceMatrix {
 impl SourceMatrix {
     /// Checks the shapes agree and the ids are unique; `what` names the source in errors.
     pub fn validate(&self, what: &str) -> Result<(), Error> {
+        self.check_shapes(what)?;
+        if let Some(d) = first_duplicate(&self.cells) {
+            return Err(Error::input(
+                what,
+                format!("cell id {d:?} appears more than once"),
+            ));
+        }
+        if let Some(d) = first_duplicate(&self.features.ids) {
+            return Err(Error::input(
+                what,
+                format!("feature id {d:?} appears more than once"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cheap part of [`validate`](Self::validate): ids and matrix agree in shape.
+    pub fn check_shapes(&self, what: &str) -> Result<(), Error> {
         let m = &self.matrix;
         if self.cells.len() != m.n_rows {
             return Err(Error::input(
@@ -389,18 +407,6 @@ impl SourceMatrix {
                     self.features.names.len(),
                     m.n_cols
                 ),
-            ));
-        }
-        if let Some(d) = first_duplicate(&self.cells) {
-            return Err(Error::input(
-                what,
-                format!("cell id {d:?} appears more than once"),
-            ));
-        }
-        if let Some(d) = first_duplicate(&self.features.ids) {
-            return Err(Error::input(
-                what,
-                format!("feature id {d:?} appears more than once"),
             ));
         }
         Ok(())

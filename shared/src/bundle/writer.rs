@@ -92,7 +92,7 @@ pub async fn read_manifest(store: &DynStore, fqid: &Fqid) -> Result<Option<Manif
     }
 }
 
-/// Writes `src` as bundle `fqid`. Refuses ([`Error::Conflict`]) when a bundle with this
+/// Writes `src` (checked with [`SourceMatrix::validate`]) as bundle `fqid`. Refuses ([`Error::Conflict`]) when a bundle with this
 /// id and different content exists; returns [`WriteOutcome::AlreadyPresent`] when the
 /// content is the same. The manifest is written last with put-if-absent.
 pub async fn write_bundle(
@@ -104,7 +104,9 @@ pub async fn write_bundle(
     source: SourceInfo,
     layout: Layout,
 ) -> Result<WriteOutcome, Error> {
-    src.validate(&source.file)?;
+    // Uniqueness of ids was checked when the input was read (all of it, before any
+    // bundle of it is written); here only what this function relies on.
+    src.check_shapes(&source.file)?;
     let digest = content_digest(src, meta);
     if let Some(existing) = read_manifest(store, fqid).await? {
         return same_or_conflict(existing, &digest);
@@ -172,14 +174,15 @@ fn same_or_conflict(existing: Manifest, digest: &str) -> Result<WriteOutcome, Er
     }
 }
 
-/// Writes the AnnData-Zarr group under `prefix`.
+/// Writes the AnnData-Zarr group under `prefix`; returns the bytes written.
 async fn write_anndata(
     store: &DynStore,
     prefix: &str,
     src: &SourceMatrix,
     layout: Layout,
-) -> Result<(), Error> {
-    let storage = ZarrStore::new(store.clone(), prefix).into_storage();
+) -> Result<u64, Error> {
+    let adapter = ZarrStore::new(store.clone(), prefix);
+    let storage = adapter.clone().into_storage();
     let m = &src.matrix;
     let rows = layout.rows_per_chunk;
     let nnz_chunk = layout.nnz_per_chunk.min(m.nnz() as u64).max(1);
@@ -248,7 +251,8 @@ async fn write_anndata(
         write_group(&storage, empty, encoding("dict", "0.1.0")).await?;
     }
     // The root group last: until it exists, readers do not see an AnnData object.
-    write_group(&storage, "/", encoding("anndata", "0.1.0")).await
+    write_group(&storage, "/", encoding("anndata", "0.1.0")).await?;
+    Ok(adapter.bytes_written())
 }
 
 /// Removes what a failed [`write_bundle`] left behind, unless a manifest says the bundle

@@ -76,7 +76,8 @@ fn read_anndata(file: &File, src: &H5Input) -> Result<SourceMatrix> {
         features: Features { ids, names },
         matrix,
     };
-    out.validate(what)?;
+    // Shapes and id uniqueness are checked once for every format, by ingest::read_input.
+    out.check_shapes(what)?;
     Ok(out)
 }
 

@@ -83,7 +83,8 @@ fn read_tenx(file: &File, src: &H5Input) -> Result<SourceMatrix> {
             merge_genomes(parts, what)?
         }
     };
-    out.validate(what)?;
+    // Shapes and id uniqueness are checked once for every format, by ingest::read_input.
+    out.check_shapes(what)?;
     Ok(out)
 }
 

@@ -23,6 +23,9 @@ pub struct ZarrStore {
     inner: DynStore,
     /// Empty, or ends with `/`.
     prefix: String,
+    /// Bytes written through this adapter (and its clones), so a writer knows its
+    /// output size without listing it back.
+    written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ZarrStore {
@@ -32,7 +35,16 @@ impl ZarrStore {
             "" => String::new(),
             p => format!("{p}/"),
         };
-        ZarrStore { inner, prefix }
+        ZarrStore {
+            inner,
+            prefix,
+            written: Arc::default(),
+        }
+    }
+
+    /// Bytes written through this adapter so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The adapter as zarrs' shared storage handle.
