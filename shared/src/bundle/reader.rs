@@ -7,12 +7,12 @@ use zarrs::array::{Array, ElementOwned};
 use zarrs::storage::AsyncReadableWritableListableStorageTraits;
 
 use crate::bundle::manifest::zarr_prefix;
-use crate::bundle::zarr_io::open_array;
+use crate::bundle::zarr_io::{open_array, zarr_err};
 use crate::bundle::{Csr, Manifest, ValueType, Values, read_manifest};
 use crate::error::Error;
 use crate::fqid::Fqid;
 use crate::store::DynStore;
-use crate::store::zarr::{ZarrStore, store_error_in};
+use crate::store::zarr::ZarrStore;
 
 type ZArray = Array<dyn AsyncReadableWritableListableStorageTraits>;
 
@@ -130,14 +130,10 @@ async fn retrieve<T: ElementOwned + Send + Sync>(
     if range.is_empty() {
         return Ok(Vec::new());
     }
-    let path = array.path().to_string();
     array
         .async_retrieve_array_subset::<Vec<T>>(&[range])
         .await
-        .map_err(|e| match store_error_in(&e) {
-            Some(se) => Error::Store(se),
-            None => Error::zarr(path, e),
-        })
+        .map_err(|e| zarr_err(array.path().as_str(), e))
 }
 
 /// Store errors pass through (they may be retryable); anything else means the bundle's

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
-use zarrs::array::{
-    Array, ArrayBuilder, Element, ElementOwned, FillValueMetadata, codec::ZstdCodec, data_type,
-};
+use zarrs::array::{Array, ArrayBuilder, Element, FillValueMetadata, codec::ZstdCodec, data_type};
 use zarrs::group::GroupBuilder;
 use zarrs::storage::AsyncReadableWritableListableStorage;
 
@@ -150,19 +148,6 @@ pub async fn open_array(
     path: &str,
 ) -> Result<Array<dyn zarrs::storage::AsyncReadableWritableListableStorageTraits>, Error> {
     Array::async_open(storage.clone(), path)
-        .await
-        .map_err(|e| zarr_err(path, e))
-}
-
-/// Reads elements `range` of a 1-D array.
-pub async fn read_range<T: ElementOwned + Send + Sync>(
-    storage: &AsyncReadableWritableListableStorage,
-    path: &str,
-    range: std::ops::Range<u64>,
-) -> Result<Vec<T>, Error> {
-    let array = open_array(storage, path).await?;
-    array
-        .async_retrieve_array_subset::<Vec<T>>(&[range])
         .await
         .map_err(|e| zarr_err(path, e))
 }

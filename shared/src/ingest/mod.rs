@@ -153,7 +153,11 @@ pub async fn ingest(
         Some(p) => sidecar::read_sidecar(p)?,
         None => sidecar::Sidecar::default(),
     };
-    let (format, src) = tokio::task::block_in_place(|| read_input(path, opts))?;
+    // Parsing is CPU-bound: keep it off the async worker threads.
+    let (owned_path, owned_opts) = (path.to_path_buf(), opts.clone());
+    let (format, src) = tokio::task::spawn_blocking(move || read_input(&owned_path, &owned_opts))
+        .await
+        .map_err(|e| Error::input(&what, format!("reader failed: {e}")))??;
     let read_seconds = started.elapsed().as_secs_f64();
     let file = path
         .file_name()
