@@ -37,7 +37,7 @@ pub async fn run(store: &DynStore, a: Args) -> anyhow::Result<()> {
         nnz += e.nnz;
     }
     println!(
-        "{} bundles, {cells} cells, {nnz} nonzeros (catalog generation {})",
+        "{} bundle(s), {cells} cells, {nnz} nonzeros (catalog generation {})",
         catalog.bundles.len(),
         catalog.generation
     );
