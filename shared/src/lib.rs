@@ -25,6 +25,7 @@ pub mod handlers;
 #[cfg(feature = "ingest")]
 pub mod ingest;
 pub mod messages;
+pub mod plan;
 pub mod progress;
 pub mod store;
 pub mod synth;

@@ -1,0 +1,259 @@
+//! The planner: bundles and a per-worker budget in, worker tasks out. Pure and
+//! deterministic; the mapper calls it, tests check its bounds.
+//!
+//! Bundles are cut into units on row-chunk boundaries (a SmartSeq2 bundle is one unit)
+//! and units are filled into tasks in order, closing a task when the next unit would
+//! take it over either budget. Consecutive units of one bundle in a task form one slice.
+//! So small bundles are packed many to a task, large ones are split on chunk boundaries,
+//! and every task but the last is full to within one unit: the task count stays within
+//! one unit per task of `ceil(total / budget)`.
+
+use std::ops::Range;
+
+use sha2::{Digest, Sha256};
+
+use crate::fqid::Fqid;
+
+/// What the planner needs to know of a bundle (all of it is in the catalog).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanBundle {
+    /// The bundle.
+    pub fqid: Fqid,
+    /// Its cells.
+    pub n_cells: u64,
+    /// Rows per chunk; slices start and end on multiples of it.
+    pub rows_per_chunk: u64,
+    /// Nonzeros before each row chunk and at the end (`n_chunks + 1` values).
+    pub chunk_offsets: Vec<u64>,
+    /// Bytes read per nonzero (index + value).
+    pub bytes_per_nnz: u64,
+}
+
+/// A worker's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Most cells per task.
+    pub cells: u64,
+    /// Most bytes of bundle data read per task.
+    pub bytes: u64,
+}
+
+/// Rows of one bundle that a task reads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Slice {
+    /// The bundle.
+    pub fqid: Fqid,
+    /// The rows.
+    pub rows: Range<u64>,
+}
+
+/// One worker task.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Task {
+    /// Derived from the slices: the same work always has the same id.
+    pub id: String,
+    /// What to read, in order.
+    pub slices: Vec<Slice>,
+    /// Cells in the slices.
+    pub cells: u64,
+    /// Estimated bytes read.
+    pub bytes: u64,
+}
+
+/// Bytes a worker reads for `rows` rows holding `nnz` nonzeros: the nonzeros and the
+/// row pointers.
+fn cost_bytes(rows: u64, nnz: u64, bytes_per_nnz: u64) -> u64 {
+    nnz * bytes_per_nnz + rows * 8
+}
+
+/// A piece of a bundle that is never split across tasks.
+struct Unit<'a> {
+    fqid: &'a Fqid,
+    rows: Range<u64>,
+    bytes: u64,
+}
+
+fn units(b: &PlanBundle) -> impl Iterator<Item = Unit<'_>> {
+    let rpc = b.rows_per_chunk.max(1);
+    let n_chunks = b.n_cells.div_ceil(rpc);
+    (0..n_chunks).map(move |c| {
+        let rows = c * rpc..((c + 1) * rpc).min(b.n_cells);
+        let nnz = match (
+            b.chunk_offsets.get(c as usize),
+            b.chunk_offsets.get(c as usize + 1),
+        ) {
+            (Some(a), Some(z)) if z >= a => z - a,
+            // Offsets missing or inconsistent: assume the bundle's average density.
+            _ => {
+                let total = b.chunk_offsets.last().copied().unwrap_or(0);
+                total * (rows.end - rows.start) / b.n_cells.max(1)
+            }
+        };
+        Unit {
+            fqid: &b.fqid,
+            bytes: cost_bytes(rows.end - rows.start, nnz, b.bytes_per_nnz),
+            rows,
+        }
+    })
+}
+
+/// Plans tasks for `bundles` (in the given order) under `budget`. A single unit larger
+/// than the budget (a chunk with more cells or bytes than a task may hold) gets a task of
+/// its own: it cannot be split on chunk boundaries.
+pub fn plan(bundles: &[PlanBundle], budget: Budget) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    let mut current: Vec<Slice> = Vec::new();
+    let (mut cells, mut bytes) = (0u64, 0u64);
+    for unit in bundles.iter().flat_map(units) {
+        let n = unit.rows.end - unit.rows.start;
+        if !current.is_empty() && (cells + n > budget.cells || bytes + unit.bytes > budget.bytes) {
+            tasks.push(finish(std::mem::take(&mut current), cells, bytes));
+            (cells, bytes) = (0, 0);
+        }
+        match current.last_mut() {
+            Some(last) if &last.fqid == unit.fqid && last.rows.end == unit.rows.start => {
+                last.rows.end = unit.rows.end
+            }
+            _ => current.push(Slice {
+                fqid: unit.fqid.clone(),
+                rows: unit.rows,
+            }),
+        }
+        cells += n;
+        bytes += unit.bytes;
+    }
+    if !current.is_empty() {
+        tasks.push(finish(current, cells, bytes));
+    }
+    tasks
+}
+
+fn finish(slices: Vec<Slice>, cells: u64, bytes: u64) -> Task {
+    let mut h = Sha256::new();
+    for s in &slices {
+        h.update(s.fqid.as_str().as_bytes());
+        h.update(s.rows.start.to_le_bytes());
+        h.update(s.rows.end.to_le_bytes());
+    }
+    Task {
+        id: hex::encode(&h.finalize()[..12]),
+        slices,
+        cells,
+        bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn bundle(i: u64, n_cells: u64, rpc: u64, nnz_per_cell: u64) -> PlanBundle {
+        let fqid = Fqid::new(
+            uuid::Uuid::from_u128(u128::from(i) + 1),
+            time::macros::datetime!(2020-01-01 00:00 UTC),
+        );
+        let chunk_offsets = (0..=n_cells.div_ceil(rpc))
+            .map(|c| (c * rpc).min(n_cells) * nnz_per_cell)
+            .collect();
+        PlanBundle {
+            fqid,
+            n_cells,
+            rows_per_chunk: rpc,
+            chunk_offsets,
+            bytes_per_nnz: 8,
+        }
+    }
+
+    /// A mix like the real one: many one-cell SmartSeq2 bundles, some 10x bundles of
+    /// thousands to hundreds of thousands of cells.
+    fn mixed() -> impl Strategy<Value = Vec<PlanBundle>> {
+        let ss2 = (1u64..3, 2_000u64..8_000).prop_map(|(n, nnz)| (n, 1024, nnz));
+        let tenx = (1_000u64..200_000, 500u64..3_000).prop_map(|(n, nnz)| (n, 1024, nnz));
+        prop::collection::vec(prop_oneof![3 => ss2, 1 => tenx], 1..200).prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (n, rpc, nnz))| bundle(i as u64, n, rpc, nnz))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn covers_every_cell_once_within_budget_and_near_optimal(bundles in mixed(), cells in 40_000u64..120_000) {
+            let budget = Budget { cells, bytes: u64::MAX };
+            let tasks = plan(&bundles, budget);
+            // Every row of every bundle exactly once, slices on chunk boundaries.
+            let mut seen: Vec<(Fqid, Range<u64>)> = tasks.iter().flat_map(|t| t.slices.iter().map(|s| (s.fqid.clone(), s.rows.clone()))).collect();
+            seen.sort_by(|a, b| (&a.0, a.1.start).cmp(&(&b.0, b.1.start)));
+            for b in &bundles {
+                let mut next = 0;
+                for (_, r) in seen.iter().filter(|(f, _)| f == &b.fqid) {
+                    prop_assert_eq!(r.start, next);
+                    prop_assert!(r.start % b.rows_per_chunk == 0);
+                    prop_assert!(r.end % b.rows_per_chunk == 0 || r.end == b.n_cells);
+                    next = r.end;
+                }
+                prop_assert_eq!(next, b.n_cells);
+            }
+            for t in &tasks {
+                prop_assert!(t.cells <= budget.cells);
+                prop_assert_eq!(t.cells, t.slices.iter().map(|s| s.rows.end - s.rows.start).sum::<u64>());
+            }
+            let total: u64 = bundles.iter().map(|b| b.n_cells).sum();
+            let optimum = total.div_ceil(budget.cells);
+            prop_assert!(tasks.len() as f64 <= (optimum as f64 * 1.05).max(optimum as f64 + 1.0),
+                "{} tasks for optimum {optimum}", tasks.len());
+            // Deterministic, ids from content.
+            prop_assert_eq!(&plan(&bundles, budget), &tasks);
+            let ids: std::collections::BTreeSet<_> = tasks.iter().map(|t| &t.id).collect();
+            prop_assert_eq!(ids.len(), tasks.len());
+        }
+
+        #[test]
+        fn the_byte_budget_holds_too(bundles in mixed(), mb in 100u64..1000) {
+            // Budgets of at least four of the largest units (a 1,024-row chunk of the
+            // densest bundle), as a real worker's memory is.
+            let budget = Budget { cells: u64::MAX, bytes: mb << 20 };
+            let tasks = plan(&bundles, budget);
+            let max_unit = 1024 * 3_000 * 8 + 1024 * 8;
+            for t in &tasks {
+                prop_assert!(t.bytes <= budget.bytes, "{} > {}", t.bytes, budget.bytes);
+            }
+            // Every task but the last was closed because the next unit did not fit, so
+            // it holds more than budget - max_unit bytes.
+            let total: u64 = tasks.iter().map(|t| t.bytes).sum();
+            let bound = total / (budget.bytes - max_unit) + 1;
+            prop_assert!(tasks.len() as u64 <= bound, "{} tasks, bound {bound}", tasks.len());
+        }
+    }
+
+    #[test]
+    fn packs_smartseq2_and_splits_10x() {
+        let mut bundles: Vec<PlanBundle> = (0..100).map(|i| bundle(i, 1, 1024, 5_000)).collect();
+        bundles.push(bundle(100, 10_000, 1024, 1_000));
+        let tasks = plan(
+            &bundles,
+            Budget {
+                cells: 4_096,
+                bytes: u64::MAX,
+            },
+        );
+        // 100 one-cell bundles and the first 3 chunks (3,072 rows) of the 10x bundle fill
+        // task 0 (3,172 cells; a 4th chunk would exceed 4,096).
+        assert_eq!(tasks[0].slices.len(), 101);
+        assert_eq!(tasks[0].cells, 100 + 3 * 1024);
+        assert_eq!(
+            tasks[1].slices,
+            vec![Slice {
+                fqid: bundles[100].fqid.clone(),
+                rows: 3072..7168
+            }]
+        );
+        assert_eq!(tasks[2].slices[0].rows, 7168..10_000);
+        assert_eq!(tasks.len(), 3);
+    }
+}
