@@ -34,6 +34,9 @@ pub struct CatalogEntry {
     pub value_type: ValueType,
     /// Rows per chunk (tasks split on multiples of it).
     pub rows_per_chunk: u64,
+    /// Nonzeros at each row-chunk boundary (the manifest's `chunk_offsets`), so the
+    /// planner needs no manifest.
+    pub chunk_offsets: Vec<u64>,
     /// Feature set id.
     pub feature_set: String,
     /// Stored bytes of the Zarr group.
@@ -52,10 +55,25 @@ impl From<&Manifest> for CatalogEntry {
             nnz: m.nnz,
             value_type: m.value_type,
             rows_per_chunk: m.layout.rows_per_chunk,
+            chunk_offsets: m.chunk_offsets.clone(),
             feature_set: m.feature_set.clone(),
             stored_bytes: m.stored_bytes,
             content_digest: m.content_digest.clone(),
             metadata: m.metadata.clone(),
+        }
+    }
+}
+
+impl CatalogEntry {
+    /// What the planner needs of this bundle.
+    pub fn plan_bundle(&self, fqid: &Fqid) -> crate::plan::PlanBundle {
+        crate::plan::PlanBundle {
+            fqid: fqid.clone(),
+            n_cells: self.n_cells,
+            rows_per_chunk: self.rows_per_chunk,
+            chunk_offsets: self.chunk_offsets.clone(),
+            // An int32 column index and the value.
+            bytes_per_nnz: 4 + self.value_type.size() as u64,
         }
     }
 }

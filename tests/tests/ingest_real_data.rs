@@ -37,6 +37,33 @@ async fn full_pbmc3k_h5ad_is_exactly_the_source() {
         }],
     );
     assert!(out.contains("ok h5ad"), "{out}");
+
+    // The catalog tells the planner each row chunk's nonzeros, and they are the data's.
+    let catalog = cellmatrix::catalog::read(&store).await.unwrap();
+    let (fqid, entry) = catalog.bundles.iter().next().unwrap();
+    let planned = entry.plan_bundle(fqid);
+    assert_eq!(planned.chunk_offsets.len(), 2700usize.div_ceil(1024) + 1);
+    let reader = cellmatrix::bundle::reader::BundleReader::open(&store, fqid)
+        .await
+        .unwrap();
+    for (c, w) in planned.chunk_offsets.windows(2).enumerate() {
+        let rows = reader
+            .read_rows(c as u64 * 1024..(c as u64 + 1) * 1024)
+            .await
+            .unwrap();
+        assert_eq!(rows.matrix.nnz() as u64, w[1] - w[0], "chunk {c}");
+    }
+    let tasks = cellmatrix::plan::plan(
+        &[planned],
+        cellmatrix::plan::Budget {
+            cells: 2048,
+            bytes: u64::MAX,
+        },
+    );
+    assert_eq!(
+        tasks.iter().map(|t| t.cells).collect::<Vec<_>>(),
+        vec![2048, 652]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
