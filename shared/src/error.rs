@@ -80,6 +80,16 @@ impl Error {
         }
     }
 
+    /// The error's class as Lambda reports it (`errorType`), so that the response, and
+    /// `cargo lambda watch`'s error body, say whether a retry can help.
+    pub fn error_type(&self) -> &'static str {
+        if self.is_retryable() {
+            "Retryable"
+        } else {
+            "NonRetryable"
+        }
+    }
+
     /// An input error about `source_name`.
     pub fn input(source_name: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Input {

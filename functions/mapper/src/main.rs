@@ -19,16 +19,9 @@ async fn main() -> Result<(), Error> {
     .await
 }
 
-/// The error type says whether a retry can help, so that the Lambda response (and
-/// `cargo lambda watch`'s 500 body) carries it without parsing the message.
 fn diagnostic(e: cellmatrix::Error) -> Diagnostic {
-    let error_type = if e.is_retryable() {
-        "Retryable"
-    } else {
-        "NonRetryable"
-    };
     Diagnostic {
-        error_type: error_type.into(),
+        error_type: e.error_type().into(),
         error_message: e.to_string(),
     }
 }
