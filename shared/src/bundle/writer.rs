@@ -118,14 +118,7 @@ pub async fn write_bundle(
         .put_if_absent(&feature_set_key(&feature_set), Bytes::from(fs_body))
         .await?;
 
-    let prefix = zarr_prefix(fqid);
-    write_anndata(store, &prefix, src, layout).await?;
-    let stored_bytes = store
-        .list(&format!("{prefix}/"))
-        .await?
-        .iter()
-        .map(|o| o.size)
-        .sum();
+    let stored_bytes = write_anndata(store, &zarr_prefix(fqid), src, layout).await?;
 
     let m = &src.matrix;
     let rpc = layout.rows_per_chunk as usize;
