@@ -844,10 +844,12 @@ pub async fn synth(
         })
         .await?,
     );
+    let feature_set = crate::bundle::write_feature_set(store, generator.features()).await?;
     let run = Run {
         store,
         spec,
         opts,
+        feature_set,
         generator,
         bar: crate::progress::bar(opts.progress, spec.total_bundles() as u64, "bundles"),
         generate_nanos: AtomicU64::new(0),
@@ -886,6 +888,8 @@ struct Run<'a> {
     store: &'a DynStore,
     spec: &'a SynthSpec,
     opts: &'a SynthOptions,
+    /// Every bundle of a run has the generator's gene list, stored once.
+    feature_set: String,
     generator: Arc<Generator>,
     bar: indicatif::ProgressBar,
     generate_nanos: AtomicU64,
@@ -925,6 +929,7 @@ impl Run<'_> {
             self.store,
             &fqid,
             &src,
+            &self.feature_set,
             &bundle_metadata(self.spec, kind, i),
             extra,
             source_info(kind, i),

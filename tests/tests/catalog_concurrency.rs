@@ -103,10 +103,14 @@ async fn the_same_bundle_written_to_fs_and_s3_is_byte_identical() {
             file: "synthetic".into(),
             format: "synthetic".into(),
         };
+        let fs_id = cellmatrix::bundle::write_feature_set(store, &src.features)
+            .await
+            .unwrap();
         cellmatrix::bundle::write_bundle(
             store,
             &fqid,
             &src,
+            &fs_id,
             &Default::default(),
             Default::default(),
             source,

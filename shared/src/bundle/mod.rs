@@ -12,4 +12,4 @@ pub mod zarr_io;
 pub use manifest::{BundleMetadata, Layout, Manifest, SourceInfo};
 pub mod writer;
 
-pub use writer::{WriteOutcome, read_manifest, write_bundle};
+pub use writer::{WriteOutcome, read_manifest, write_bundle, write_feature_set};

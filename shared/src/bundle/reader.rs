@@ -153,7 +153,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::bundle::{Features, Layout, SourceInfo, SourceMatrix, write_bundle};
+    use crate::bundle::{
+        Features, Layout, SourceInfo, SourceMatrix, write_bundle, write_feature_set,
+    };
     use crate::store::fs::FsStore;
 
     fn sample() -> SourceMatrix {
@@ -184,10 +186,12 @@ mod tests {
             file: "t".into(),
             format: "t".into(),
         };
+        let fs_id = write_feature_set(&store, &src.features).await.unwrap();
         write_bundle(
             &store,
             &fqid,
             &src,
+            &fs_id,
             &Default::default(),
             Default::default(),
             source,
@@ -227,10 +231,12 @@ mod tests {
             file: "t".into(),
             format: "t".into(),
         };
+        let fs_id = write_feature_set(&store, &sample().features).await.unwrap();
         write_bundle(
             &store,
             &fqid,
             &sample(),
+            &fs_id,
             &Default::default(),
             Default::default(),
             source,

@@ -78,6 +78,18 @@ pub fn content_digest(src: &SourceMatrix, meta: &BundleMetadata) -> String {
     hex::encode(h.finalize())
 }
 
+/// Stores a feature set (content-addressed, put-if-absent) and returns its id. Called
+/// once per input or run, not once per bundle: bundles of one input share their features,
+/// and a thousand one-cell bundles should not upload the same gene list a thousand times.
+pub async fn write_feature_set(store: &DynStore, features: &Features) -> Result<String, Error> {
+    let id = feature_set_id(features);
+    let body = serde_json::to_vec(features).map_err(|e| Error::zarr("feature set", e))?;
+    store
+        .put_if_absent(&feature_set_key(&id), Bytes::from(body))
+        .await?;
+    Ok(id)
+}
+
 /// Reads a bundle's manifest, `None` if the bundle does not exist.
 pub async fn read_manifest(store: &DynStore, fqid: &Fqid) -> Result<Option<Manifest>, Error> {
     let key = manifest_key(fqid);
@@ -92,13 +104,19 @@ pub async fn read_manifest(store: &DynStore, fqid: &Fqid) -> Result<Option<Manif
     }
 }
 
-/// Writes `src` (checked with [`SourceMatrix::validate`]) as bundle `fqid`. Refuses ([`Error::Conflict`]) when a bundle with this
+/// Writes `src` (checked with [`SourceMatrix::validate`]) as bundle `fqid`, whose
+/// features were stored by [`write_feature_set`] as `feature_set`. Refuses ([`Error::Conflict`]) when a bundle with this
 /// id and different content exists; returns [`WriteOutcome::AlreadyPresent`] when the
 /// content is the same. The manifest is written last with put-if-absent.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is a distinct part of the manifest; grouping them is for when #3 adds a second caller shape"
+)]
 pub async fn write_bundle(
     store: &DynStore,
     fqid: &Fqid,
     src: &SourceMatrix,
+    feature_set: &str,
     meta: &BundleMetadata,
     extra: std::collections::BTreeMap<String, String>,
     source: SourceInfo,
@@ -112,11 +130,7 @@ pub async fn write_bundle(
         return same_or_conflict(existing, &digest);
     }
 
-    let feature_set = feature_set_id(&src.features);
-    let fs_body = serde_json::to_vec(&src.features).map_err(|e| Error::zarr("feature set", e))?;
-    store
-        .put_if_absent(&feature_set_key(&feature_set), Bytes::from(fs_body))
-        .await?;
+    debug_assert_eq!(feature_set, feature_set_id(&src.features));
 
     let stored_bytes = write_anndata(store, &zarr_prefix(fqid), src, layout).await?;
 
@@ -133,7 +147,7 @@ pub async fn write_bundle(
         value_type: m.values.value_type(),
         layout,
         chunk_offsets,
-        feature_set,
+        feature_set: feature_set.to_string(),
         metadata: meta.clone(),
         source,
         content_digest: digest.clone(),

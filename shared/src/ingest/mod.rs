@@ -184,6 +184,7 @@ pub async fn ingest(
         planned.push((src.clone(), opts.metadata.clone().or(&meta), extra));
     }
     let cells = src.cells.len() as u64;
+    let feature_set = crate::bundle::write_feature_set(store, &src.features).await?;
     drop(src);
 
     let existing = catalog::read(store).await?;
@@ -199,6 +200,7 @@ pub async fn ingest(
                 (store.clone(), source.clone(), &existing, bar.clone());
             let layout = opts.layout;
             let given = opts.fqid.clone();
+            let feature_set = feature_set.as_str();
             async move {
                 let digest = crate::bundle::writer::content_digest(&m, &meta);
                 let fqid = match given {
@@ -216,7 +218,9 @@ pub async fn ingest(
                         }
                     }
                 };
-                let out = write_bundle(&store, &fqid, &m, &meta, extra, source, layout).await;
+                let out =
+                    write_bundle(&store, &fqid, &m, feature_set, &meta, extra, source, layout)
+                        .await;
                 if out.is_err() {
                     crate::bundle::writer::remove_partial(&store, &fqid).await;
                 }
