@@ -58,6 +58,9 @@ pub enum Error {
         /// zarrs' message.
         message: String,
     },
+    /// The request was cancelled; work stops without an error to retry.
+    #[error("request {0} was cancelled")]
+    Cancelled(String),
     /// A part of the service that is not built yet; the string names it. Retrying cannot
     /// help, so callers and the collector must not re-invoke on it.
     #[error("{0} is not implemented yet (issue #3)")]
@@ -76,6 +79,7 @@ impl Error {
             | Error::InvalidId { .. }
             | Error::Io { .. }
             | Error::Zarr { .. }
+            | Error::Cancelled(_)
             | Error::NotImplemented(_) => false,
         }
     }

@@ -12,21 +12,36 @@
 //!   bundle writer and reader.
 //! - [`catalog`]: the index of bundles, read in O(1) GETs, updated without locks.
 //! - [`ingest`] (feature `ingest`): readers for 10x, h5ad and table inputs.
+//! - [`plan`]: the pure planner: bundles and a budget in, worker tasks out.
+//! - [`filter`]: the request's filter tree, evaluated per bundle (three-valued) and per cell.
+//! - [`genes`]: the output gene space and each bundle's column remapping.
+//! - [`request`]: the body of `POST /v1/matrix`, validated, and its request id.
 //! - [`messages`]: the events the functions send each other.
+//! - [`state`]: every key of a request's state in the store, and the records kept there.
+//! - [`invoke`]: the invoker trait, with the Lambda and the in-process implementations.
+//! - [`config`]: the settings read once per cold start.
+//! - [`app`]: the composition root (store, invoker, settings) the handlers share.
 //! - [`handlers`]: the entry points of the driver, mapper, worker and reducer, free of
 //!   Lambda crates so that the binaries, `cellmatrix serve` and the tests share them.
 //! - [`synth`]: synthetic 10x-like and SmartSeq2-like bundles for benchmarks.
 
+pub mod app;
 pub mod bundle;
 pub mod catalog;
+pub mod config;
 pub mod error;
+pub mod filter;
 pub mod fqid;
+pub mod genes;
 pub mod handlers;
 #[cfg(feature = "ingest")]
 pub mod ingest;
+pub mod invoke;
 pub mod messages;
 pub mod plan;
 pub mod progress;
+pub mod request;
+pub mod state;
 pub mod store;
 pub mod synth;
 

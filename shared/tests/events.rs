@@ -62,8 +62,16 @@ fn check_api(name: &str, value: &Value) {
         serde_json::from_str::<Value>(body)
             .unwrap_or_else(|e| panic!("{name}: body is not JSON: {e}"));
     }
-    let (status, _) = driver::route(method, path, body.as_bytes());
-    assert_ne!(status, 404, "{name}: {method} {path} reaches no route");
+    let pattern = driver::matched_route(method, path);
+    assert!(
+        pattern.is_some(),
+        "{name}: {method} {path} reaches no route"
+    );
+    if pattern == Some("/v1/matrix")
+        && let Err(e) = cellmatrix::request::MatrixRequest::parse(body.as_bytes())
+    {
+        panic!("{name}: the request body is refused: {}", e.message);
+    }
 }
 
 #[test]

@@ -117,3 +117,155 @@ pub fn check_bundles(store_root: &std::path::Path, checks: &[Check]) -> String {
     std::fs::write(file.path(), serde_json::to_vec(&spec).expect("json")).expect("write spec");
     run_python("check_bundles.py", &[file.path().as_os_str()])
 }
+
+/// One bundle as `reference.py` sees it: where its cells come from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefBundle {
+    /// The bundle.
+    pub fqid: String,
+    /// Its source file or directory.
+    pub source: std::path::PathBuf,
+    /// The source's format (`h5ad`, `10x-mtx`, `table`).
+    pub format: String,
+    /// Table orientation, when a table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orientation: Option<String>,
+    /// The source row the bundle holds, when split one bundle per cell.
+    pub split_index: Option<usize>,
+    /// Its metadata, as given at ingest.
+    pub metadata: serde_json::Value,
+}
+
+/// Ingests `source` with `opts` and describes the bundles made for `reference.py`.
+pub async fn ingest_for_reference(
+    store: &cellmatrix::store::DynStore,
+    source: &std::path::Path,
+    format: &str,
+    orientation: Option<&str>,
+    opts: cellmatrix::ingest::IngestOptions,
+    metadata: serde_json::Value,
+) -> Vec<RefBundle> {
+    let split = opts.one_bundle_per_cell;
+    let report = cellmatrix::ingest::ingest(store, source, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("ingest {}: {e}", source.display()));
+    report
+        .bundles
+        .iter()
+        .enumerate()
+        .map(|(i, b)| RefBundle {
+            fqid: b.manifest().fqid.to_string(),
+            source: source.to_path_buf(),
+            format: format.into(),
+            orientation: orientation.map(str::to_string),
+            split_index: split.then_some(i),
+            metadata: metadata.clone(),
+        })
+        .collect()
+}
+
+/// The shipped samples, ingested: the 300-cell 10x bundle then the 40 SmartSeq2 bundles.
+pub async fn ingest_samples(store: &cellmatrix::store::DynStore) -> Vec<RefBundle> {
+    let samples = repo_root().join("samples");
+    let sidecar = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(samples.join(name)).expect("sidecar")).expect("json")
+    };
+    let mut bundles = ingest_for_reference(
+        store,
+        &samples.join("pbmc3k_300"),
+        "10x-mtx",
+        None,
+        cellmatrix::ingest::IngestOptions {
+            sidecar: Some(samples.join("pbmc3k_300.json")),
+            ..Default::default()
+        },
+        sidecar("pbmc3k_300.json"),
+    )
+    .await;
+    bundles.extend(
+        ingest_for_reference(
+            store,
+            &samples.join("chung_smartseq2_40.tsv.gz"),
+            "table",
+            Some("genes-by-cells"),
+            cellmatrix::ingest::IngestOptions {
+                sidecar: Some(samples.join("chung_smartseq2_40.json")),
+                one_bundle_per_cell: true,
+                ..Default::default()
+            },
+            sidecar("chung_smartseq2_40.json"),
+        )
+        .await,
+    );
+    bundles
+}
+
+/// Submits `body` through the driver and waits until the request is not Running;
+/// returns the id and the final status document.
+pub async fn run_request(
+    app: &cellmatrix::app::App,
+    body: &serde_json::Value,
+) -> (String, serde_json::Value) {
+    use cellmatrix::handlers::driver;
+    let answer = driver::handle(app, "POST", "/v1/matrix", body.to_string().as_bytes()).await;
+    assert!(
+        answer.status == 202 || answer.status == 200,
+        "POST answered {}: {}",
+        answer.status,
+        answer.body
+    );
+    let id = answer.body["id"].as_str().expect("an id").to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let status = driver::handle(app, "GET", &format!("/v1/matrix/{id}"), b"").await;
+        assert_eq!(status.status, 200, "{}", status.body);
+        if status.body["status"] != "Running" {
+            return (id, status.body);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running: {}",
+            status.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Compares a result (a local AnnData Zarr group) with `reference.py`'s independent
+/// computation over `bundles` (the candidates, in resolved order).
+pub fn check_reference(
+    output: &std::path::Path,
+    bundles: &[RefBundle],
+    request: &serde_json::Value,
+) -> String {
+    let spec = serde_json::json!({
+        "output": output,
+        "bundles": bundles,
+        "filter": request.get("filter"),
+        "fields": request.get("fields"),
+        "genes": request.get("genes"),
+    });
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), serde_json::to_vec(&spec).expect("json")).expect("write spec");
+    run_python("reference.py", &[file.path().as_os_str()])
+}
+
+/// Copies the objects under `prefix` of `store` into `dir`, as a user downloading a
+/// result would, and returns the local path of the prefix.
+pub async fn download(
+    store: &cellmatrix::store::DynStore,
+    prefix: &str,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    for o in store.list(&format!("{prefix}/")).await.expect("list") {
+        let body = store
+            .get(&o.key)
+            .await
+            .expect("get")
+            .expect("listed object");
+        let path = dir.join(&o.key);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, &body).expect("write");
+    }
+    dir.join(prefix)
+}

@@ -1,8 +1,13 @@
 //! The subcommands; each file holds one.
 
+mod cancel;
 mod catalog;
+mod client;
 mod demo;
 mod ingest;
+mod query;
+mod serve;
+mod status;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -33,16 +38,30 @@ enum Command {
     Synth(synth::Args),
     /// Ingest the sample data shipped in the repository and summarise it.
     Demo(demo::Args),
+    /// Serve the HTTP API with the whole pipeline in this process, on the store.
+    Serve(serve::Args),
+    /// Request a matrix from a server, follow it and optionally download it.
+    Query(Box<query::Args>),
+    /// Show the status of a request on a server.
+    Status(status::Args),
+    /// Cancel a request on a server.
+    Cancel(cancel::Args),
 }
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
-        let store = cellmatrix::store::open(&self.store).await?;
+        // Only the commands that use the store open it (a local one is created): the
+        // client commands talk to a server.
+        let open = || cellmatrix::store::open(&self.store);
         match self.command {
-            Command::Ingest(a) => ingest::run(&store, *a).await,
-            Command::Catalog(a) => catalog::run(&store, a).await,
-            Command::Synth(a) => synth::run(&store, a).await,
-            Command::Demo(a) => demo::run(&store, a).await,
+            Command::Ingest(a) => ingest::run(&open().await?, *a).await,
+            Command::Catalog(a) => catalog::run(&open().await?, a).await,
+            Command::Synth(a) => synth::run(&open().await?, a).await,
+            Command::Demo(a) => demo::run(&open().await?, a).await,
+            Command::Serve(a) => serve::run(&self.store, a).await,
+            Command::Query(a) => query::run(*a).await,
+            Command::Status(a) => status::run(a).await,
+            Command::Cancel(a) => cancel::run(a).await,
         }
     }
 }

@@ -1,22 +1,30 @@
 //! The driver Lambda function: the HTTP API behind API Gateway.
 
-use cellmatrix::handlers::{Config, driver};
+use cellmatrix::app::App;
+use cellmatrix::config::Config;
+use cellmatrix::handlers::driver;
 use lambda_http::{Body, Error, Request, Response, service_fn, tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     // A missing setting fails the cold start, where Lambda reports it as an init error,
-    // rather than every request.
+    // rather than every request. Clients are built here, once.
     let config = Config::from_env().inspect_err(|e| tracing::error!("cannot start: {e}"))?;
     tracing::info!(store = %config.store, "driver starting");
+    let app = App::lambda(config).await?;
+    let app = &app;
     lambda_http::run(service_fn(|req: Request| async move {
-        let (status, body) = driver::route(req.method().as_str(), req.uri().path(), req.body());
-        tracing::info!(method = %req.method(), path = req.uri().path(), status, "request");
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
+        let answer = driver::handle(app, req.method().as_str(), req.uri().path(), req.body()).await;
+        tracing::info!(method = %req.method(), path = req.uri().path(), status = answer.status, "request");
+        let mut response = Response::builder()
+            .status(answer.status)
+            .header("content-type", "application/json");
+        if let Some(location) = &answer.location {
+            response = response.header("location", location);
+        }
+        response
+            .body(Body::from(answer.body.to_string()))
             .map_err(Error::from)
     }))
     .await

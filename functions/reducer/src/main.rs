@@ -1,6 +1,9 @@
-//! The reducer Lambda function, invoked asynchronously with a [`ReducerEvent`].
+//! The reducer Lambda function, invoked asynchronously with a [`ReducerEvent`]: the
+//! collector of a request, or one consolidation shard.
 
-use cellmatrix::handlers::{Config, reducer};
+use cellmatrix::app::App;
+use cellmatrix::config::Config;
+use cellmatrix::handlers::reducer;
 use cellmatrix::messages::ReducerEvent;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn, tracing};
 
@@ -8,11 +11,14 @@ use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn, tracing};
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     // A missing setting fails the cold start, where Lambda reports it as an init error,
-    // rather than every invocation.
+    // rather than every invocation. Clients are built here, once.
     let config = Config::from_env().inspect_err(|e| tracing::error!("cannot start: {e}"))?;
-    let config = &config;
+    let app = App::lambda(config).await?;
+    let app = &app;
     lambda_runtime::run(service_fn(|event: LambdaEvent<ReducerEvent>| async move {
-        reducer::handle(config, event.payload)
+        // The collector hands over to a new invocation before this one's time is up.
+        let deadline = event.context.deadline;
+        reducer::handle_until(app, event.payload, Some(deadline))
             .await
             .map_err(diagnostic)
     }))

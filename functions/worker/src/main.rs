@@ -1,6 +1,8 @@
 //! The worker Lambda function, invoked asynchronously with a [`WorkerEvent`].
 
-use cellmatrix::handlers::{Config, worker};
+use cellmatrix::app::App;
+use cellmatrix::config::Config;
+use cellmatrix::handlers::worker;
 use cellmatrix::messages::WorkerEvent;
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn, tracing};
 
@@ -8,13 +10,12 @@ use lambda_runtime::{Diagnostic, Error, LambdaEvent, service_fn, tracing};
 async fn main() -> Result<(), Error> {
     tracing::init_default_subscriber();
     // A missing setting fails the cold start, where Lambda reports it as an init error,
-    // rather than every invocation.
+    // rather than every invocation. Clients are built here, once.
     let config = Config::from_env().inspect_err(|e| tracing::error!("cannot start: {e}"))?;
-    let config = &config;
+    let app = App::lambda(config).await?;
+    let app = &app;
     lambda_runtime::run(service_fn(|event: LambdaEvent<WorkerEvent>| async move {
-        worker::handle(config, event.payload)
-            .await
-            .map_err(diagnostic)
+        worker::handle(app, event.payload).await.map_err(diagnostic)
     }))
     .await
 }

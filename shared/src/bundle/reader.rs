@@ -1,43 +1,75 @@
 //! Reads row ranges of a bundle: `X/indptr` for the range, then only the `X/data` and
-//! `X/indices` chunks that overlap its nonzeros, and the cell ids.
+//! `X/indices` chunks that overlap its nonzeros, and the cell ids and QC columns.
 
 use std::ops::Range;
 
-use zarrs::array::{Array, ElementOwned};
-use zarrs::storage::AsyncReadableWritableListableStorageTraits;
+use zarrs::array::ElementOwned;
 
 use crate::bundle::manifest::zarr_prefix;
-use crate::bundle::zarr_io::{open_array, zarr_err};
+use crate::bundle::qc::Qc;
+use crate::bundle::zarr_io::{ZArray, open_array, read_range};
 use crate::bundle::{Csr, Manifest, ValueType, Values, read_manifest};
 use crate::error::Error;
 use crate::fqid::Fqid;
 use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
 
-type ZArray = Array<dyn AsyncReadableWritableListableStorageTraits>;
-
-/// Rows of a bundle: their cell ids and counts (columns are the bundle's features).
+/// Rows of a bundle: their cell ids, QC metrics and counts (columns are the bundle's
+/// features).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rows {
     /// Cell ids of the rows.
     pub cells: Vec<String>,
     /// The counts, rows re-based to 0.
     pub matrix: Csr,
+    /// QC metrics stored at ingest, one per row.
+    pub qc: Qc,
+}
+
+/// What reading needs to know of a bundle: in the manifest, and in the catalog, so a
+/// worker opens a bundle without reading its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleShape {
+    /// The bundle.
+    pub fqid: Fqid,
+    /// Rows.
+    pub n_cells: u64,
+    /// Columns.
+    pub n_features: u64,
+    /// Stored nonzeros.
+    pub nnz: u64,
+    /// Element type of `X/data`.
+    pub value_type: ValueType,
+}
+
+impl From<&Manifest> for BundleShape {
+    fn from(m: &Manifest) -> Self {
+        BundleShape {
+            fqid: m.fqid.clone(),
+            n_cells: m.n_cells,
+            n_features: m.n_features,
+            nnz: m.nnz,
+            value_type: m.value_type,
+        }
+    }
 }
 
 /// An open bundle; array metadata is read once, at open.
 pub struct BundleReader {
-    manifest: Manifest,
+    shape: BundleShape,
     indptr: ZArray,
     indices: ZArray,
     data: ZArray,
     cell_ids: ZArray,
+    n_genes: ZArray,
+    total_counts: ZArray,
+    pct_mito: ZArray,
 }
 
 impl std::fmt::Debug for BundleReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BundleReader")
-            .field("fqid", &self.manifest.fqid)
+            .field("fqid", &self.shape.fqid)
             .finish_non_exhaustive()
     }
 }
@@ -48,62 +80,72 @@ impl BundleReader {
         let manifest = read_manifest(store, fqid)
             .await?
             .ok_or_else(|| Error::NotFound(format!("bundle {fqid}")))?;
-        Self::with_manifest(store, manifest).await
+        Self::with_shape(store, BundleShape::from(&manifest)).await
     }
 
-    /// Opens a bundle whose manifest the caller already has.
-    pub async fn with_manifest(store: &DynStore, manifest: Manifest) -> Result<Self, Error> {
-        let storage = ZarrStore::new(store.clone(), &zarr_prefix(&manifest.fqid)).into_storage();
-        let what = |e: Error| corrupt(&manifest.fqid, e);
-        let (indptr, indices, data, cell_ids) = futures::try_join!(
-            open_array(&storage, "/X/indptr"),
-            open_array(&storage, "/X/indices"),
-            open_array(&storage, "/X/data"),
-            open_array(&storage, "/obs/_index"),
-        )
-        .map_err(what)?;
+    /// Opens a bundle whose shape the caller already knows (from the catalog).
+    pub async fn with_shape(store: &DynStore, shape: BundleShape) -> Result<Self, Error> {
+        let storage = ZarrStore::new(store.clone(), &zarr_prefix(&shape.fqid)).into_storage();
+        let what = |e: Error| corrupt(&shape.fqid, e);
+        let (indptr, indices, data, cell_ids, n_genes, total_counts, pct_mito) =
+            futures::try_join!(
+                open_array(&storage, "/X/indptr"),
+                open_array(&storage, "/X/indices"),
+                open_array(&storage, "/X/data"),
+                open_array(&storage, "/obs/_index"),
+                open_array(&storage, "/obs/n_genes"),
+                open_array(&storage, "/obs/total_counts"),
+                open_array(&storage, "/obs/pct_mito"),
+            )
+            .map_err(what)?;
         Ok(BundleReader {
-            manifest,
+            shape,
             indptr,
             indices,
             data,
             cell_ids,
+            n_genes,
+            total_counts,
+            pct_mito,
         })
     }
 
-    /// The bundle's manifest.
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+    /// What the reader knows of the bundle.
+    pub fn shape(&self) -> &BundleShape {
+        &self.shape
     }
 
     /// Reads rows `rows` (clamped to the bundle).
     pub async fn read_rows(&self, rows: Range<u64>) -> Result<Rows, Error> {
-        let fqid = &self.manifest.fqid;
-        let end = rows.end.min(self.manifest.n_cells);
+        let fqid = &self.shape.fqid;
+        let end = rows.end.min(self.shape.n_cells);
         let start = rows.start.min(end);
         let indptr: Vec<i64> = retrieve(&self.indptr, start..end + 1)
             .await
             .map_err(|e| corrupt(fqid, e))?;
         let (p0, p1) = (indptr[0] as u64, indptr[indptr.len() - 1] as u64);
-        if indptr.windows(2).any(|w| w[0] > w[1]) || p1 > self.manifest.nnz {
+        if indptr.windows(2).any(|w| w[0] > w[1]) || p1 > self.shape.nnz {
             return Err(corrupt(
                 fqid,
                 Error::zarr("X/indptr", "not a non-decreasing sequence within nnz"),
             ));
         }
-        let (indices, values, cells) = futures::try_join!(
+        let (indices, values, cells, n_genes, total_counts, pct_mito) = futures::try_join!(
             retrieve::<i32>(&self.indices, p0..p1),
             async {
-                Ok(match self.manifest.value_type {
+                Ok(match self.shape.value_type {
                     ValueType::Uint32 => Values::U32(retrieve(&self.data, p0..p1).await?),
                     ValueType::Float32 => Values::F32(retrieve(&self.data, p0..p1).await?),
                     ValueType::Float64 => Values::F64(retrieve(&self.data, p0..p1).await?),
                 })
             },
             retrieve::<String>(&self.cell_ids, start..end),
+            retrieve::<u32>(&self.n_genes, start..end),
+            retrieve::<f64>(&self.total_counts, start..end),
+            retrieve::<f64>(&self.pct_mito, start..end),
         )
         .map_err(|e| corrupt(fqid, e))?;
-        let n_cols = self.manifest.n_features as usize;
+        let n_cols = self.shape.n_features as usize;
         if indices.iter().any(|&i| i < 0 || i as usize >= n_cols) {
             return Err(corrupt(
                 fqid,
@@ -119,6 +161,11 @@ impl BundleReader {
                 indices: indices.into_iter().map(|i| i as u32).collect(),
                 values,
             },
+            qc: Qc {
+                n_genes,
+                total_counts,
+                pct_mito,
+            },
         })
     }
 }
@@ -127,13 +174,7 @@ async fn retrieve<T: ElementOwned + Send + Sync>(
     array: &ZArray,
     range: Range<u64>,
 ) -> Result<Vec<T>, Error> {
-    if range.is_empty() {
-        return Ok(Vec::new());
-    }
-    array
-        .async_retrieve_array_subset::<Vec<T>>(&[range])
-        .await
-        .map_err(|e| zarr_err(array.path().as_str(), e))
+    read_range(array, range).await
 }
 
 /// Store errors pass through (they may be retryable); anything else means the bundle's
@@ -200,10 +241,7 @@ mod tests {
         .await
         .unwrap();
         let reader = BundleReader::open(&store, &fqid).await.unwrap();
-        assert_eq!(
-            reader.manifest().chunk_offsets.len(),
-            300usize.div_ceil(64) + 1
-        );
+        let qc = crate::bundle::qc::compute(&src.matrix, &src.features);
         for (a, b) in [
             (0, 300),
             (0, 64),
@@ -218,6 +256,9 @@ mod tests {
             let want = src.slice_rows(a as usize..b as usize);
             assert_eq!(got.cells, want.cells, "{a}..{b}");
             assert_eq!(got.matrix, want.matrix, "{a}..{b}");
+            let (a, b) = (a as usize, b as usize);
+            assert_eq!(got.qc.n_genes, qc.n_genes[a.min(b)..b], "{a}..{b}");
+            assert_eq!(got.qc.pct_mito, qc.pct_mito[a.min(b)..b], "{a}..{b}");
         }
     }
 

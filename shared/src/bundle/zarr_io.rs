@@ -5,12 +5,17 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
-use zarrs::array::{Array, ArrayBuilder, Element, FillValueMetadata, codec::ZstdCodec, data_type};
+use zarrs::array::{
+    Array, ArrayBuilder, Element, ElementOwned, FillValueMetadata, codec::ZstdCodec, data_type,
+};
 use zarrs::group::GroupBuilder;
 use zarrs::storage::AsyncReadableWritableListableStorage;
 
 use crate::error::Error;
 use crate::store::zarr::store_error_in;
+
+/// A 1-D array on the store adapter.
+pub type ZArray = Array<dyn zarrs::storage::AsyncReadableWritableListableStorageTraits>;
 
 /// Chunks written at once per array.
 const WRITE_CONCURRENCY: usize = 16;
@@ -99,6 +104,63 @@ impl Column for String {
     }
 }
 
+/// The array handle of a 1-D array of `len` elements, `chunk` per chunk, zstd-compressed
+/// with a checksum; building it writes nothing.
+pub fn array_handle<T: Column>(
+    storage: &AsyncReadableWritableListableStorage,
+    path: &str,
+    len: u64,
+    chunk: u64,
+    attrs: Map<String, Value>,
+) -> Result<ZArray, Error> {
+    configure_zarrs();
+    let fill: FillValueMetadata =
+        serde_json::from_value(T::fill_json()).map_err(|e| Error::zarr(path, e))?;
+    let array = ArrayBuilder::new(vec![len], vec![chunk.max(1)], T::data_type(), fill)
+        .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(3, true))])
+        .attributes(attrs)
+        .build(storage.clone(), path)
+        .map_err(|e| zarr_err(path, e))?;
+    Ok(array)
+}
+
+/// Stores the chunks holding `values`, which start at the first element of chunk
+/// `first_chunk` and run to the end of a chunk or of the array; chunk-aligned writers
+/// of disjoint ranges never touch the same object.
+pub async fn store_chunks<T: Column>(
+    array: &ZArray,
+    chunk: u64,
+    first_chunk: u64,
+    values: &[T],
+) -> Result<(), Error> {
+    let chunk = chunk.max(1);
+    let path = array.path().as_str().to_string();
+    let n_chunks = (values.len() as u64).div_ceil(chunk);
+    let path = &path;
+    // Futures built eagerly (each owns its chunk): a lazily mapped stream of borrowing
+    // closures is not `Send`, which the Lambda runtime needs.
+    let writes: Vec<_> = (0..n_chunks)
+        .map(|i| {
+            let start = (i * chunk) as usize;
+            let end = (start + chunk as usize).min(values.len());
+            let mut part: Vec<T> = values[start..end].to_vec();
+            // A regular grid's last chunk is full size on disk, padded with the fill value.
+            part.resize(chunk as usize, T::fill());
+            async move {
+                array
+                    .async_store_chunk(&[first_chunk + i], part)
+                    .await
+                    .map_err(|e| zarr_err(path, e))
+            }
+        })
+        .collect();
+    futures::stream::iter(writes)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
 /// Writes a complete 1-D array at `path`, `chunk` elements per chunk, with `attrs`.
 /// Chunks go first and the array metadata last.
 pub async fn write_array<T: Column>(
@@ -108,45 +170,33 @@ pub async fn write_array<T: Column>(
     chunk: u64,
     attrs: Map<String, Value>,
 ) -> Result<(), Error> {
-    configure_zarrs();
-    let chunk = chunk.max(1);
-    let fill: FillValueMetadata =
-        serde_json::from_value(T::fill_json()).map_err(|e| Error::zarr(path, e))?;
-    let array = ArrayBuilder::new(vec![values.len() as u64], vec![chunk], T::data_type(), fill)
-        .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(3, true))])
-        .attributes(attrs)
-        .build_arc(storage.clone(), path)
-        .map_err(|e| zarr_err(path, e))?;
-    let n_chunks = (values.len() as u64).div_ceil(chunk);
-    futures::stream::iter(0..n_chunks)
-        .map(|i| {
-            let array = array.clone();
-            let start = (i * chunk) as usize;
-            let end = (start + chunk as usize).min(values.len());
-            let mut part: Vec<T> = values[start..end].to_vec();
-            // A regular grid's last chunk is full size on disk, padded with the fill value.
-            part.resize(chunk as usize, T::fill());
-            async move {
-                array
-                    .async_store_chunk(&[i], part)
-                    .await
-                    .map_err(|e| zarr_err(path, e))
-            }
-        })
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+    let array = array_handle::<T>(storage, path, values.len() as u64, chunk, attrs)?;
+    store_chunks(&array, chunk, 0, values).await?;
     array
         .async_store_metadata()
         .await
         .map_err(|e| zarr_err(path, e))
 }
 
+/// Reads elements `range` of a 1-D array.
+pub async fn read_range<T: ElementOwned + Send + Sync>(
+    array: &ZArray,
+    range: std::ops::Range<u64>,
+) -> Result<Vec<T>, Error> {
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    array
+        .async_retrieve_array_subset::<Vec<T>>(&[range])
+        .await
+        .map_err(|e| zarr_err(array.path().as_str(), e))
+}
+
 /// Opens a 1-D array.
 pub async fn open_array(
     storage: &AsyncReadableWritableListableStorage,
     path: &str,
-) -> Result<Array<dyn zarrs::storage::AsyncReadableWritableListableStorageTraits>, Error> {
+) -> Result<ZArray, Error> {
     Array::async_open(storage.clone(), path)
         .await
         .map_err(|e| zarr_err(path, e))

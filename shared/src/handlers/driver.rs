@@ -1,11 +1,30 @@
 //! The driver function: the HTTP API.
 //!
-//! Routing is a pure function of method, path and body, so the Lambda binary (through
-//! `lambda_http`) and `cellmatrix serve` (through its own HTTP server) answer alike.
+//! [`handle`] is a function of the app and of method, path and body, so the Lambda
+//! binary (through `lambda_http`) and `cellmatrix serve` (through its own HTTP server)
+//! answer alike.
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::error::clip;
+use crate::app::App;
+use crate::bundle::manifest::feature_set_key;
+use crate::bundle::{Features, ValueType, read_manifest};
+use crate::catalog::{self, CatalogEntry};
+use crate::error::{Error, clip};
+use crate::filter::{Field, FieldType};
+use crate::fqid::Fqid;
+use crate::genes::GeneSpace;
+use crate::invoke::Function;
+use crate::messages::{MapperEvent, ReducerEvent, ReducerMode, RequestId};
+use crate::request::{self, BundleSource, MatrixRequest, Rejection};
+use crate::state::{
+    self, Failure, Keys, Progress, ResultRecord, RunInfo, StoredRequest, get_json, now_ms,
+    put_json, put_json_if_absent,
+};
+use crate::store::{PutOutcome, validate_key};
 
 /// The API's routes, as `(method, path pattern)`; the SAM template declares the same set.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -16,27 +35,64 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/fields"),
 ];
 
-/// Answers one HTTP request with a status code and a JSON body.
-///
-/// Every route of [`ROUTES`] answers 501 until issue #3 builds the pipeline; anything
-/// else is 404. Both bodies are `{"message": "..."}`.
-pub fn route(method: &str, path: &str, _body: &[u8]) -> (u16, Value) {
-    match matched_route(method, path) {
-        Some(pattern) => (
-            501,
-            json!({
-                "message": format!("{method} {pattern} is not implemented yet (issue #3)")
-            }),
-        ),
-        None => (
-            404,
-            json!({ "message": format!("no route {} {}", clip(method), clip(path)) }),
-        ),
+/// An HTTP answer: status, JSON body, and the `Location` header when there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The JSON body; errors are `{"message": ...}`.
+    pub body: Value,
+    /// The status URL of a request.
+    pub location: Option<String>,
+}
+
+impl HttpResponse {
+    fn json(status: u16, body: Value) -> Self {
+        HttpResponse {
+            status,
+            body,
+            location: None,
+        }
+    }
+
+    fn error(status: u16, message: impl Into<String>) -> Self {
+        Self::json(status, json!({ "message": message.into() }))
     }
 }
 
+impl From<Rejection> for HttpResponse {
+    fn from(r: Rejection) -> Self {
+        HttpResponse::error(r.status, r.message)
+    }
+}
+
+/// Answers one HTTP request. Failures of the store are 503 (retry later), never a
+/// request left half-started: the request exists only once `request.json` is written,
+/// after everything the functions need.
+pub async fn handle(app: &App, method: &str, path: &str, body: &[u8]) -> HttpResponse {
+    let Some(pattern) = matched_route(method, path) else {
+        return HttpResponse::error(404, format!("no route {} {}", clip(method), clip(path)));
+    };
+    let id = || path.rsplit('/').next().unwrap_or("");
+    let outcome = match pattern {
+        "/v1/matrix" => submit(app, body).await,
+        "/v1/matrix/{id}" if method == "GET" => status_of(app, id()).await,
+        "/v1/matrix/{id}" => cancel(app, id()).await,
+        "/v1/formats" => Ok(formats()),
+        _ => Ok(fields()),
+    };
+    outcome.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "request failed");
+        if e.is_retryable() {
+            HttpResponse::error(503, format!("the store is busy, try again: {e}"))
+        } else {
+            HttpResponse::error(500, format!("internal error: {e}"))
+        }
+    })
+}
+
 /// The pattern of [`ROUTES`] that `method` and `path` match, if any.
-fn matched_route(method: &str, path: &str) -> Option<&'static str> {
+pub fn matched_route(method: &str, path: &str) -> Option<&'static str> {
     let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
     ROUTES.iter().find_map(|&(m, pattern)| {
         let parts: Vec<&str> = pattern[1..].split('/').collect();
@@ -54,42 +110,639 @@ fn matched_route(method: &str, path: &str) -> Option<&'static str> {
     })
 }
 
+fn formats() -> HttpResponse {
+    let formats: Vec<Value> = request::FORMATS
+        .iter()
+        .map(|(name, description, media_type, extension)| {
+            json!({"name": name, "description": description, "media_type": media_type, "extension": extension})
+        })
+        .collect();
+    HttpResponse::json(200, json!({ "formats": formats }))
+}
+
+fn fields() -> HttpResponse {
+    let fields: Vec<Value> = Field::ALL
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name(),
+                "type": match f.field_type() {
+                    FieldType::String => "string",
+                    FieldType::Integer => "integer",
+                    FieldType::Number => "number",
+                },
+                "level": if matches!(f, Field::Bundle(_)) { "bundle" } else { "cell" },
+                "column": f.column(),
+                "description": f.description(),
+            })
+        })
+        .collect();
+    HttpResponse::json(200, json!({ "fields": fields }))
+}
+
+type Outcome = Result<HttpResponse, Error>;
+
+/// What resolving a request found out about its bundles.
+struct Resolved {
+    bundles: Vec<Fqid>,
+    entries: Vec<CatalogEntry>,
+}
+
+async fn submit(app: &App, body: &[u8]) -> Outcome {
+    let req = match MatrixRequest::parse(body) {
+        Ok(r) => r,
+        Err(r) => return Ok(r.into()),
+    };
+    let resolved = match resolve(app, &req).await? {
+        Ok(r) => r,
+        Err(r) => return Ok(r.into()),
+    };
+    let genes = match gene_space(app, &req, &resolved.entries).await? {
+        Ok(g) => g,
+        Err(r) => return Ok(r.into()),
+    };
+    let id = req.id(&resolved.bundles);
+    let keys = Keys::new(&id);
+    let store = &app.store;
+
+    if let Some(existing) = get_json::<StoredRequest>(store, &keys.request()).await? {
+        if state::exists(store, &keys.result()).await? {
+            return status_response(app, &existing, 200).await;
+        }
+        let failed = state::exists(store, &keys.failed()).await?;
+        let cancelled = state::exists(store, &keys.cancel()).await?;
+        if !failed && !cancelled {
+            return status_response(app, &existing, 202).await;
+        }
+        // Ran before and ended badly: run again. Parts and markers of tasks that were
+        // done are the same bytes a new run would write, so they stay.
+        for key in [keys.failed(), keys.cancel()] {
+            store.delete(&key).await?;
+        }
+        for o in store.list(&keys.errors()).await? {
+            store.delete(&o.key).await?;
+        }
+        start(app, &existing).await?;
+        return status_response(app, &existing, 202).await;
+    }
+
+    let stored = StoredRequest {
+        id: id.clone(),
+        canonical: req.canonical(&resolved.bundles),
+        groups: resolved
+            .bundles
+            .len()
+            .div_ceil(app.config.bundles_per_mapper) as u32,
+        bundles: resolved.bundles,
+        value_type: output_type(&resolved.entries),
+        n_genes: genes.len() as u64,
+        submitted_at: state::rfc3339(now_ms()),
+    };
+    // Everything the functions read comes first; request.json commits the request.
+    put_json(store, &keys.genes(), &genes).await?;
+    put_json(store, &keys.run(), &new_run(app)).await?;
+    if put_json_if_absent(store, &keys.request(), &stored).await? == PutOutcome::Created {
+        start(app, &stored).await?;
+    }
+    status_response(app, &stored, 202).await
+}
+
+fn new_run(app: &App) -> RunInfo {
+    let now = now_ms();
+    RunInfo {
+        started_ms: now,
+        deadline_ms: now + app.config.request_timeout.as_millis() as u64,
+    }
+}
+
+/// Invokes the collector and the mappers.
+async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
+    let keys = Keys::new(&stored.id);
+    put_json(&app.store, &keys.run(), &new_run(app)).await?;
+    let collect = ReducerEvent {
+        request_id: stored.id.clone(),
+        mode: ReducerMode::Collect,
+    };
+    app.invoker
+        .invoke(Function::Reducer, to_value(&collect)?)
+        .await?;
+    for (group, bundles) in stored
+        .bundles
+        .chunks(app.config.bundles_per_mapper)
+        .enumerate()
+    {
+        let event = MapperEvent {
+            request_id: stored.id.clone(),
+            group: group as u32,
+            bundles: bundles.to_vec(),
+        };
+        app.invoker
+            .invoke(Function::Mapper, to_value(&event)?)
+            .await?;
+    }
+    Ok(())
+}
+
+fn to_value<T: serde::Serialize>(event: &T) -> Result<Value, Error> {
+    serde_json::to_value(event).map_err(|e| Error::input("event", e.to_string()))
+}
+
+/// Integers stay integers when every input is integer.
+fn output_type(entries: &[CatalogEntry]) -> ValueType {
+    entries
+        .iter()
+        .map(|e| e.value_type)
+        .max_by_key(|t| match t {
+            ValueType::Uint32 => 0,
+            ValueType::Float32 => 1,
+            ValueType::Float64 => 2,
+        })
+        .unwrap_or(ValueType::Uint32)
+}
+
+/// Resolves the request's bundles and their catalog entries (a manifest is read only for
+/// a bundle the catalog lacks).
+async fn resolve(app: &App, req: &MatrixRequest) -> Result<Result<Resolved, Rejection>, Error> {
+    let catalog = catalog::read(&app.store).await?;
+    let listed = match &req.source {
+        BundleSource::List(list) => list.clone(),
+        BundleSource::Url(url) => match fetch_list(app, url).await? {
+            Ok(list) => list,
+            Err(r) => return Ok(Err(r)),
+        },
+        BundleSource::Filter(filter) => {
+            let (bundles, entries): (Vec<Fqid>, Vec<CatalogEntry>) = catalog
+                .bundles
+                .iter()
+                .filter(|(fqid, entry)| {
+                    filter.eval_bundle(&|f| bundle_value(fqid, entry, f)) != Some(false)
+                })
+                .map(|(f, e)| (f.clone(), e.clone()))
+                .unzip();
+            if bundles.is_empty() {
+                return Ok(Err(Rejection {
+                    status: 422,
+                    message: format!(
+                        "the filter matches none of the {} bundles in the catalog",
+                        catalog.bundles.len()
+                    ),
+                }));
+            }
+            return Ok(Ok(Resolved { bundles, entries }));
+        }
+    };
+    let mut entries = Vec::with_capacity(listed.len());
+    let mut unknown = Vec::new();
+    for fqid in &listed {
+        match lookup(app, &catalog.bundles, fqid).await? {
+            Some(e) => entries.push(e),
+            None => unknown.push(fqid.to_string()),
+        }
+    }
+    if !unknown.is_empty() {
+        let shown: Vec<&str> = unknown.iter().take(10).map(String::as_str).collect();
+        return Ok(Err(Rejection {
+            status: 404,
+            message: format!(
+                "{} unknown bundle(s): {}{}",
+                unknown.len(),
+                shown.join(", "),
+                if unknown.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ),
+        }));
+    }
+    Ok(Ok(Resolved {
+        bundles: listed,
+        entries,
+    }))
+}
+
+/// A bundle-level field's value; missing metadata is the empty string.
+pub fn bundle_value(
+    fqid: &Fqid,
+    entry: &CatalogEntry,
+    field: crate::filter::BundleField,
+) -> String {
+    use crate::filter::BundleField as B;
+    let m = &entry.metadata;
+    match field {
+        B::Fqid => Some(fqid.to_string()),
+        B::Project => m.project.clone(),
+        B::Organ => m.organ.clone(),
+        B::Species => m.species.clone(),
+        B::Assay => m.assay.clone(),
+        B::Donor => m.donor.clone(),
+    }
+    .unwrap_or_default()
+}
+
+/// A bundle's entry: the catalog, else what this process learnt, else its manifest
+/// (remembered for next time).
+pub async fn lookup(
+    app: &App,
+    catalog: &std::collections::BTreeMap<Fqid, CatalogEntry>,
+    fqid: &Fqid,
+) -> Result<Option<CatalogEntry>, Error> {
+    if let Some(e) = catalog.get(fqid) {
+        return Ok(Some(e.clone()));
+    }
+    if let Some(e) = app.learnt.lock().expect("learnt lock").get(fqid) {
+        return Ok(Some(e.clone()));
+    }
+    let Some(manifest) = read_manifest(&app.store, fqid).await? else {
+        return Ok(None);
+    };
+    let entry = CatalogEntry::from(&manifest);
+    app.learnt
+        .lock()
+        .expect("learnt lock")
+        .insert(fqid.clone(), entry.clone());
+    Ok(Some(entry))
+}
+
+/// Reads a feature set.
+pub async fn feature_set(app: &App, id: &str) -> Result<Features, Error> {
+    let key = feature_set_key(id);
+    get_json(&app.store, &key)
+        .await?
+        .ok_or_else(|| Error::Corrupt {
+            what: key,
+            message: "the feature set of a catalogued bundle is missing".into(),
+        })
+}
+
+async fn gene_space(
+    app: &App,
+    req: &MatrixRequest,
+    entries: &[CatalogEntry],
+) -> Result<Result<GeneSpace, Rejection>, Error> {
+    let mut ids: Vec<&str> = Vec::new();
+    for e in entries {
+        if !ids.contains(&e.feature_set.as_str()) {
+            ids.push(&e.feature_set);
+        }
+    }
+    let sets = futures::future::try_join_all(ids.iter().map(|id| feature_set(app, id))).await?;
+    let union = GeneSpace::union(&sets);
+    Ok(match &req.genes {
+        None => Ok(union),
+        Some(wanted) => union.subset(wanted).map_err(|missing| {
+            let shown: Vec<String> = missing.iter().take(10).map(|g| clip(g)).collect();
+            Rejection::bad(format!(
+                "genes: {} not in the selected bundles: {}",
+                missing.len(),
+                shown.join(", ")
+            ))
+        }),
+    })
+}
+
+/// Reads the bundle list behind `bundle_fqids_url`.
+async fn fetch_list(app: &App, url: &str) -> Result<Result<Vec<Fqid>, Rejection>, Error> {
+    let text = if url.contains("://") {
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(Rejection::bad(format!("bundle_fqids_url: {e}")))),
+        };
+        let allowed_scheme = parsed.scheme() == "https"
+            || (app.config.allow_private_urls && parsed.scheme() == "http");
+        if !allowed_scheme {
+            return Ok(Err(Rejection::bad(format!(
+                "bundle_fqids_url: the scheme {:?} is not allowed; use https, or a key in the store",
+                parsed.scheme()
+            ))));
+        }
+        match fetch(app, parsed).await {
+            Ok(text) => text,
+            Err(r) => return Ok(Err(r)),
+        }
+    } else {
+        if let Err(e) = validate_key(url) {
+            return Ok(Err(Rejection::bad(format!("bundle_fqids_url: {e}"))));
+        }
+        match app.store.get(url).await? {
+            Some(body) => String::from_utf8_lossy(&body).into_owned(),
+            None => {
+                return Ok(Err(Rejection {
+                    status: 404,
+                    message: format!("bundle_fqids_url: no object {url:?} in the store"),
+                }));
+            }
+        }
+    };
+    Ok(request::parse_fqid_list(&text))
+}
+
+/// Fetches a public URL: its host must resolve to public addresses only (unless allowed),
+/// and the connection goes to the address checked, so DNS cannot swap it afterwards.
+async fn fetch(app: &App, url: reqwest::Url) -> Result<String, Rejection> {
+    const MAX_LIST_BYTES: usize = 16 << 20;
+    let bad_gateway = |m: String| Rejection {
+        status: 502,
+        message: m,
+    };
+    let host = url
+        .host_str()
+        .ok_or_else(|| Rejection::bad("bundle_fqids_url: no host"))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| bad_gateway(format!("bundle_fqids_url: cannot resolve {host}: {e}")))?
+        .collect();
+    let Some(&addr) = addrs.first() else {
+        return Err(bad_gateway(format!(
+            "bundle_fqids_url: {host} has no address"
+        )));
+    };
+    if !app.config.allow_private_urls && addrs.iter().any(|a| !is_public(a.ip())) {
+        return Err(Rejection::bad(format!(
+            "bundle_fqids_url: {host} is a private or loopback address"
+        )));
+    }
+    let client = reqwest::Client::builder()
+        .resolve(&host, addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .map_err(|e| bad_gateway(format!("bundle_fqids_url: {e}")))?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| bad_gateway(format!("bundle_fqids_url: {e}")))?;
+    if !response.status().is_success() {
+        return Err(bad_gateway(format!(
+            "bundle_fqids_url: the server answered {}",
+            response.status()
+        )));
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| bad_gateway(format!("bundle_fqids_url: {e}")))?;
+    if body.len() > MAX_LIST_BYTES {
+        return Err(Rejection::bad(format!(
+            "bundle_fqids_url: the list is over {MAX_LIST_BYTES} bytes"
+        )));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.octets()[0] == 0
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Result<RequestId, HttpResponse> {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(RequestId::parse(id).expect("hex is a valid id"))
+    } else {
+        Err(HttpResponse::error(
+            400,
+            format!("{:?} is not a request id (32 hex digits)", clip(id)),
+        ))
+    }
+}
+
+async fn status_of(app: &App, id: &str) -> Outcome {
+    let id = match parse_id(id) {
+        Ok(id) => id,
+        Err(r) => return Ok(r),
+    };
+    match get_json::<StoredRequest>(&app.store, &Keys::new(&id).request()).await? {
+        Some(stored) => status_response(app, &stored, 200).await,
+        None => Ok(HttpResponse::error(404, format!("no request {id}"))),
+    }
+}
+
+async fn cancel(app: &App, id: &str) -> Outcome {
+    let id = match parse_id(id) {
+        Ok(id) => id,
+        Err(r) => return Ok(r),
+    };
+    let keys = Keys::new(&id);
+    let Some(stored) = get_json::<StoredRequest>(&app.store, &keys.request()).await? else {
+        return Ok(HttpResponse::error(404, format!("no request {id}")));
+    };
+    if state::exists(&app.store, &keys.result()).await? {
+        return Ok(HttpResponse::error(
+            409,
+            format!("request {id} has already succeeded; there is nothing to cancel"),
+        ));
+    }
+    if let Some(f) = get_json::<Failure>(&app.store, &keys.failed()).await? {
+        return Ok(HttpResponse::error(
+            409,
+            format!(
+                "request {id} has already failed ({}); there is nothing to cancel",
+                f.message
+            ),
+        ));
+    }
+    put_json_if_absent(
+        &app.store,
+        &keys.cancel(),
+        &Failure::now("cancelled by the user"),
+    )
+    .await?;
+    status_response(app, &stored, 202).await
+}
+
+/// The status document of a request, from the stored state.
+pub async fn status(app: &App, stored: &StoredRequest) -> Result<Value, Error> {
+    let keys = Keys::new(&stored.id);
+    let store = &app.store;
+    let (k_result, k_failed, k_cancel, k_run, k_progress) = (
+        keys.result(),
+        keys.failed(),
+        keys.cancel(),
+        keys.run(),
+        keys.progress(),
+    );
+    let (result, failed, cancelled, run, progress) = futures::try_join!(
+        get_json::<ResultRecord>(store, &k_result),
+        get_json::<Failure>(store, &k_failed),
+        get_json::<Failure>(store, &k_cancel),
+        get_json::<RunInfo>(store, &k_run),
+        get_json::<Progress>(store, &k_progress),
+    )?;
+    let now = now_ms();
+    let started = run.as_ref().map_or(now, |r| r.started_ms);
+    let deadline = run.as_ref().map_or(u64::MAX, |r| r.deadline_ms);
+    let progress = progress.unwrap_or_default();
+    // A collector that died cannot say so; past the deadline, and a grace period for it
+    // to write failed.json, the request is Failed whatever the store holds.
+    let overdue = now > deadline.saturating_add(60_000);
+    let (status, message) = if result.is_some() {
+        ("Succeeded", None)
+    } else if let Some(f) = &failed {
+        ("Failed", Some(f.message.clone()))
+    } else if let Some(c) = &cancelled {
+        ("Cancelled", Some(c.message.clone()))
+    } else if overdue {
+        (
+            "Failed",
+            Some("the request passed its deadline before the collector finished it".into()),
+        )
+    } else {
+        ("Running", None)
+    };
+    let finished_ms = match (&result, &failed, &cancelled) {
+        (Some(r), _, _) => Some(r.finished_ms),
+        (None, Some(f), _) | (None, None, Some(f)) => Some(f.at_ms),
+        _ => None,
+    };
+    let result_doc = match &result {
+        Some(r) => Some(result_document(app, r).await?),
+        None => None,
+    };
+    let tasks_total = (progress.groups_planned == stored.groups).then_some(progress.tasks_total);
+    Ok(json!({
+        "id": stored.id,
+        "status": status,
+        "format": stored.canonical["format"],
+        "progress": {
+            "bundles": stored.bundles.len(),
+            "tasks_total": tasks_total,
+            "tasks_done": progress.tasks_done,
+            "cells_written": result.as_ref().map_or(progress.cells_written, |r| r.n_cells),
+        },
+        "timings": {
+            "submitted_at": stored.submitted_at,
+            "started_at": state::rfc3339(started),
+            "elapsed_seconds": (finished_ms.unwrap_or(now).saturating_sub(started)) as f64 / 1000.0,
+            "planned_seconds": result.as_ref().map(|r| r.planned_after_ms as f64 / 1000.0),
+            "collected_seconds": result.as_ref().map(|r| r.collected_after_ms as f64 / 1000.0),
+            "finished_at": finished_ms.map(state::rfc3339),
+        },
+        "result": result_doc,
+        "message": message,
+    }))
+}
+
+async fn result_document(app: &App, r: &ResultRecord) -> Result<Value, Error> {
+    let base = app.store.describe();
+    let location = format!(
+        "{}/{}",
+        base.strip_prefix("file://").unwrap_or(&base),
+        r.key
+    );
+    let objects = app.store.list(&format!("{}/", r.key)).await?;
+    let on_s3 = base.starts_with("s3://");
+    let mut files = Vec::with_capacity(objects.len());
+    for o in &objects {
+        let url = if on_s3 {
+            Some(app.store.presign_get(&o.key, app.config.url_expiry).await?)
+        } else {
+            None
+        };
+        files.push(json!({
+            "path": o.key.strip_prefix(&format!("{}/", r.key)).unwrap_or(&o.key),
+            "size": o.size,
+            "url": url,
+        }));
+    }
+    Ok(json!({
+        "location": location,
+        "n_cells": r.n_cells,
+        "n_genes": r.n_genes,
+        "nnz": r.nnz,
+        "files": files,
+    }))
+}
+
+async fn status_response(app: &App, stored: &StoredRequest, code: u16) -> Outcome {
+    let body = status(app, stored).await?;
+    Ok(HttpResponse {
+        status: code,
+        location: Some(format!("/v1/matrix/{}", stored.id)),
+        body,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_route_is_501_with_a_message() {
-        for (method, path) in [
-            ("POST", "/v1/matrix"),
-            ("GET", "/v1/matrix/abc-123"),
-            ("DELETE", "/v1/matrix/abc-123"),
-            ("GET", "/v1/formats"),
-            ("GET", "/v1/fields"),
+    fn routes_match_their_patterns_only() {
+        for (method, path, want) in [
+            ("POST", "/v1/matrix", Some("/v1/matrix")),
+            ("GET", "/v1/matrix/abc", Some("/v1/matrix/{id}")),
+            ("DELETE", "/v1/matrix/abc", Some("/v1/matrix/{id}")),
+            ("GET", "/v1/formats", Some("/v1/formats")),
+            ("GET", "/v1/fields", Some("/v1/fields")),
+            ("GET", "/v1/matrix", None),
+            ("PUT", "/v1/matrix/abc", None),
+            ("GET", "/v1/matrix/", None),
+            ("GET", "/v1/matrix/a/b", None),
+            ("GET", "v1/formats", None),
+            ("get", "/v1/formats", None),
         ] {
-            let (status, body) = route(method, path, b"{}");
-            assert_eq!(status, 501, "{method} {path}");
-            let message = body["message"].as_str().unwrap();
-            assert!(message.contains("not implemented"), "{message}");
+            assert_eq!(matched_route(method, path), want, "{method} {path}");
         }
     }
 
     #[test]
-    fn anything_else_is_404() {
-        for (method, path) in [
-            ("GET", "/v1/matrix"),
-            ("PUT", "/v1/matrix/abc"),
-            ("GET", "/v1/matrix/"),
-            ("GET", "/v1/matrix/a/b"),
-            ("POST", "/v1/matrix/"),
-            ("GET", "/"),
-            ("GET", ""),
-            ("GET", "v1/formats"),
-            ("get", "/v1/formats"),
+    fn private_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
         ] {
-            let (status, body) = route(method, path, b"");
-            assert_eq!(status, 404, "{method} {path}");
-            assert!(body["message"].as_str().unwrap().starts_with("no route"));
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits() {
+        assert!(parse_id(&"a".repeat(32)).is_ok());
+        for bad in [
+            "",
+            "abc",
+            &"g".repeat(32),
+            &"A".repeat(32),
+            "..%2F",
+            &"a".repeat(33),
+        ] {
+            assert_eq!(parse_id(bad).unwrap_err().status, 400, "{bad}");
         }
     }
 }

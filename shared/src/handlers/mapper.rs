@@ -1,12 +1,130 @@
-//! The mapper function.
+//! The mapper: plans the worker tasks of one group of bundles and starts them.
 
-use crate::error::{Error, Result};
-use crate::handlers::Config;
-use crate::messages::MapperEvent;
+use futures::{StreamExt, TryStreamExt};
 
-/// Plans the worker tasks for one group of bundles and invokes the workers.
-///
-/// Not built yet: answers with a non-retryable [`Error::NotImplemented`].
-pub async fn handle(_config: &Config, _event: MapperEvent) -> Result<serde_json::Value> {
-    Err(Error::NotImplemented("the mapper handler"))
+use crate::app::App;
+use crate::catalog::{self, CatalogEntry};
+use crate::error::Error;
+use crate::handlers::driver::lookup;
+use crate::invoke::Function;
+use crate::messages::{MapperEvent, TaskId, WorkerEvent};
+use crate::plan::{Budget, plan};
+use crate::state::{BundleInfo, Keys, Plan, PlannedTask, SliceSpec, TaskSpec, put_json};
+
+/// Plans the group's tasks, writes each task and then the plan, and invokes the workers.
+/// A duplicate delivery writes the same keys and invokes the same tasks again, which
+/// the workers shrug off.
+pub async fn handle(app: &App, event: MapperEvent) -> Result<(), Error> {
+    let keys = Keys::new(&event.request_id);
+    let outcome = run(app, &event, &keys).await;
+    if let Err(e) = &outcome {
+        super::record_error(app, &keys, &format!("group-{}", event.group), 0, e).await;
+    }
+    outcome
+}
+
+async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
+    let catalog = catalog::read(&app.store).await?;
+    let mut entries: Vec<(crate::fqid::Fqid, CatalogEntry)> =
+        Vec::with_capacity(event.bundles.len());
+    let mut manifest_reads = 0;
+    for fqid in &event.bundles {
+        let known = catalog.bundles.contains_key(fqid)
+            || app.learnt.lock().expect("learnt lock").contains_key(fqid);
+        let entry = lookup(app, &catalog.bundles, fqid)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("bundle {fqid}")))?;
+        manifest_reads += u64::from(!known);
+        entries.push((fqid.clone(), entry));
+    }
+    let planned = plan(
+        &entries
+            .iter()
+            .map(|(f, e)| e.plan_bundle(f))
+            .collect::<Vec<_>>(),
+        Budget {
+            cells: app.config.cells_per_worker,
+            bytes: app.config.bytes_per_worker,
+        },
+    );
+    let info = |fqid: &crate::fqid::Fqid| {
+        let (_, e) = entries
+            .iter()
+            .find(|(f, _)| f == fqid)
+            .expect("planned bundles come from the group");
+        BundleInfo {
+            fqid: fqid.clone(),
+            n_cells: e.n_cells,
+            n_features: e.n_features,
+            nnz: e.nnz,
+            value_type: e.value_type,
+            feature_set: e.feature_set.clone(),
+            metadata: e.metadata.clone(),
+        }
+    };
+    let specs: Vec<TaskSpec> = planned
+        .iter()
+        .map(|t| {
+            Ok(TaskSpec {
+                id: TaskId::parse(&t.id)?,
+                group: event.group,
+                slices: t
+                    .slices
+                    .iter()
+                    .map(|s| SliceSpec {
+                        bundle: info(&s.fqid),
+                        rows: s.rows.clone(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    let concurrency = app.config.invoke_concurrency.max(1);
+    // Futures built eagerly: a lazily mapped stream of borrowing closures is not `Send`
+    // as the Lambda runtime needs (a known rustc limitation with higher-ranked lifetimes).
+    let writes: Vec<_> = specs
+        .iter()
+        .map(|spec| {
+            let key = keys.task(&spec.id);
+            async move { put_json(&app.store, &key, spec).await }
+        })
+        .collect();
+    futures::stream::iter(writes)
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let plan_doc = Plan {
+        group: event.group,
+        tasks: planned
+            .iter()
+            .zip(&specs)
+            .map(|(t, s)| PlannedTask {
+                id: s.id.clone(),
+                cells: t.cells,
+                bytes: t.bytes,
+            })
+            .collect(),
+        manifest_reads,
+    };
+    put_json(&app.store, &keys.plan(event.group), &plan_doc).await?;
+    let invocations: Vec<_> = specs
+        .iter()
+        .map(|spec| {
+            let worker = WorkerEvent {
+                request_id: event.request_id.clone(),
+                task_id: spec.id.clone(),
+                attempt: 0,
+            };
+            async move {
+                let payload = serde_json::to_value(&worker)
+                    .map_err(|e| Error::input("worker event", e.to_string()))?;
+                app.invoker.invoke(Function::Worker, payload).await
+            }
+        })
+        .collect();
+    futures::stream::iter(invocations)
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
 }

@@ -1,12 +1,786 @@
-//! The reducer function.
+//! The reducer. As the collector it waits for the plans and the done markers, re-invokes
+//! what failed with a retryable error, ends the request at its deadline, and then starts
+//! consolidation; as a consolidation shard it writes one disjoint, chunk-aligned range of
+//! the output. The collector commits the result once every shard is in.
 
-use crate::error::{Error, Result};
-use crate::handlers::Config;
-use crate::messages::ReducerEvent;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
-/// Collects the parts of a request, or consolidates one shard of the result.
-///
-/// Not built yet: answers with a non-retryable [`Error::NotImplemented`].
-pub async fn handle(_config: &Config, _event: ReducerEvent) -> Result<serde_json::Value> {
-    Err(Error::NotImplemented("the reducer handler"))
+use futures::{StreamExt, TryStreamExt};
+use serde_json::json;
+
+use crate::app::App;
+use crate::bundle::ValueType;
+use crate::bundle::zarr_io::{
+    Column, ZArray, array_handle, encoding, open_array, read_range, store_chunks, write_array,
+    write_group,
+};
+use crate::error::Error;
+use crate::filter::{CellField, Field};
+use crate::genes::GeneSpace;
+use crate::handlers::worker::RequestView;
+use crate::invoke::Function;
+use crate::messages::{MapperEvent, ReducerEvent, ReducerMode, TaskId, WorkerEvent};
+use crate::state::{
+    Consolidation, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress, ResultRecord,
+    RunInfo, StoredRequest, get_json, now_ms, put_json, put_json_if_absent,
+};
+use crate::store::zarr::ZarrStore;
+use crate::store::{DynStore, PutOutcome};
+
+/// Rows per chunk of the output's row arrays (`X/indptr`, obs).
+pub const OUT_ROWS_PER_CHUNK: u64 = 1 << 14;
+/// Most values per chunk of the output's `X/indices` and `X/data`.
+pub const OUT_NNZ_PER_CHUNK: u64 = 1 << 20;
+
+/// Runs a reducer invocation to completion.
+pub async fn handle(app: &App, event: ReducerEvent) -> Result<(), Error> {
+    handle_until(app, event, None).await
+}
+
+/// Runs a reducer invocation; a collector hands over to a fresh invocation of itself
+/// before `stop_at_ms` (the Lambda deadline), since its state is all in the store.
+pub async fn handle_until(
+    app: &App,
+    event: ReducerEvent,
+    stop_at_ms: Option<u64>,
+) -> Result<(), Error> {
+    let keys = Keys::new(&event.request_id);
+    match event.mode {
+        ReducerMode::Collect => Collector::new(app, keys).await?.run(stop_at_ms).await,
+        ReducerMode::Consolidate { shard } => {
+            let outcome = consolidate_shard(app, &keys, shard).await;
+            if let Err(e) = &outcome {
+                super::record_error(app, &keys, &format!("shard-{shard}"), 0, e).await;
+            }
+            outcome
+        }
+    }
+}
+
+/// What the collector has seen so far; markers are immutable, so each is read once.
+struct Collector<'a> {
+    app: &'a App,
+    keys: Keys,
+    stored: StoredRequest,
+    run: RunInfo,
+    plans: BTreeMap<u32, Plan>,
+    done: HashMap<TaskId, DoneMarker>,
+    progress: Progress,
+    planned_at: Option<u64>,
+    collected_at: Option<u64>,
+    shards_started: bool,
+}
+
+impl<'a> Collector<'a> {
+    async fn new(app: &'a App, keys: Keys) -> Result<Self, Error> {
+        let store = &app.store;
+        let stored: StoredRequest = get_json(store, &keys.request())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("request {}", keys.id())))?;
+        let run: RunInfo = get_json(store, &keys.run())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("run of request {}", keys.id())))?;
+        Ok(Collector {
+            app,
+            keys,
+            stored,
+            run,
+            plans: BTreeMap::new(),
+            done: HashMap::new(),
+            progress: Progress::default(),
+            planned_at: None,
+            collected_at: None,
+            shards_started: false,
+        })
+    }
+
+    async fn run(mut self, stop_at_ms: Option<u64>) -> Result<(), Error> {
+        let poll = self.app.config.poll_interval;
+        loop {
+            if self.step().await? {
+                return Ok(());
+            }
+            if let Some(stop) = stop_at_ms
+                && now_ms() + 2 * poll.as_millis() as u64 + 5_000 > stop
+            {
+                let event = ReducerEvent {
+                    request_id: self.keys.id().clone(),
+                    mode: ReducerMode::Collect,
+                };
+                return self.invoke(Function::Reducer, &event).await;
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// One look at the state; true when the request has ended.
+    async fn step(&mut self) -> Result<bool, Error> {
+        let store = self.app.store.clone();
+        let keys = self.keys.clone();
+        let (k_result, k_cancel, k_failed) = (keys.result(), keys.cancel(), keys.failed());
+        let (result, cancelled, failed) = futures::try_join!(
+            crate::state::exists(&store, &k_result),
+            crate::state::exists(&store, &k_cancel),
+            crate::state::exists(&store, &k_failed),
+        )?;
+        if result || cancelled || failed {
+            return Ok(true);
+        }
+        self.read_plans().await?;
+        self.read_markers().await?;
+        if let Some(message) = self.handle_errors().await? {
+            self.fail(message).await?;
+            return Ok(true);
+        }
+        let all_planned = self.plans.len() as u32 == self.stored.groups;
+        let total = self.plans.values().map(|p| p.tasks.len() as u64).sum();
+        let progress = Progress {
+            groups_planned: self.plans.len() as u32,
+            tasks_total: total,
+            tasks_done: self.done.len() as u64,
+            cells_written: self.done.values().map(|d| d.cells_out).sum(),
+        };
+        if progress != self.progress {
+            put_json(&store, &keys.progress(), &progress).await?;
+            self.progress = progress;
+        }
+        let now = now_ms();
+        if all_planned && self.planned_at.is_none() {
+            self.planned_at = Some(now);
+        }
+        if all_planned && self.done.len() as u64 == total {
+            self.collected_at.get_or_insert(now);
+            if self.consolidate().await? {
+                return Ok(true);
+            }
+        }
+        if now > self.run.deadline_ms {
+            let message = self.missing();
+            self.fail(format!("the request passed its deadline; {message}"))
+                .await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn read_plans(&mut self) -> Result<(), Error> {
+        if self.plans.len() as u32 == self.stored.groups {
+            return Ok(());
+        }
+        for o in self.app.store.list(&self.keys.plans()).await? {
+            let Some(group) = o
+                .key
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !self.plans.contains_key(&group)
+                && let Some(plan) = get_json::<Plan>(&self.app.store, &o.key).await?
+            {
+                self.plans.insert(group, plan);
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_markers(&mut self) -> Result<(), Error> {
+        let listed = self.app.store.list(&self.keys.dones()).await?;
+        let new: Vec<String> = listed
+            .into_iter()
+            .filter(|o| task_of(&o.key).is_none_or(|t| !self.done.contains_key(&t)))
+            .map(|o| o.key)
+            .collect();
+        let store = &self.app.store;
+        let reads: Vec<_> = new
+            .iter()
+            .map(|key| get_json::<DoneMarker>(store, key))
+            .collect();
+        let markers: Vec<Option<DoneMarker>> = futures::stream::iter(reads)
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        for m in markers.into_iter().flatten() {
+            self.done.insert(m.task.clone(), m);
+        }
+        Ok(())
+    }
+
+    /// Re-invokes what failed with a retryable error; the message of a failure that
+    /// ends the request.
+    async fn handle_errors(&mut self) -> Result<Option<String>, Error> {
+        let store = self.app.store.clone();
+        for o in store.list(&self.keys.errors()).await? {
+            let Some(marker) = get_json::<ErrorMarker>(&store, &o.key).await? else {
+                continue;
+            };
+            let late = marker
+                .name
+                .strip_prefix("task-")
+                .and_then(|t| TaskId::parse(t).ok())
+                .is_some_and(|t| self.done.contains_key(&t));
+            if late {
+                // Another copy of the task finished: the failure no longer matters.
+                store.delete(&o.key).await?;
+                continue;
+            }
+            if !marker.retryable {
+                return Ok(Some(format!(
+                    "{} failed: {}",
+                    describe(&marker.name),
+                    marker.message
+                )));
+            }
+            let attempt = marker.attempt + 1;
+            if attempt >= self.app.config.task_attempts {
+                return Ok(Some(format!(
+                    "{} failed {} times; last error: {}",
+                    describe(&marker.name),
+                    attempt,
+                    marker.message
+                )));
+            }
+            store.delete(&o.key).await?;
+            self.reinvoke(&marker.name, attempt).await?;
+        }
+        Ok(None)
+    }
+
+    async fn reinvoke(&self, name: &str, attempt: u32) -> Result<(), Error> {
+        let request_id = self.keys.id().clone();
+        if let Some(task) = name.strip_prefix("task-") {
+            let event = WorkerEvent {
+                request_id,
+                task_id: TaskId::parse(task)?,
+                attempt,
+            };
+            self.invoke(Function::Worker, &event).await
+        } else if let Some(group) = name
+            .strip_prefix("group-")
+            .and_then(|g| g.parse::<u32>().ok())
+        {
+            let per = self.app.config.bundles_per_mapper;
+            let bundles = self
+                .stored
+                .bundles
+                .chunks(per)
+                .nth(group as usize)
+                .map(<[_]>::to_vec)
+                .unwrap_or_default();
+            let event = MapperEvent {
+                request_id,
+                group,
+                bundles,
+            };
+            self.invoke(Function::Mapper, &event).await
+        } else if let Some(shard) = name
+            .strip_prefix("shard-")
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            let event = ReducerEvent {
+                request_id,
+                mode: ReducerMode::Consolidate { shard },
+            };
+            self.invoke(Function::Reducer, &event).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn invoke<T: serde::Serialize>(
+        &self,
+        function: Function,
+        event: &T,
+    ) -> Result<(), Error> {
+        let payload =
+            serde_json::to_value(event).map_err(|e| Error::input("event", e.to_string()))?;
+        self.app.invoker.invoke(function, payload).await
+    }
+
+    /// What the request still waits for, for the deadline's message.
+    fn missing(&self) -> String {
+        let groups: Vec<String> = (0..self.stored.groups)
+            .filter(|g| !self.plans.contains_key(g))
+            .map(|g| g.to_string())
+            .collect();
+        let tasks: Vec<String> = self
+            .plans
+            .values()
+            .flat_map(|p| &p.tasks)
+            .filter(|t| !self.done.contains_key(&t.id))
+            .map(|t| t.id.to_string())
+            .collect();
+        let list = |v: &[String]| {
+            let shown: Vec<&str> = v.iter().take(5).map(String::as_str).collect();
+            format!(
+                "{}{}",
+                shown.join(", "),
+                if v.len() > 5 { ", ..." } else { "" }
+            )
+        };
+        if !groups.is_empty() {
+            format!(
+                "{} bundle group(s) never planned: {}",
+                groups.len(),
+                list(&groups)
+            )
+        } else if !tasks.is_empty() {
+            format!("{} task(s) never finished: {}", tasks.len(), list(&tasks))
+        } else {
+            "the consolidation never finished".into()
+        }
+    }
+
+    async fn fail(&self, message: String) -> Result<(), Error> {
+        tracing::warn!(request = %self.keys.id(), %message, "request failed");
+        let failure = Failure::now(message);
+        put_json_if_absent(&self.app.store, &self.keys.failed(), &failure).await?;
+        Ok(())
+    }
+
+    /// Plans consolidation (once), starts the shards, and commits the result when they
+    /// are all in; true once committed.
+    async fn consolidate(&mut self) -> Result<bool, Error> {
+        let store = &self.app.store;
+        let plan = match get_json::<Consolidation>(store, &self.keys.consolidate()).await? {
+            Some(p) => p,
+            None => {
+                let plan = self.consolidation_plan();
+                if put_json_if_absent(store, &self.keys.consolidate(), &plan).await?
+                    == PutOutcome::Created
+                {
+                    self.shards_started = false;
+                }
+                plan
+            }
+        };
+        let shards_done = store.list(&self.keys.shards()).await?.len() as u32;
+        if shards_done < plan.shards {
+            if !self.shards_started {
+                // Every collector that gets here starts the shards once; a duplicate
+                // shard writes the same chunks.
+                for shard in 0..plan.shards {
+                    let event = ReducerEvent {
+                        request_id: self.keys.id().clone(),
+                        mode: ReducerMode::Consolidate { shard },
+                    };
+                    self.invoke(Function::Reducer, &event).await?;
+                }
+                self.shards_started = true;
+            }
+            return Ok(false);
+        }
+        let view = RequestView::read(store, &self.keys).await?;
+        finish(store, &self.keys, &view, &plan).await?;
+        let started = self.run.started_ms;
+        let record = ResultRecord {
+            format: view.stored.canonical["format"]
+                .as_str()
+                .unwrap_or("zarr")
+                .to_string(),
+            key: self.keys.output(),
+            n_cells: plan.n_cells,
+            n_genes: view.stored.n_genes,
+            nnz: plan.nnz,
+            started_ms: started,
+            finished_ms: now_ms(),
+            planned_after_ms: self.planned_at.unwrap_or(started).saturating_sub(started),
+            collected_after_ms: self.collected_at.unwrap_or(started).saturating_sub(started),
+        };
+        put_json_if_absent(store, &self.keys.result(), &record).await?;
+        Ok(true)
+    }
+
+    fn consolidation_plan(&self) -> Consolidation {
+        let mut parts = Vec::new();
+        let (mut row, mut nz) = (0, 0);
+        for plan in self.plans.values() {
+            for t in &plan.tasks {
+                let m = &self.done[&t.id];
+                if m.cells_out > 0 {
+                    parts.push(PartPlace {
+                        task: t.id.clone(),
+                        row,
+                        cells: m.cells_out,
+                        nz,
+                        nnz: m.nnz,
+                    });
+                }
+                row += m.cells_out;
+                nz += m.nnz;
+            }
+        }
+        let shard_nnz = self.app.config.shard_nnz.max(1);
+        let nnz_per_chunk = OUT_NNZ_PER_CHUNK.min(shard_nnz).min(nz).max(1);
+        let nnz_chunks = nz.div_ceil(nnz_per_chunk);
+        let shards = nz.div_ceil(shard_nnz).clamp(1, nnz_chunks.max(1));
+        Consolidation {
+            parts,
+            n_cells: row,
+            nnz: nz,
+            rows_per_chunk: OUT_ROWS_PER_CHUNK,
+            nnz_per_chunk,
+            shards: shards as u32,
+        }
+    }
+}
+
+fn task_of(key: &str) -> Option<TaskId> {
+    key.rsplit('/')
+        .next()
+        .and_then(|n| n.strip_suffix(".json"))
+        .and_then(|n| TaskId::parse(n).ok())
+}
+
+fn describe(name: &str) -> String {
+    if let Some(t) = name.strip_prefix("task-") {
+        format!("task {t}")
+    } else if let Some(g) = name.strip_prefix("group-") {
+        format!("planning of bundle group {g}")
+    } else if let Some(s) = name.strip_prefix("shard-") {
+        format!("consolidation shard {s}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// The output arrays: path, length and chunk of each, in a fixed order.
+fn output_arrays(view: &RequestView, plan: &Consolidation) -> Vec<(String, Kind, u64, u64)> {
+    let (n, r, z) = (plan.n_cells, plan.rows_per_chunk, plan.nnz_per_chunk);
+    let mut arrays = vec![
+        ("/X/indptr".to_string(), Kind::Indptr, n + 1, r),
+        ("/X/indices".to_string(), Kind::Indices, plan.nnz, z),
+        ("/X/data".to_string(), Kind::Data, plan.nnz, z),
+        (
+            "/obs/_index".to_string(),
+            Kind::Obs("_index".into(), ColType::Str),
+            n,
+            r,
+        ),
+    ];
+    for f in &view.fields {
+        let ty = match f {
+            Field::Cell(CellField::NGenes) => ColType::U32,
+            Field::Cell(CellField::TotalCounts | CellField::PctMito) => ColType::F64,
+            _ => ColType::Str,
+        };
+        arrays.push((
+            format!("/obs/{}", f.column()),
+            Kind::Obs(f.column().to_string(), ty),
+            n,
+            r,
+        ));
+    }
+    arrays
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Indptr,
+    Indices,
+    Data,
+    Obs(String, ColType),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColType {
+    Str,
+    U32,
+    F64,
+}
+
+/// The chunks of an array of `n_chunks` that shard `shard` of `shards` writes.
+fn shard_chunks(n_chunks: u64, shard: u32, shards: u32) -> Range<u64> {
+    let s = u64::from(shards.max(1));
+    let i = u64::from(shard);
+    (n_chunks * i / s)..(n_chunks * (i + 1) / s)
+}
+
+fn attrs() -> serde_json::Map<String, serde_json::Value> {
+    encoding("array", "0.2.0")
+}
+
+fn string_attrs() -> serde_json::Map<String, serde_json::Value> {
+    encoding("string-array", "0.2.0")
+}
+
+/// Writes shard `shard`'s chunks of every output array, then its marker.
+async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Error> {
+    let store = &app.store;
+    let plan: Consolidation = get_json(store, &keys.consolidate())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("consolidation plan of {}", keys.id())))?;
+    if shard >= plan.shards {
+        return Err(Error::input(
+            "consolidate event",
+            format!("no shard {shard}"),
+        ));
+    }
+    if crate::state::exists(store, &keys.shard(shard)).await? {
+        return Ok(());
+    }
+    let view = RequestView::read(store, keys).await?;
+    let out = ZarrStore::new(store.clone(), &keys.output()).into_storage();
+    let mut parts = PartReaders::new(store.clone(), keys.clone());
+    for (path, kind, len, chunk) in output_arrays(&view, &plan) {
+        let chunks = shard_chunks(len.div_ceil(chunk), shard, plan.shards);
+        if chunks.is_empty() {
+            continue;
+        }
+        let range = chunks.start * chunk..(chunks.end * chunk).min(len);
+        match &kind {
+            Kind::Indptr => {
+                let values = parts.indptr(&plan, range).await?;
+                let array = array_handle::<i64>(&out, &path, len, chunk, attrs())?;
+                store_chunks(&array, chunk, chunks.start, &values).await?;
+            }
+            Kind::Indices => {
+                let values: Vec<i32> = parts.nnz_range(&plan, "/indices", range).await?;
+                let array = array_handle::<i32>(&out, &path, len, chunk, attrs())?;
+                store_chunks(&array, chunk, chunks.start, &values).await?;
+            }
+            Kind::Data => match view.stored.value_type {
+                ValueType::Uint32 => {
+                    copy_data::<u32>(
+                        &mut parts,
+                        &plan,
+                        &out,
+                        &path,
+                        len,
+                        chunk,
+                        chunks.start,
+                        range,
+                    )
+                    .await?
+                }
+                ValueType::Float32 => {
+                    copy_data::<f32>(
+                        &mut parts,
+                        &plan,
+                        &out,
+                        &path,
+                        len,
+                        chunk,
+                        chunks.start,
+                        range,
+                    )
+                    .await?
+                }
+                ValueType::Float64 => {
+                    copy_data::<f64>(
+                        &mut parts,
+                        &plan,
+                        &out,
+                        &path,
+                        len,
+                        chunk,
+                        chunks.start,
+                        range,
+                    )
+                    .await?
+                }
+            },
+            Kind::Obs(name, ty) => {
+                let part_path = format!("/obs/{name}");
+                match ty {
+                    ColType::Str => {
+                        let v: Vec<String> = parts.row_range(&plan, &part_path, range).await?;
+                        let array =
+                            array_handle::<String>(&out, &path, len, chunk, string_attrs())?;
+                        store_chunks(&array, chunk, chunks.start, &v).await?;
+                    }
+                    ColType::U32 => {
+                        let v: Vec<u32> = parts.row_range(&plan, &part_path, range).await?;
+                        let array = array_handle::<u32>(&out, &path, len, chunk, attrs())?;
+                        store_chunks(&array, chunk, chunks.start, &v).await?;
+                    }
+                    ColType::F64 => {
+                        let v: Vec<f64> = parts.row_range(&plan, &part_path, range).await?;
+                        let array = array_handle::<f64>(&out, &path, len, chunk, attrs())?;
+                        store_chunks(&array, chunk, chunks.start, &v).await?;
+                    }
+                }
+            }
+        }
+    }
+    put_json(store, &keys.shard(shard), &json!({ "shard": shard })).await
+}
+
+#[expect(clippy::too_many_arguments, reason = "one call per value type")]
+async fn copy_data<T: Column + zarrs::array::ElementOwned>(
+    parts: &mut PartReaders,
+    plan: &Consolidation,
+    out: &zarrs::storage::AsyncReadableWritableListableStorage,
+    path: &str,
+    len: u64,
+    chunk: u64,
+    first_chunk: u64,
+    range: Range<u64>,
+) -> Result<(), Error> {
+    let values: Vec<T> = parts.nnz_range(plan, "/data", range).await?;
+    let array = array_handle::<T>(out, path, len, chunk, attrs())?;
+    store_chunks(&array, chunk, first_chunk, &values).await
+}
+
+/// Opens the parts' arrays on demand, each once.
+struct PartReaders {
+    store: DynStore,
+    keys: Keys,
+    open: HashMap<(TaskId, String), ZArray>,
+}
+
+impl PartReaders {
+    fn new(store: DynStore, keys: Keys) -> Self {
+        PartReaders {
+            store,
+            keys,
+            open: HashMap::new(),
+        }
+    }
+
+    async fn array(&mut self, task: &TaskId, path: &str) -> Result<&ZArray, Error> {
+        let key = (task.clone(), path.to_string());
+        if !self.open.contains_key(&key) {
+            let storage = ZarrStore::new(self.store.clone(), &self.keys.part(task)).into_storage();
+            let array = open_array(&storage, path).await?;
+            self.open.insert(key.clone(), array);
+        }
+        Ok(&self.open[&key])
+    }
+
+    /// Output rows `range` of a row column, gathered from the parts.
+    async fn row_range<T: zarrs::array::ElementOwned + Send + Sync>(
+        &mut self,
+        plan: &Consolidation,
+        path: &str,
+        range: Range<u64>,
+    ) -> Result<Vec<T>, Error> {
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for p in overlapping(&plan.parts, &range, |p| p.row..p.row + p.cells) {
+            let (a, b) = (range.start.max(p.row), range.end.min(p.row + p.cells));
+            let array = self.array(&p.task, path).await?;
+            out.extend(read_range::<T>(array, a - p.row..b - p.row).await?);
+        }
+        Ok(out)
+    }
+
+    /// Output nonzeros `range` of `indices` or `data`, gathered from the parts.
+    async fn nnz_range<T: zarrs::array::ElementOwned + Send + Sync>(
+        &mut self,
+        plan: &Consolidation,
+        path: &str,
+        range: Range<u64>,
+    ) -> Result<Vec<T>, Error> {
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for p in overlapping(&plan.parts, &range, |p| p.nz..p.nz + p.nnz) {
+            let (a, b) = (range.start.max(p.nz), range.end.min(p.nz + p.nnz));
+            let array = self.array(&p.task, path).await?;
+            out.extend(read_range::<T>(array, a - p.nz..b - p.nz).await?);
+        }
+        Ok(out)
+    }
+
+    /// Elements `range` of the output indptr (`n_cells + 1` long): each part's local
+    /// row pointers shifted by the nonzeros before it.
+    async fn indptr(&mut self, plan: &Consolidation, range: Range<u64>) -> Result<Vec<i64>, Error> {
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let rows = range.start..range.end.min(plan.n_cells);
+        for p in overlapping(&plan.parts, &rows, |p| p.row..p.row + p.cells) {
+            let (a, b) = (rows.start.max(p.row), rows.end.min(p.row + p.cells));
+            let array = self.array(&p.task, "/indptr").await?;
+            let local: Vec<i64> = read_range(array, a - p.row..b - p.row).await?;
+            out.extend(local.into_iter().map(|x| x + p.nz as i64));
+        }
+        if range.end > plan.n_cells {
+            out.push(plan.nnz as i64);
+        }
+        Ok(out)
+    }
+}
+
+/// The parts whose span (by `span`) overlaps `range`, in order.
+fn overlapping<'p>(
+    parts: &'p [PartPlace],
+    range: &Range<u64>,
+    span: impl Fn(&PartPlace) -> Range<u64>,
+) -> Vec<&'p PartPlace> {
+    let first = parts.partition_point(|p| span(p).end <= range.start);
+    parts[first..]
+        .iter()
+        .take_while(|p| span(p).start < range.end)
+        .filter(|p| !span(p).is_empty())
+        .collect()
+}
+
+/// Writes the metadata of every array, var, and the groups; the root group last, so
+/// the output is an AnnData object only once complete.
+async fn finish(
+    store: &DynStore,
+    keys: &Keys,
+    view: &RequestView,
+    plan: &Consolidation,
+) -> Result<(), Error> {
+    let out = ZarrStore::new(store.clone(), &keys.output()).into_storage();
+    for (path, kind, len, chunk) in output_arrays(view, plan) {
+        let array = match (&kind, view.stored.value_type) {
+            (Kind::Indptr, _) => array_handle::<i64>(&out, &path, len, chunk, attrs())?,
+            (Kind::Indices, _) => array_handle::<i32>(&out, &path, len, chunk, attrs())?,
+            (Kind::Data, ValueType::Uint32) => {
+                array_handle::<u32>(&out, &path, len, chunk, attrs())?
+            }
+            (Kind::Data, ValueType::Float32) => {
+                array_handle::<f32>(&out, &path, len, chunk, attrs())?
+            }
+            (Kind::Data, ValueType::Float64) => {
+                array_handle::<f64>(&out, &path, len, chunk, attrs())?
+            }
+            (Kind::Obs(_, ColType::Str), _) => {
+                array_handle::<String>(&out, &path, len, chunk, string_attrs())?
+            }
+            (Kind::Obs(_, ColType::U32), _) => {
+                array_handle::<u32>(&out, &path, len, chunk, attrs())?
+            }
+            (Kind::Obs(_, ColType::F64), _) => {
+                array_handle::<f64>(&out, &path, len, chunk, attrs())?
+            }
+        };
+        array
+            .async_store_metadata()
+            .await
+            .map_err(|e| crate::bundle::zarr_io::zarr_err(&path, e))?;
+    }
+    let genes: GeneSpace = get_json(store, &keys.genes())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
+    let mut x_attrs = encoding("csr_matrix", "0.1.0");
+    x_attrs.insert("shape".into(), json!([plan.n_cells, genes.len()]));
+    write_group(&out, "/X", x_attrs).await?;
+    let mut obs_attrs = encoding("dataframe", "0.2.0");
+    obs_attrs.insert("_index".into(), json!("_index"));
+    obs_attrs.insert(
+        "column-order".into(),
+        json!(view.fields.iter().map(|f| f.column()).collect::<Vec<_>>()),
+    );
+    write_group(&out, "/obs", obs_attrs).await?;
+    let var_chunk = (genes.len() as u64).clamp(1, OUT_ROWS_PER_CHUNK * 4);
+    let mut var_attrs = encoding("dataframe", "0.2.0");
+    var_attrs.insert("_index".into(), json!("_index"));
+    var_attrs.insert("column-order".into(), json!(["feature_name"]));
+    write_group(&out, "/var", var_attrs).await?;
+    write_array(&out, "/var/_index", &genes.ids, var_chunk, string_attrs()).await?;
+    write_array(
+        &out,
+        "/var/feature_name",
+        &genes.names,
+        var_chunk,
+        string_attrs(),
+    )
+    .await?;
+    for empty in ["/layers", "/obsm", "/obsp", "/varm", "/varp", "/uns"] {
+        write_group(&out, empty, encoding("dict", "0.1.0")).await?;
+    }
+    write_group(&out, "/", encoding("anndata", "0.1.0")).await
 }

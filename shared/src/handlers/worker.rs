@@ -1,12 +1,306 @@
-//! The worker function.
+//! The worker: reads its task's bundle slices, filters cells, remaps genes into the
+//! output gene space, writes its part and then its done marker.
+//!
+//! A task's part is a function of the task alone, so a duplicate, retried or hedged
+//! copy writes the same bytes, and whichever marker lands last says the same thing.
 
-use crate::error::{Error, Result};
-use crate::handlers::Config;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::app::App;
+use crate::bundle::reader::{BundleReader, BundleShape};
+use crate::bundle::zarr_io::{encoding, write_array};
+use crate::bundle::{ValueType, Values};
+use crate::error::Error;
+use crate::filter::{BundleField, CellValues, Field, Filter};
+use crate::genes::GeneSpace;
+use crate::handlers::driver::feature_set;
 use crate::messages::WorkerEvent;
+use crate::state::{
+    BundleInfo, DoneMarker, Keys, StoredRequest, TaskSpec, get_json, peak_rss_bytes, put_json,
+};
+use crate::store::DynStore;
+use crate::store::counting::Counting;
+use crate::store::zarr::ZarrStore;
 
-/// Reads its bundle slices, filters and remaps them, and writes one part.
-///
-/// Not built yet: answers with a non-retryable [`Error::NotImplemented`].
-pub async fn handle(_config: &Config, _event: WorkerEvent) -> Result<serde_json::Value> {
-    Err(Error::NotImplemented("the worker handler"))
+/// Rows per chunk of a part's row arrays.
+pub const PART_ROWS_PER_CHUNK: u64 = 1 << 16;
+/// Values per chunk of a part's `indices` and `data`.
+pub const PART_NNZ_PER_CHUNK: u64 = 1 << 20;
+
+/// Runs one task. Nothing to do if its done marker exists.
+pub async fn handle(app: &App, event: WorkerEvent) -> Result<(), Error> {
+    let keys = Keys::new(&event.request_id);
+    if crate::state::exists(&app.store, &keys.done(&event.task_id)).await? {
+        return Ok(());
+    }
+    let outcome = run(app, &event, &keys).await;
+    if let Err(e) = &outcome
+        && !matches!(e, Error::Cancelled(_))
+    {
+        let name = format!("task-{}", event.task_id);
+        super::record_error(app, &keys, &name, event.attempt, e).await;
+    }
+    outcome
+}
+
+/// The request's settings a worker and the reducer need.
+#[derive(Debug)]
+pub struct RequestView {
+    /// The stored request.
+    pub stored: StoredRequest,
+    /// The cell filter, if any.
+    pub filter: Option<Filter>,
+    /// The obs columns.
+    pub fields: Vec<Field>,
+}
+
+impl RequestView {
+    /// Reads `request.json`.
+    pub async fn read(store: &DynStore, keys: &Keys) -> Result<Self, Error> {
+        let stored: StoredRequest = get_json(store, &keys.request())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("request {}", keys.id())))?;
+        let corrupt = |m: String| Error::Corrupt {
+            what: keys.request(),
+            message: m,
+        };
+        let filter = match &stored.canonical["filter"] {
+            serde_json::Value::Null => None,
+            v => Some(Filter::parse(v).map_err(corrupt)?),
+        };
+        let fields = stored.canonical["fields"]
+            .as_array()
+            .ok_or_else(|| corrupt("no fields".into()))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(Field::parse)
+                    .ok_or_else(|| corrupt(format!("bad field {v}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RequestView {
+            stored,
+            filter,
+            fields,
+        })
+    }
+}
+
+async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
+    let started = Instant::now();
+    let counting = Arc::new(Counting::new(app.store.clone()));
+    let store: DynStore = counting.clone();
+    let spec: TaskSpec = get_json(&store, &keys.task(&event.task_id))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("task {}", event.task_id)))?;
+    let view = RequestView::read(&store, keys).await?;
+    let genes: GeneSpace = get_json(&store, &keys.genes())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
+
+    let mut part = PartBuilder::new(view.stored.value_type, &view.fields);
+    let mut remaps: HashMap<String, Vec<Option<u32>>> = HashMap::new();
+    let mut cells_in = 0;
+    for slice in &spec.slices {
+        // Between slices, not within: a slice is the unit of work a cancel may waste.
+        if crate::state::exists(&store, &keys.cancel()).await? {
+            return Err(Error::Cancelled(keys.id().to_string()));
+        }
+        let b = &slice.bundle;
+        if !remaps.contains_key(&b.feature_set) {
+            let features = feature_set(app, &b.feature_set).await?;
+            remaps.insert(b.feature_set.clone(), genes.remap(&features));
+        }
+        let reader = BundleReader::with_shape(
+            &store,
+            BundleShape {
+                fqid: b.fqid.clone(),
+                n_cells: b.n_cells,
+                n_features: b.n_features,
+                nnz: b.nnz,
+                value_type: b.value_type,
+            },
+        )
+        .await?;
+        let rows = reader.read_rows(slice.rows.clone()).await?;
+        cells_in += rows.cells.len() as u64;
+        part.add(b, &rows, &remaps[&b.feature_set], view.filter.as_ref())?;
+    }
+    let stats = part.write(&store, &keys.part(&event.task_id)).await?;
+    let marker = DoneMarker {
+        task: event.task_id.clone(),
+        cells_in,
+        cells_out: stats.0,
+        nnz: stats.1,
+        bytes_read: counting.counts().bytes_read,
+        bytes_written: counting.counts().bytes_written,
+        duration_ms: started.elapsed().as_millis() as u64,
+        peak_rss_bytes: peak_rss_bytes(),
+        attempt: event.attempt,
+    };
+    put_json(&app.store, &keys.done(&event.task_id), &marker).await
+}
+
+/// A column of obs values.
+#[derive(Debug)]
+enum Column {
+    Str(Vec<String>),
+    U32(Vec<u32>),
+    F64(Vec<f64>),
+}
+
+/// The rows a task keeps, in output gene space.
+#[derive(Debug)]
+struct PartBuilder {
+    indptr: Vec<i64>,
+    indices: Vec<i32>,
+    values: Values,
+    index: Vec<String>,
+    columns: Vec<(Field, Column)>,
+}
+
+impl PartBuilder {
+    fn new(value_type: ValueType, fields: &[Field]) -> Self {
+        let columns = fields
+            .iter()
+            .map(|&f| {
+                let col = match f {
+                    Field::Cell(crate::filter::CellField::NGenes) => Column::U32(Vec::new()),
+                    Field::Cell(crate::filter::CellField::TotalCounts)
+                    | Field::Cell(crate::filter::CellField::PctMito) => Column::F64(Vec::new()),
+                    _ => Column::Str(Vec::new()),
+                };
+                (f, col)
+            })
+            .collect();
+        PartBuilder {
+            indptr: vec![0],
+            indices: Vec::new(),
+            values: match value_type {
+                ValueType::Uint32 => Values::U32(Vec::new()),
+                ValueType::Float32 => Values::F32(Vec::new()),
+                ValueType::Float64 => Values::F64(Vec::new()),
+            },
+            index: Vec::new(),
+            columns,
+        }
+    }
+
+    fn add(
+        &mut self,
+        bundle: &BundleInfo,
+        rows: &crate::bundle::reader::Rows,
+        remap: &[Option<u32>],
+        filter: Option<&Filter>,
+    ) -> Result<(), Error> {
+        let meta = |f: BundleField| -> String {
+            use BundleField as B;
+            let m = &bundle.metadata;
+            match f {
+                B::Fqid => Some(bundle.fqid.to_string()),
+                B::Project => m.project.clone(),
+                B::Organ => m.organ.clone(),
+                B::Species => m.species.clone(),
+                B::Assay => m.assay.clone(),
+                B::Donor => m.donor.clone(),
+            }
+            .unwrap_or_default()
+        };
+        // Decided per bundle when its metadata settles it; per cell otherwise.
+        let per_cell = match filter.map(|f| f.eval_bundle(&meta)) {
+            None | Some(Some(true)) => None,
+            Some(Some(false)) => return Ok(()),
+            Some(None) => filter,
+        };
+        let m = &rows.matrix;
+        let mut row: Vec<(u32, usize)> = Vec::new();
+        for r in 0..m.n_rows {
+            let cell = CellValues {
+                n_genes: u64::from(rows.qc.n_genes[r]),
+                total_counts: rows.qc.total_counts[r],
+                pct_mito: rows.qc.pct_mito[r],
+                barcode: &rows.cells[r],
+            };
+            if per_cell.is_some_and(|f| !f.eval_cell(&meta, &cell)) {
+                continue;
+            }
+            row.clear();
+            for i in m.row_range(r) {
+                let col = m.indices[i] as usize;
+                let Some(out) = remap.get(col).copied().ok_or_else(|| Error::Corrupt {
+                    what: format!("bundle {}", bundle.fqid),
+                    message: format!("column {col} outside its feature set"),
+                })?
+                else {
+                    continue;
+                };
+                row.push((out, i));
+            }
+            // Bundle columns may map to the output in another order.
+            row.sort_unstable_by_key(|&(c, _)| c);
+            for &(c, i) in &row {
+                self.indices.push(c as i32);
+                push_value(&mut self.values, &m.values, i)?;
+            }
+            self.indptr.push(self.indices.len() as i64);
+            self.index.push(format!("{}:{}", bundle.fqid, cell.barcode));
+            for (field, col) in &mut self.columns {
+                match (field, col) {
+                    (Field::Bundle(b), Column::Str(v)) => v.push(meta(*b)),
+                    (Field::Cell(_), Column::Str(v)) => v.push(cell.barcode.to_string()),
+                    (_, Column::U32(v)) => v.push(rows.qc.n_genes[r]),
+                    (Field::Cell(crate::filter::CellField::TotalCounts), Column::F64(v)) => {
+                        v.push(cell.total_counts)
+                    }
+                    (_, Column::F64(v)) => v.push(cell.pct_mito),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the part; returns its cells and nonzeros.
+    async fn write(self, store: &DynStore, prefix: &str) -> Result<(u64, u64), Error> {
+        let storage = ZarrStore::new(store.clone(), prefix).into_storage();
+        let attrs = || encoding("array", "0.2.0");
+        let (rows, nnz) = (PART_ROWS_PER_CHUNK, PART_NNZ_PER_CHUNK);
+        let n_cells = self.index.len() as u64;
+        let n_nnz = self.indices.len() as u64;
+        write_array(&storage, "/indptr", &self.indptr, rows, attrs()).await?;
+        write_array(&storage, "/indices", &self.indices, nnz, attrs()).await?;
+        match &self.values {
+            Values::U32(v) => write_array(&storage, "/data", v, nnz, attrs()).await?,
+            Values::F32(v) => write_array(&storage, "/data", v, nnz, attrs()).await?,
+            Values::F64(v) => write_array(&storage, "/data", v, nnz, attrs()).await?,
+        }
+        write_array(&storage, "/obs/_index", &self.index, rows, attrs()).await?;
+        for (field, col) in &self.columns {
+            let path = format!("/obs/{}", field.column());
+            match col {
+                Column::Str(v) => write_array(&storage, &path, v, rows, attrs()).await?,
+                Column::U32(v) => write_array(&storage, &path, v, rows, attrs()).await?,
+                Column::F64(v) => write_array(&storage, &path, v, rows, attrs()).await?,
+            }
+        }
+        Ok((n_cells, n_nnz))
+    }
+}
+
+/// Appends value `i` of `from` to `to`, widening as the output type asks.
+fn push_value(to: &mut Values, from: &Values, i: usize) -> Result<(), Error> {
+    match (to, from) {
+        (Values::U32(t), Values::U32(f)) => t.push(f[i]),
+        (Values::F32(t), Values::U32(f)) => t.push(f[i] as f32),
+        (Values::F32(t), Values::F32(f)) => t.push(f[i]),
+        (Values::F64(t), f) => t.push(f.get_f64(i)),
+        _ => {
+            return Err(Error::Corrupt {
+                what: "request".into(),
+                message: "a bundle's counts are wider than the output type".into(),
+            });
+        }
+    }
+    Ok(())
 }

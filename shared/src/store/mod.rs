@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub mod conformance;
+pub mod counting;
 pub mod fs;
 pub mod s3;
 pub mod zarr;

@@ -1,0 +1,228 @@
+//! `cellmatrix serve`: the embedded stack. The driver's API over HTTP, with the mappers,
+//! workers and reducer run in this process on the configured store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use cellmatrix::app::{App, default_limit};
+use cellmatrix::config::Config;
+use cellmatrix::invoke::Function;
+use cellmatrix::request::MAX_BODY_BYTES;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The address to listen on (port 0 picks a free port); loopback only unless
+    /// --allow-remote, as the API has no authentication.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: String,
+    /// Allow a listen address that is not loopback. Anyone who can reach it can read
+    /// the store's data and start work.
+    #[arg(long)]
+    allow_remote: bool,
+    /// Most cells in one worker task (default: CELLMATRIX_CELLS_PER_WORKER, else 50000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    cells_per_worker: Option<u64>,
+    /// Worker tasks run at once in this process.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096)
+    )]
+    workers: Option<usize>,
+}
+
+pub async fn run(store: &str, a: Args) -> anyhow::Result<()> {
+    let addrs = listen_addrs(&a.listen, a.allow_remote).await?;
+    // Every CELLMATRIX_* setting comes from the environment, except the store, which
+    // is the --store option (itself defaulting to CELLMATRIX_STORE); flags win.
+    let mut config = Config::from_lookup(|name| {
+        if name == "CELLMATRIX_STORE" {
+            Some(store.to_string())
+        } else {
+            std::env::var(name).ok()
+        }
+    })?;
+    if let Some(n) = a.cells_per_worker {
+        config.cells_per_worker = n;
+    }
+    let workers = a.workers;
+    let opened = cellmatrix::store::open(&config.store).await?;
+    let app = App::in_process(config, opened, move |f| match (f, workers) {
+        (Function::Worker, Some(n)) => n,
+        _ => default_limit(f),
+    });
+    let listener = TcpListener::bind(&addrs[..])
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    eprintln!("serving store {}", app.store.describe());
+    println!("listening on http://{addr}");
+    serve(app, listener, shutdown_signal()).await?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// Serves the API of `app` on `listener` until `shutdown` completes, then waits for the
+/// HTTP requests in flight (not for the work they started).
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = Router::new().fallback(handle).with_state(app);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The one handler: every method and path goes to the driver.
+async fn handle(State(app): State<Arc<App>>, method: Method, uri: Uri, body: Body) -> Response {
+    // One byte over the limit is enough for the driver to refuse the body itself; more
+    // than that is not read.
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
+        Ok(b) => b,
+        Err(e) if is_length_limit(&e) => {
+            return reply(
+                413,
+                json!({
+                    "message": format!(
+                        "the request body is over {MAX_BODY_BYTES} bytes; the limit is {MAX_BODY_BYTES}"
+                    )
+                }),
+                None,
+            );
+        }
+        Err(e) => {
+            return reply(
+                400,
+                json!({ "message": format!("cannot read the request body: {e}") }),
+                None,
+            );
+        }
+    };
+    let answer =
+        cellmatrix::handlers::driver::handle(&app, method.as_str(), uri.path(), &bytes).await;
+    tracing::info!(%method, path = uri.path(), status = answer.status, "request");
+    reply(answer.status, answer.body, answer.location.as_deref())
+}
+
+/// Whether reading a body failed on its length limit (the error axum wraps is
+/// `http_body_util::LengthLimitError`, which this crate cannot name).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn reply(status: u16, body: Value, location: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// Resolves `listen`; refuses an address that is not loopback unless `allow_remote`.
+async fn listen_addrs(listen: &str, allow_remote: bool) -> anyhow::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("--listen {listen:?} is not an address (HOST:PORT)"))?
+        .collect();
+    if addrs.is_empty() {
+        bail!("--listen {listen:?} resolves to no address");
+    }
+    if !allow_remote && let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        bail!(
+            "refusing to listen on {a}: it is not a loopback address and the API has no \
+             authentication; use 127.0.0.1, or pass --allow-remote if you mean it"
+        );
+    }
+    Ok(addrs)
+}
+
+/// Completes on Ctrl-C (and on SIGTERM on Unix).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    eprintln!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_loopback_without_allow_remote() {
+        assert!(listen_addrs("127.0.0.1:0", false).await.is_ok());
+        assert!(listen_addrs("[::1]:0", false).await.is_ok());
+        let err = listen_addrs("0.0.0.0:8080", false).await.unwrap_err();
+        assert!(err.to_string().contains("--allow-remote"), "{err}");
+        assert!(listen_addrs("0.0.0.0:8080", true).await.is_ok());
+        assert!(listen_addrs("no port", false).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn serves_the_driver_in_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = cellmatrix::store::open(dir.path().to_str().unwrap())
+            .await
+            .unwrap();
+        let app = App::in_process(
+            Config::new(dir.path().to_str().unwrap()),
+            store,
+            default_limit,
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(app, listener, async {
+            let _ = stopped.await;
+        }));
+        let r = reqwest::get(format!("http://{addr}/v1/formats"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["formats"][0]["name"], "zarr");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,118 @@
+//! The composition root: the store, the invoker and the settings, built once per cold
+//! start (or once per `cellmatrix serve`) and handed to every handler.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::catalog::CatalogEntry;
+use crate::config::Config;
+use crate::error::Error;
+use crate::fqid::Fqid;
+use crate::handlers;
+use crate::invoke::{Dispatch, DynInvoker, Function, InProcess, LambdaInvoker};
+use crate::store::DynStore;
+
+/// Everything a handler needs from the outside world.
+#[derive(Debug)]
+pub struct App {
+    /// Settings.
+    pub config: Config,
+    /// Where bundles, requests and results live.
+    pub store: DynStore,
+    /// Starts sibling functions.
+    pub invoker: DynInvoker,
+    /// Bundle entries learnt from manifests on catalog misses, kept for the life of the
+    /// process so that a warm request reads no manifest.
+    pub learnt: Mutex<HashMap<Fqid, CatalogEntry>>,
+    in_process: Option<Arc<InProcess>>,
+}
+
+/// Concurrency of each function on the in-process invoker when none is given.
+pub fn default_limit(function: Function) -> usize {
+    match function {
+        Function::Mapper => 4,
+        Function::Worker => 4,
+        Function::Reducer => 8,
+    }
+}
+
+impl App {
+    /// An app on `store` that invokes functions in this process, at most `limit(f)` at
+    /// a time per function: the embedded stack and the tests.
+    pub fn in_process(
+        config: Config,
+        store: DynStore,
+        limit: impl Fn(Function) -> usize,
+    ) -> Arc<App> {
+        let invoker = Arc::new(InProcess::new(limit));
+        let app = Arc::new(App {
+            config,
+            store,
+            invoker: invoker.clone(),
+            learnt: Mutex::new(HashMap::new()),
+            in_process: Some(invoker.clone()),
+        });
+        let weak = Arc::downgrade(&app);
+        invoker.bind(weak);
+        app
+    }
+
+    /// An app that opens the configured store and invokes functions in this process.
+    pub async fn embedded(config: Config) -> Result<Arc<App>, Error> {
+        let store = crate::store::open(&config.store).await?;
+        Ok(Self::in_process(config, store, default_limit))
+    }
+
+    /// An app for a Lambda function: the configured store, and the Lambda invoker.
+    pub async fn lambda(config: Config) -> Result<Arc<App>, Error> {
+        let store = crate::store::open(&config.store).await?;
+        let names = config.clone();
+        let invoker = LambdaInvoker::from_env(|f| names.function_name(f).to_string()).await;
+        Ok(Arc::new(App {
+            config,
+            store,
+            invoker: Arc::new(invoker),
+            learnt: Mutex::new(HashMap::new()),
+            in_process: None,
+        }))
+    }
+
+    /// Waits until every in-process invocation has finished (at once on Lambda).
+    pub async fn idle(&self) {
+        if let Some(invoker) = &self.in_process {
+            invoker.idle().await
+        }
+    }
+}
+
+impl Dispatch for App {
+    fn dispatch(
+        self: Arc<Self>,
+        function: Function,
+        payload: Value,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        async move {
+            let bad =
+                |e: serde_json::Error| Error::input(format!("{function} event"), e.to_string());
+            match function {
+                Function::Mapper => {
+                    handlers::mapper::handle(&self, serde_json::from_value(payload).map_err(bad)?)
+                        .await
+                }
+                Function::Worker => {
+                    handlers::worker::handle(&self, serde_json::from_value(payload).map_err(bad)?)
+                        .await
+                }
+                Function::Reducer => {
+                    handlers::reducer::handle(&self, serde_json::from_value(payload).map_err(bad)?)
+                        .await
+                }
+            }
+        }
+        .boxed()
+    }
+}

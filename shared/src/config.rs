@@ -1,0 +1,179 @@
+//! The settings every function reads from its environment once per cold start.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::invoke::Function;
+
+/// Settings of the service; [`Config::from_env`] reads them, tests build them directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where bundles, the catalog, requests and results live: a local path or
+    /// `s3://bucket[/prefix]` (see [`crate::store::open`]). From `CELLMATRIX_STORE`.
+    pub store: String,
+    /// The name of the mapper function, from `CELLMATRIX_MAPPER_FUNCTION`, default `mapper`.
+    /// The function-name defaults are the binary names, which is what `cargo lambda watch`
+    /// calls the functions; the SAM template sets the deployed names.
+    pub mapper_function: String,
+    /// The name of the worker function, from `CELLMATRIX_WORKER_FUNCTION`, default `worker`.
+    pub worker_function: String,
+    /// The name of the reducer function, from `CELLMATRIX_REDUCER_FUNCTION`, default `reducer`.
+    pub reducer_function: String,
+    /// Bundles planned by one mapper (`CELLMATRIX_BUNDLES_PER_MAPPER`, default 1000).
+    pub bundles_per_mapper: usize,
+    /// Most cells in one worker task (`CELLMATRIX_CELLS_PER_WORKER`, default 50,000).
+    pub cells_per_worker: u64,
+    /// Most bundle bytes one worker task reads (`CELLMATRIX_BYTES_PER_WORKER`, default 512 MiB).
+    pub bytes_per_worker: u64,
+    /// Worker invocations a mapper has in flight at once (`CELLMATRIX_INVOKE_CONCURRENCY`,
+    /// default 16).
+    pub invoke_concurrency: usize,
+    /// How long a request may run before it is Failed (`CELLMATRIX_REQUEST_TIMEOUT_SECS`,
+    /// default 900).
+    pub request_timeout: Duration,
+    /// How often the collector looks at the markers (`CELLMATRIX_POLL_MS`, default 500).
+    pub poll_interval: Duration,
+    /// Retries of a task that failed with a retryable error (`CELLMATRIX_TASK_ATTEMPTS`,
+    /// default 3).
+    pub task_attempts: u32,
+    /// Nonzeros one consolidation shard writes (`CELLMATRIX_SHARD_NNZ`, default 2^26);
+    /// a larger result is consolidated by several reducer invocations.
+    pub shard_nnz: u64,
+    /// Whether `bundle_fqids_url` may name a private or loopback host, or use plain http
+    /// (`CELLMATRIX_ALLOW_PRIVATE_URLS=1`; for tests only).
+    pub allow_private_urls: bool,
+    /// Lifetime of presigned result URLs (`CELLMATRIX_URL_EXPIRY_SECS`, default 3600).
+    pub url_expiry: Duration,
+}
+
+impl Config {
+    /// Defaults for a store location.
+    pub fn new(store: impl Into<String>) -> Self {
+        Config {
+            store: store.into(),
+            mapper_function: "mapper".into(),
+            worker_function: "worker".into(),
+            reducer_function: "reducer".into(),
+            bundles_per_mapper: 1000,
+            cells_per_worker: 50_000,
+            bytes_per_worker: 512 << 20,
+            invoke_concurrency: 16,
+            request_timeout: Duration::from_secs(900),
+            poll_interval: Duration::from_millis(500),
+            task_attempts: 3,
+            shard_nnz: 1 << 26,
+            allow_private_urls: false,
+            url_expiry: Duration::from_secs(3600),
+        }
+    }
+
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup`, so tests need not mutate the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let store = get("CELLMATRIX_STORE").ok_or_else(|| {
+            Error::input(
+                "environment variable CELLMATRIX_STORE",
+                "not set; set it to a directory or to s3://bucket[/prefix]",
+            )
+        })?;
+        let mut c = Config::new(store);
+        let function = |name: &str, default: &str| get(name).unwrap_or_else(|| default.into());
+        c.mapper_function = function("CELLMATRIX_MAPPER_FUNCTION", "mapper");
+        c.worker_function = function("CELLMATRIX_WORKER_FUNCTION", "worker");
+        c.reducer_function = function("CELLMATRIX_REDUCER_FUNCTION", "reducer");
+        fn num<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &str,
+            default: T,
+        ) -> Result<T> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| {
+                    Error::input(
+                        format!("environment variable {name}"),
+                        format!("{v:?} is not a valid number"),
+                    )
+                }),
+            }
+        }
+        c.bundles_per_mapper = num(&get, "CELLMATRIX_BUNDLES_PER_MAPPER", c.bundles_per_mapper)?;
+        c.cells_per_worker = num(&get, "CELLMATRIX_CELLS_PER_WORKER", c.cells_per_worker)?;
+        c.bytes_per_worker = num(&get, "CELLMATRIX_BYTES_PER_WORKER", c.bytes_per_worker)?;
+        c.invoke_concurrency = num(&get, "CELLMATRIX_INVOKE_CONCURRENCY", c.invoke_concurrency)?;
+        c.request_timeout = Duration::from_secs(num(
+            &get,
+            "CELLMATRIX_REQUEST_TIMEOUT_SECS",
+            c.request_timeout.as_secs(),
+        )?);
+        c.poll_interval = Duration::from_millis(num(
+            &get,
+            "CELLMATRIX_POLL_MS",
+            c.poll_interval.as_millis() as u64,
+        )?);
+        c.task_attempts = num(&get, "CELLMATRIX_TASK_ATTEMPTS", c.task_attempts)?;
+        c.shard_nnz = num(&get, "CELLMATRIX_SHARD_NNZ", c.shard_nnz)?;
+        c.allow_private_urls = get("CELLMATRIX_ALLOW_PRIVATE_URLS").is_some_and(|v| v == "1");
+        c.url_expiry = Duration::from_secs(num(
+            &get,
+            "CELLMATRIX_URL_EXPIRY_SECS",
+            c.url_expiry.as_secs(),
+        )?);
+        if c.bundles_per_mapper == 0 || c.cells_per_worker == 0 || c.shard_nnz == 0 {
+            return Err(Error::input(
+                "configuration",
+                "bundles per mapper, cells per worker and shard nonzeros must be positive",
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The deployed name of `function`.
+    pub fn function_name(&self, function: Function) -> &str {
+        match function {
+            Function::Mapper => &self.mapper_function,
+            Function::Worker => &self.worker_function,
+            Function::Reducer => &self.reducer_function,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_requires_a_store_and_defaults_function_names() {
+        let err = Config::from_lookup(|_| None).unwrap_err();
+        assert!(err.to_string().contains("CELLMATRIX_STORE"), "{err}");
+        assert!(Config::from_lookup(|_| Some(" ".into())).is_err());
+
+        let config = Config::from_lookup(|name| match name {
+            "CELLMATRIX_STORE" => Some("s3://bucket".into()),
+            "CELLMATRIX_WORKER_FUNCTION" => Some("stack-worker".into()),
+            "CELLMATRIX_CELLS_PER_WORKER" => Some("1000".into()),
+            _ => None,
+        })
+        .unwrap();
+        let mut expected = Config::new("s3://bucket");
+        expected.worker_function = "stack-worker".into();
+        expected.cells_per_worker = 1000;
+        assert_eq!(config, expected);
+        assert_eq!(config.function_name(Function::Worker), "stack-worker");
+    }
+
+    #[test]
+    fn bad_numbers_are_refused_by_name() {
+        let err = Config::from_lookup(|name| match name {
+            "CELLMATRIX_STORE" => Some("x".into()),
+            "CELLMATRIX_POLL_MS" => Some("soon".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("CELLMATRIX_POLL_MS"), "{err}");
+    }
+}

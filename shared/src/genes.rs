@@ -1,0 +1,137 @@
+//! The output gene space and the remapping of each bundle's columns into it. Pure.
+//!
+//! Without a subset, the genes are the union of the bundles' feature sets in first-seen
+//! order: bundles in request order, each bundle's features in its own order. So a
+//! request over bundles that share one feature set keeps that set's order, and the order
+//! never depends on how the work was split. With a subset, each requested entry selects
+//! the feature with that id, or else every feature with that name, in union order; the
+//! output follows the order of the request.
+
+use std::collections::HashMap;
+
+use crate::bundle::Features;
+
+/// The output genes: ids (the var index) and names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GeneSpace {
+    /// Gene ids, unique.
+    pub ids: Vec<String>,
+    /// Gene names, one per id.
+    pub names: Vec<String>,
+}
+
+impl GeneSpace {
+    /// The union of `sets` in first-seen order; a gene's name is the one it was first seen with.
+    pub fn union<'a>(sets: impl IntoIterator<Item = &'a Features>) -> GeneSpace {
+        let mut space = GeneSpace::default();
+        let mut seen = std::collections::HashSet::new();
+        for set in sets {
+            for (id, name) in set.ids.iter().zip(&set.names) {
+                if seen.insert(id.as_str()) {
+                    space.ids.push(id.clone());
+                    space.names.push(name.clone());
+                }
+            }
+        }
+        space
+    }
+
+    /// The genes of `self` selected by `wanted` (ids, else names), in the order asked.
+    /// Err lists the entries that match nothing.
+    pub fn subset(&self, wanted: &[String]) -> Result<GeneSpace, Vec<String>> {
+        let by_id: HashMap<&str, usize> = self
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, name) in self.names.iter().enumerate() {
+            by_name.entry(name.as_str()).or_default().push(i);
+        }
+        let mut picked = Vec::new();
+        let mut taken = vec![false; self.ids.len()];
+        let mut missing = Vec::new();
+        for w in wanted {
+            let hits: Vec<usize> = match by_id.get(w.as_str()) {
+                Some(&i) => vec![i],
+                None => by_name.get(w.as_str()).cloned().unwrap_or_default(),
+            };
+            if hits.is_empty() {
+                missing.push(w.clone());
+            }
+            for i in hits {
+                if !std::mem::replace(&mut taken[i], true) {
+                    picked.push(i);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        Ok(GeneSpace {
+            ids: picked.iter().map(|&i| self.ids[i].clone()).collect(),
+            names: picked.iter().map(|&i| self.names[i].clone()).collect(),
+        })
+    }
+
+    /// Number of genes.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are no genes.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// For each column of `features`, its column in this space, or `None` when the
+    /// request's subset leaves it out.
+    pub fn remap(&self, features: &Features) -> Vec<Option<u32>> {
+        let index: HashMap<&str, u32> = self
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i as u32))
+            .collect();
+        features
+            .ids
+            .iter()
+            .map(|id| index.get(id.as_str()).copied())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn features(pairs: &[(&str, &str)]) -> Features {
+        Features {
+            ids: pairs.iter().map(|p| p.0.to_string()).collect(),
+            names: pairs.iter().map(|p| p.1.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn union_keeps_first_seen_order_and_names() {
+        let a = features(&[("g2", "B"), ("g1", "A")]);
+        let b = features(&[("g3", "C"), ("g1", "other"), ("g4", "A")]);
+        let u = GeneSpace::union([&a, &b]);
+        assert_eq!(u.ids, ["g2", "g1", "g3", "g4"]);
+        assert_eq!(u.names, ["B", "A", "C", "A"]);
+        assert_eq!(u.remap(&b), [Some(2), Some(1), Some(3)]);
+    }
+
+    #[test]
+    fn subset_by_id_or_name_in_request_order() {
+        let u = GeneSpace::union([&features(&[("g1", "A"), ("g2", "B"), ("g3", "A")])]);
+        let s = u.subset(&["B".into(), "A".into(), "g1".into()]).unwrap();
+        assert_eq!(s.ids, ["g2", "g1", "g3"]);
+        assert_eq!(
+            s.remap(&features(&[("g1", "A"), ("g9", "Z")])),
+            [Some(1), None]
+        );
+        assert_eq!(u.subset(&["nope".into()]).unwrap_err(), ["nope"]);
+    }
+}

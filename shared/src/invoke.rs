@@ -1,0 +1,259 @@
+//! The invoker: fire-and-forget invocation of a sibling function with a JSON payload.
+//!
+//! Two implementations share one contract: [`LambdaInvoker`] (AWS Lambda, InvocationType
+//! `Event`) and [`InProcess`] (tokio tasks with a concurrency limit per function, like
+//! Lambda's reserved concurrency). The in-process invoker round-trips every payload
+//! through JSON, so what works embedded works on Lambda.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::error::Error;
+
+/// The three functions that are invoked asynchronously (the driver is invoked by HTTP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Function {
+    /// Plans the worker tasks of one group of bundles.
+    Mapper,
+    /// Runs one task.
+    Worker,
+    /// Collects and consolidates a request.
+    Reducer,
+}
+
+impl Function {
+    /// Every function, in a fixed order.
+    pub const ALL: [Function; 3] = [Function::Mapper, Function::Worker, Function::Reducer];
+
+    /// The function's short name (`mapper`, `worker`, `reducer`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Mapper => "mapper",
+            Function::Worker => "worker",
+            Function::Reducer => "reducer",
+        }
+    }
+}
+
+impl fmt::Display for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Starts a function asynchronously. `Ok` means the invocation was accepted, not that
+/// it ran: the state in the store is the only record of what happened.
+#[async_trait::async_trait]
+pub trait Invoker: Send + Sync + fmt::Debug {
+    /// Invokes `function` with `payload`.
+    async fn invoke(&self, function: Function, payload: Value) -> Result<(), Error>;
+
+    /// How many invocations of each function were accepted so far.
+    fn counts(&self) -> HashMap<Function, u64>;
+}
+
+/// A shared invoker.
+pub type DynInvoker = Arc<dyn Invoker>;
+
+/// What the in-process invoker calls: a function and its payload, to completion.
+pub trait Dispatch: Send + Sync {
+    /// Runs `function` on `payload`.
+    fn dispatch(
+        self: Arc<Self>,
+        function: Function,
+        payload: Value,
+    ) -> BoxFuture<'static, Result<(), Error>>;
+}
+
+/// Runs invocations as tokio tasks, at most `limit` at a time per function; the others
+/// wait for a slot, as throttled async Lambda invocations are queued and retried.
+pub struct InProcess {
+    target: OnceLock<Weak<dyn Dispatch>>,
+    limits: HashMap<Function, Arc<Semaphore>>,
+    counts: Mutex<HashMap<Function, u64>>,
+    tasks: tokio_util_like::TaskCounter,
+}
+
+impl fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InProcess")
+            .field("counts", &self.counts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InProcess {
+    /// An invoker allowing `limit(function)` concurrent runs of each function.
+    pub fn new(limit: impl Fn(Function) -> usize) -> Self {
+        InProcess {
+            target: OnceLock::new(),
+            limits: Function::ALL
+                .iter()
+                .map(|&f| (f, Arc::new(Semaphore::new(limit(f).max(1)))))
+                .collect(),
+            counts: Mutex::new(HashMap::new()),
+            tasks: tokio_util_like::TaskCounter::default(),
+        }
+    }
+
+    /// Connects the invoker to what it runs. Held weakly: the dispatcher owns the invoker.
+    pub fn bind(&self, target: Weak<dyn Dispatch>) {
+        let _ = self.target.set(target);
+    }
+
+    /// Waits until no invocation is queued or running.
+    pub async fn idle(&self) {
+        self.tasks.idle().await
+    }
+}
+
+#[async_trait::async_trait]
+impl Invoker for InProcess {
+    async fn invoke(&self, function: Function, payload: Value) -> Result<(), Error> {
+        let target = self
+            .target
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| Error::Conflict("the in-process invoker is not running".into()))?;
+        // The same contract as Lambda: the payload crosses as JSON text.
+        let payload: Value = serde_json::from_str(&payload.to_string())
+            .map_err(|e| Error::input("invocation payload", e.to_string()))?;
+        let slots = self.limits[&function].clone();
+        *self
+            .counts
+            .lock()
+            .expect("counts lock")
+            .entry(function)
+            .or_default() += 1;
+        let guard = self.tasks.enter();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let Ok(_permit) = slots.acquire_owned().await else {
+                return;
+            };
+            if let Err(e) = target.dispatch(function, payload).await {
+                tracing::warn!(%function, error = %e, retryable = e.is_retryable(), "invocation failed");
+            }
+        });
+        Ok(())
+    }
+
+    fn counts(&self) -> HashMap<Function, u64> {
+        self.counts.lock().expect("counts lock").clone()
+    }
+}
+
+/// A tiny task counter: `idle()` resolves when every entered guard is dropped. Written
+/// here because tokio-util's TaskTracker would be a dependency for twenty lines.
+mod tokio_util_like {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::Notify;
+
+    #[derive(Debug, Default)]
+    pub struct TaskCounter(Arc<Inner>);
+
+    #[derive(Debug, Default)]
+    struct Inner {
+        running: AtomicUsize,
+        notify: Notify,
+    }
+
+    #[derive(Debug)]
+    pub struct Guard(Arc<Inner>);
+
+    impl TaskCounter {
+        pub fn enter(&self) -> Guard {
+            self.0.running.fetch_add(1, Ordering::SeqCst);
+            Guard(self.0.clone())
+        }
+
+        pub async fn idle(&self) {
+            loop {
+                let notified = self.0.notify.notified();
+                if self.0.running.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.0.notify.notify_waiters();
+            }
+        }
+    }
+}
+
+/// Invokes deployed Lambda functions with InvocationType `Event`.
+#[derive(Debug)]
+pub struct LambdaInvoker {
+    client: aws_sdk_lambda::Client,
+    names: HashMap<Function, String>,
+    counts: Mutex<HashMap<Function, u64>>,
+}
+
+impl LambdaInvoker {
+    /// A client from the standard AWS environment (`AWS_ENDPOINT_URL_LAMBDA` points it at
+    /// an emulator); `name(function)` is the deployed function name.
+    pub async fn from_env(name: impl Fn(Function) -> String) -> Self {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        LambdaInvoker {
+            client: aws_sdk_lambda::Client::new(&config),
+            names: Function::ALL.iter().map(|&f| (f, name(f))).collect(),
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Invoker for LambdaInvoker {
+    async fn invoke(&self, function: Function, payload: Value) -> Result<(), Error> {
+        let name = &self.names[&function];
+        self.client
+            .invoke()
+            .function_name(name)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(aws_smithy_types::Blob::new(payload.to_string()))
+            .send()
+            .await
+            .map_err(|e| {
+                let retryable = e
+                    .raw_response()
+                    .is_none_or(|r| r.status().as_u16() == 429 || r.status().is_server_error());
+                let message = format!(
+                    "invoke {name}: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                );
+                if retryable {
+                    Error::Store(crate::store::StoreError::Transient {
+                        op: "invoke",
+                        key: name.clone(),
+                        message,
+                    })
+                } else {
+                    Error::Conflict(message)
+                }
+            })?;
+        *self
+            .counts
+            .lock()
+            .expect("counts lock")
+            .entry(function)
+            .or_default() += 1;
+        Ok(())
+    }
+
+    fn counts(&self) -> HashMap<Function, u64> {
+        self.counts.lock().expect("counts lock").clone()
+    }
+}

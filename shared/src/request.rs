@@ -1,0 +1,346 @@
+//! The body of `POST /v1/matrix`: parsed, validated, and reduced to a canonical form whose
+//! hash (with the resolved bundles) is the request id.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::clip;
+use crate::filter::{Field, Filter};
+use crate::fqid::Fqid;
+use crate::messages::RequestId;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Most bundles one request may name.
+pub const MAX_BUNDLES: usize = 100_000;
+/// Most genes one request may name.
+pub const MAX_GENES: usize = 100_000;
+
+/// The output formats, with what `GET /v1/formats` says of them.
+pub const FORMATS: &[(&str, &str, &str, &str)] = &[(
+    "zarr",
+    "AnnData Zarr v3 group: X as CSR, obs with the requested fields, var with gene ids \
+     and names. Open with anndata.read_zarr.",
+    "application/vnd+zarr",
+    ".zarr",
+)];
+
+/// Where the bundles of a request come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BundleSource {
+    /// An explicit list, in the order given.
+    List(Vec<Fqid>),
+    /// An https URL, or a key in the service's store, of a newline- or tab-separated list.
+    Url(String),
+    /// Every catalogued bundle the filter may match.
+    Filter(Filter),
+}
+
+/// A validated matrix request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatrixRequest {
+    /// The bundles.
+    pub source: BundleSource,
+    /// The output format.
+    pub format: String,
+    /// The obs columns, in order.
+    pub fields: Vec<Field>,
+    /// A gene subset (ids or names), in order; `None` for the union of the bundles' genes.
+    pub genes: Option<Vec<String>>,
+}
+
+/// A request error: the HTTP status and a message for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// 4xx status.
+    pub status: u16,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A 400 Bad Request.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Rejection {
+            status: 400,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    bundle_fqids: Option<Vec<String>>,
+    bundle_fqids_url: Option<String>,
+    filter: Option<Value>,
+    format: Option<String>,
+    fields: Option<Vec<String>>,
+    genes: Option<Vec<String>>,
+}
+
+impl MatrixRequest {
+    /// Parses and validates a request body.
+    pub fn parse(body: &[u8]) -> Result<Self, Rejection> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(Rejection {
+                status: 413,
+                message: format!(
+                    "the request body is {} bytes; the limit is {MAX_BODY_BYTES}",
+                    body.len()
+                ),
+            });
+        }
+        let body: Body = serde_json::from_slice(body)
+            .map_err(|e| Rejection::bad(format!("the request body is not valid: {e}")))?;
+        let given = [
+            body.bundle_fqids.is_some(),
+            body.bundle_fqids_url.is_some(),
+            body.filter.is_some(),
+        ];
+        let source = match given.iter().filter(|&&g| g).count() {
+            1 => {
+                if let Some(list) = body.bundle_fqids {
+                    BundleSource::List(parse_fqids(list.iter().map(String::as_str))?)
+                } else if let Some(url) = body.bundle_fqids_url {
+                    if url.is_empty() || url.len() > 2048 {
+                        return Err(Rejection::bad(
+                            "bundle_fqids_url must be 1 to 2048 characters",
+                        ));
+                    }
+                    BundleSource::Url(url)
+                } else {
+                    let filter = body.filter.unwrap_or(Value::Null);
+                    BundleSource::Filter(Filter::parse(&filter).map_err(Rejection::bad)?)
+                }
+            }
+            0 => {
+                return Err(Rejection::bad(
+                    "say which bundles: give one of bundle_fqids, bundle_fqids_url or filter",
+                ));
+            }
+            _ => {
+                return Err(Rejection::bad(
+                    "give only one of bundle_fqids, bundle_fqids_url and filter: a filter \
+                     selects bundles from the catalog, a list names them",
+                ));
+            }
+        };
+        let format = body.format.unwrap_or_else(|| "zarr".into());
+        if !FORMATS.iter().any(|f| f.0 == format) {
+            let known: Vec<&str> = FORMATS.iter().map(|f| f.0).collect();
+            return Err(Rejection::bad(format!(
+                "unknown format {:?} (known: {})",
+                clip(&format),
+                known.join(", ")
+            )));
+        }
+        let fields = match body.fields {
+            None => Field::ALL.to_vec(),
+            Some(names) => {
+                let mut fields = Vec::with_capacity(names.len());
+                for name in &names {
+                    let field = Field::parse(name).ok_or_else(|| {
+                        let known: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+                        Rejection::bad(format!(
+                            "fields: unknown field {:?} (known: {})",
+                            clip(name),
+                            known.join(", ")
+                        ))
+                    })?;
+                    if fields.contains(&field) {
+                        return Err(Rejection::bad(format!("fields: {name:?} is listed twice")));
+                    }
+                    fields.push(field);
+                }
+                fields
+            }
+        };
+        if let Some(genes) = &body.genes {
+            if genes.is_empty() || genes.len() > MAX_GENES {
+                return Err(Rejection::bad(format!(
+                    "genes: give 1 to {MAX_GENES} gene ids or names, or leave it out for all genes"
+                )));
+            }
+            if let Some(g) = genes.iter().find(|g| g.is_empty() || g.len() > 256) {
+                return Err(Rejection::bad(format!(
+                    "genes: {:?} is not a gene id or name (1 to 256 characters)",
+                    clip(g)
+                )));
+            }
+        }
+        Ok(MatrixRequest {
+            source,
+            format,
+            fields,
+            genes: body.genes,
+        })
+    }
+
+    /// The request id: a hash of what determines the output, the resolved bundles
+    /// included, so the same request over the same data gets the same id, and a list
+    /// and a URL naming the same bundles are the same request.
+    pub fn id(&self, bundles: &[Fqid]) -> RequestId {
+        let mut h = Sha256::new();
+        h.update(self.canonical(bundles).to_string().as_bytes());
+        RequestId::parse(&hex::encode(&h.finalize()[..16])).expect("hex is a valid id")
+    }
+
+    /// The canonical form hashed into the id.
+    pub fn canonical(&self, bundles: &[Fqid]) -> Value {
+        json!({
+            "bundles": bundles.iter().map(Fqid::as_str).collect::<Vec<_>>(),
+            "filter": match &self.source {
+                BundleSource::Filter(f) => f.to_json(),
+                _ => Value::Null,
+            },
+            "format": self.format,
+            "fields": self.fields.iter().map(|f| f.name()).collect::<Vec<_>>(),
+            "genes": self.genes,
+        })
+    }
+
+    /// The filter, if bundles were selected by one.
+    pub fn filter(&self) -> Option<&Filter> {
+        match &self.source {
+            BundleSource::Filter(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// Parses a list of fqids: every one valid, none twice, at most [`MAX_BUNDLES`].
+pub fn parse_fqids<'a>(items: impl Iterator<Item = &'a str>) -> Result<Vec<Fqid>, Rejection> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, s) in items.enumerate() {
+        if out.len() == MAX_BUNDLES {
+            return Err(Rejection::bad(format!(
+                "too many bundles: at most {MAX_BUNDLES} per request"
+            )));
+        }
+        let fqid = Fqid::parse(s).map_err(|e| Rejection::bad(format!("bundle {i}: {e}")))?;
+        if !seen.insert(fqid.clone()) {
+            return Err(Rejection::bad(format!("bundle {fqid} is listed twice")));
+        }
+        out.push(fqid);
+    }
+    if out.is_empty() {
+        return Err(Rejection::bad("the bundle list is empty"));
+    }
+    Ok(out)
+}
+
+/// Parses the text of a bundle list: one fqid per line, the first tab-separated column;
+/// blank lines, `#` comments and a header line (`fqid`, `bundle_fqid`, ...) are skipped.
+pub fn parse_fqid_list(text: &str) -> Result<Vec<Fqid>, Rejection> {
+    let mut cells = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let first = line.split('\t').next().unwrap_or("").trim();
+        if first.is_empty() || first.starts_with('#') {
+            continue;
+        }
+        if n == 0 && !first.contains('.') && first.to_ascii_lowercase().contains("fqid") {
+            continue;
+        }
+        cells.push((n + 1, first));
+    }
+    for &(line, value) in &cells {
+        Fqid::parse(value).map_err(|e| Rejection::bad(format!("bundle list line {line}: {e}")))?;
+    }
+    parse_fqids(cells.iter().map(|&(_, v)| v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z";
+    const B: &str = "0a1b2c3d-0000-4000-8000-000000000001.2019-02-02T065454.662896Z";
+
+    fn parse(v: Value) -> Result<MatrixRequest, Rejection> {
+        MatrixRequest::parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_list_request_with_defaults() {
+        let r = parse(json!({"bundle_fqids": [A, B]})).unwrap();
+        assert_eq!(r.format, "zarr");
+        assert_eq!(r.fields, Field::ALL.to_vec());
+        assert!(matches!(r.source, BundleSource::List(ref l) if l.len() == 2));
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        for (body, status, needle) in [
+            (b"{".to_vec(), 400, "not valid"),
+            (br#"{"bundle_fqids": ["x"]}"#.to_vec(), 400, "bundle 0"),
+            (
+                json!({"bundle_fqids": [A], "colour": 1}).to_string().into_bytes(),
+                400,
+                "unknown field `colour`",
+            ),
+            (
+                json!({"bundle_fqids": [A], "filter": {"op": "=", "field": "bundle.organ", "value": "x"}})
+                    .to_string()
+                    .into_bytes(),
+                400,
+                "only one of",
+            ),
+            (json!({}).to_string().into_bytes(), 400, "say which bundles"),
+            (
+                json!({"bundle_fqids": [A, A]}).to_string().into_bytes(),
+                400,
+                "twice",
+            ),
+            (
+                json!({"bundle_fqids": [A], "format": "xls"}).to_string().into_bytes(),
+                400,
+                "unknown format",
+            ),
+            (
+                json!({"bundle_fqids": [A], "fields": ["cell.colour"]})
+                    .to_string()
+                    .into_bytes(),
+                400,
+                "unknown field",
+            ),
+            (
+                json!({"filter": {"op": "~", "field": "bundle.organ", "value": "x"}})
+                    .to_string()
+                    .into_bytes(),
+                400,
+                "operator",
+            ),
+            (vec![b' '; MAX_BODY_BYTES + 1], 413, "limit"),
+        ] {
+            let err = MatrixRequest::parse(&body).unwrap_err();
+            assert_eq!(err.status, status, "{}", err.message);
+            assert!(err.message.contains(needle), "{needle}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn the_id_depends_on_what_determines_the_output() {
+        let a: Fqid = A.parse().unwrap();
+        let b: Fqid = B.parse().unwrap();
+        let r = parse(json!({"bundle_fqids": [A, B]})).unwrap();
+        let same = parse(json!({"bundle_fqids": [A, B], "format": "zarr"})).unwrap();
+        assert_eq!(
+            r.id(&[a.clone(), b.clone()]),
+            same.id(&[a.clone(), b.clone()])
+        );
+        assert_ne!(r.id(&[a.clone(), b.clone()]), r.id(&[b.clone(), a.clone()]));
+        let fewer = parse(json!({"bundle_fqids": [A, B], "fields": ["cell.barcode"]})).unwrap();
+        assert_ne!(r.id(&[a.clone(), b.clone()]), fewer.id(&[a, b]));
+    }
+
+    #[test]
+    fn bundle_lists_as_text() {
+        let text = format!("fqid\tproject\n{A}\tp\n\n# note\n{B}\n");
+        assert_eq!(parse_fqid_list(&text).unwrap().len(), 2);
+        let err = parse_fqid_list(&format!("{A}\nnot-an-id\n")).unwrap_err();
+        assert!(err.message.contains("line 2"), "{}", err.message);
+        assert!(parse_fqid_list("\n\n").is_err());
+    }
+}

@@ -1,0 +1,425 @@
+//! The state of a request, all of it in the store under `requests/{id}/`, and the
+//! result under `results/{id}/`. Every writer owns its keys, so there are no locks:
+//!
+//! | key | written by | how |
+//! |---|---|---|
+//! | `request.json` | driver | put-if-absent: the request exists |
+//! | `run.json` | driver | put, again on a re-run after Failed/Cancelled |
+//! | `genes.json` | driver | put (same bytes every time) |
+//! | `tasks/{task}.json` | mapper | put, before the plan |
+//! | `plans/{group}.json` | mapper | put, after its tasks: the group is planned |
+//! | `parts/{task}/…` | worker | Zarr arrays, same bytes on every attempt |
+//! | `done/{task}.json` | worker | put, after its part: the task is done |
+//! | `errors/{name}.json` | any stage | put when an invocation fails |
+//! | `progress.json` | collector | put |
+//! | `consolidate.json` | collector | put-if-absent: offsets of every part |
+//! | `shards/{n}.json` | reducer | put, after its range of the output |
+//! | `cancel.json` | driver (DELETE) | put-if-absent |
+//! | `failed.json` | collector | put-if-absent |
+//! | `result.json` | collector | put-if-absent: the request succeeded |
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::bundle::{BundleMetadata, ValueType};
+use crate::error::Error;
+use crate::fqid::Fqid;
+use crate::messages::{RequestId, TaskId};
+use crate::store::{DynStore, PutOutcome};
+
+/// The keys of one request.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    id: RequestId,
+}
+
+impl Keys {
+    /// The keys of request `id`.
+    pub fn new(id: &RequestId) -> Self {
+        Keys { id: id.clone() }
+    }
+
+    /// The request id.
+    pub fn id(&self) -> &RequestId {
+        &self.id
+    }
+
+    fn at(&self, rest: &str) -> String {
+        format!("requests/{}/{rest}", self.id)
+    }
+
+    /// Everything of the request's scratch state.
+    pub fn prefix(&self) -> String {
+        self.at("")
+    }
+    /// The stored request.
+    pub fn request(&self) -> String {
+        self.at("request.json")
+    }
+    /// The current run.
+    pub fn run(&self) -> String {
+        self.at("run.json")
+    }
+    /// The output gene space.
+    pub fn genes(&self) -> String {
+        self.at("genes.json")
+    }
+    /// A task's slices.
+    pub fn task(&self, task: &TaskId) -> String {
+        self.at(&format!("tasks/{task}.json"))
+    }
+    /// Prefix of the plans.
+    pub fn plans(&self) -> String {
+        self.at("plans/")
+    }
+    /// A group's plan.
+    pub fn plan(&self, group: u32) -> String {
+        self.at(&format!("plans/{group:06}.json"))
+    }
+    /// Prefix of a task's part (a Zarr group).
+    pub fn part(&self, task: &TaskId) -> String {
+        self.at(&format!("parts/{task}"))
+    }
+    /// Prefix of the done markers.
+    pub fn dones(&self) -> String {
+        self.at("done/")
+    }
+    /// A task's done marker.
+    pub fn done(&self, task: &TaskId) -> String {
+        self.at(&format!("done/{task}.json"))
+    }
+    /// Prefix of the error markers.
+    pub fn errors(&self) -> String {
+        self.at("errors/")
+    }
+    /// An invocation's error marker.
+    pub fn error(&self, name: &str) -> String {
+        self.at(&format!("errors/{name}.json"))
+    }
+    /// The collector's progress summary.
+    pub fn progress(&self) -> String {
+        self.at("progress.json")
+    }
+    /// The consolidation plan.
+    pub fn consolidate(&self) -> String {
+        self.at("consolidate.json")
+    }
+    /// Prefix of the shard markers.
+    pub fn shards(&self) -> String {
+        self.at("shards/")
+    }
+    /// A consolidation shard's marker.
+    pub fn shard(&self, shard: u32) -> String {
+        self.at(&format!("shards/{shard:06}.json"))
+    }
+    /// The cancel marker.
+    pub fn cancel(&self) -> String {
+        self.at("cancel.json")
+    }
+    /// The failure record.
+    pub fn failed(&self) -> String {
+        self.at("failed.json")
+    }
+    /// The success record.
+    pub fn result(&self) -> String {
+        self.at("result.json")
+    }
+    /// Prefix of the output matrix (a Zarr group).
+    pub fn output(&self) -> String {
+        format!("results/{}/matrix.zarr", self.id)
+    }
+}
+
+/// What the driver stored of a request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredRequest {
+    /// The id.
+    pub id: RequestId,
+    /// The canonical request (see [`crate::request::MatrixRequest::canonical`]).
+    pub canonical: serde_json::Value,
+    /// The resolved bundles, in output order.
+    pub bundles: Vec<Fqid>,
+    /// Number of mapper groups.
+    pub groups: u32,
+    /// Element type of the output counts.
+    pub value_type: ValueType,
+    /// Number of output genes.
+    pub n_genes: u64,
+    /// When it was first submitted (RFC 3339).
+    pub submitted_at: String,
+}
+
+/// One run of a request (a re-run after Failed or Cancelled gets a new one).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunInfo {
+    /// When the run started, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// When it must have finished.
+    pub deadline_ms: u64,
+}
+
+/// What a worker needs of a bundle (from the catalog, so no manifest is read).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BundleInfo {
+    /// The bundle.
+    pub fqid: Fqid,
+    /// Cells.
+    pub n_cells: u64,
+    /// Features.
+    pub n_features: u64,
+    /// Stored nonzeros.
+    pub nnz: u64,
+    /// Element type of its counts.
+    pub value_type: ValueType,
+    /// Its feature set.
+    pub feature_set: String,
+    /// Its metadata (for the filter and the bundle fields).
+    pub metadata: BundleMetadata,
+}
+
+/// Rows of one bundle in a task.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SliceSpec {
+    /// The bundle.
+    pub bundle: BundleInfo,
+    /// The rows.
+    pub rows: Range<u64>,
+}
+
+/// A worker task, `tasks/{task}.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskSpec {
+    /// The task.
+    pub id: TaskId,
+    /// Its group.
+    pub group: u32,
+    /// What it reads, in output order.
+    pub slices: Vec<SliceSpec>,
+}
+
+/// A task in a plan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlannedTask {
+    /// The task.
+    pub id: TaskId,
+    /// Cells it reads.
+    pub cells: u64,
+    /// Bytes it reads (estimated from the catalog).
+    pub bytes: u64,
+}
+
+/// A mapper's plan, `plans/{group}.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    /// The group.
+    pub group: u32,
+    /// Its tasks, in output order.
+    pub tasks: Vec<PlannedTask>,
+    /// Manifests read because the catalog lacked a bundle.
+    pub manifest_reads: u64,
+}
+
+/// A worker's done marker and stats, `done/{task}.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DoneMarker {
+    /// The task.
+    pub task: TaskId,
+    /// Cells read.
+    pub cells_in: u64,
+    /// Cells that passed the filter.
+    pub cells_out: u64,
+    /// Nonzeros written.
+    pub nnz: u64,
+    /// Bytes read from the store.
+    pub bytes_read: u64,
+    /// Bytes written to the store.
+    pub bytes_written: u64,
+    /// Wall time of the task.
+    pub duration_ms: u64,
+    /// Peak resident memory of the process.
+    pub peak_rss_bytes: u64,
+    /// The attempt that wrote it.
+    pub attempt: u32,
+}
+
+/// An invocation that failed, `errors/{name}.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorMarker {
+    /// What failed: `task-{id}`, `group-{n}` or `shard-{n}`.
+    pub name: String,
+    /// Whether a retry may succeed.
+    pub retryable: bool,
+    /// The error.
+    pub message: String,
+    /// The attempt that failed.
+    pub attempt: u32,
+}
+
+/// The collector's summary for status requests, `progress.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// Groups planned.
+    pub groups_planned: u32,
+    /// Tasks in the plans seen so far (all of them once every group is planned).
+    pub tasks_total: u64,
+    /// Tasks done.
+    pub tasks_done: u64,
+    /// Cells written by the tasks done.
+    pub cells_written: u64,
+}
+
+/// A part's place in the output, from its done marker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartPlace {
+    /// The task that wrote it.
+    pub task: TaskId,
+    /// Its first output row.
+    pub row: u64,
+    /// Its rows.
+    pub cells: u64,
+    /// Its first output nonzero.
+    pub nz: u64,
+    /// Its nonzeros.
+    pub nnz: u64,
+}
+
+/// The consolidation plan, `consolidate.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Consolidation {
+    /// Every non-empty part, in output order.
+    pub parts: Vec<PartPlace>,
+    /// Output cells.
+    pub n_cells: u64,
+    /// Output nonzeros.
+    pub nnz: u64,
+    /// Rows per chunk of the row arrays.
+    pub rows_per_chunk: u64,
+    /// Values per chunk of `X/data` and `X/indices`.
+    pub nnz_per_chunk: u64,
+    /// Number of shards.
+    pub shards: u32,
+}
+
+/// Why and when a request ended without a result: `failed.json`, and `cancel.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    /// Why.
+    pub message: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+}
+
+impl Failure {
+    /// A failure now.
+    pub fn now(message: impl Into<String>) -> Self {
+        let ms = now_ms();
+        Failure {
+            message: message.into(),
+            at: rfc3339(ms),
+            at_ms: ms,
+        }
+    }
+}
+
+/// The committed result, `result.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResultRecord {
+    /// The output format.
+    pub format: String,
+    /// Key prefix of the output in the store.
+    pub key: String,
+    /// Output cells.
+    pub n_cells: u64,
+    /// Output genes.
+    pub n_genes: u64,
+    /// Output nonzeros.
+    pub nnz: u64,
+    /// When the run started, ms since the epoch.
+    pub started_ms: u64,
+    /// When the result was committed, ms since the epoch.
+    pub finished_ms: u64,
+    /// When every group was planned, ms after start.
+    pub planned_after_ms: u64,
+    /// When every task was done, ms after start.
+    pub collected_after_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 text of a time in ms since the epoch.
+pub fn rfc3339(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads a JSON object; `None` if absent.
+pub async fn get_json<T: DeserializeOwned>(
+    store: &DynStore,
+    key: &str,
+) -> Result<Option<T>, Error> {
+    match store.get(key).await? {
+        None => Ok(None),
+        Some(body) => serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| Error::Corrupt {
+                what: key.to_string(),
+                message: e.to_string(),
+            }),
+    }
+}
+
+fn encode<T: Serialize>(key: &str, value: &T) -> Result<Bytes, Error> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| Error::Corrupt {
+            what: key.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Writes a JSON object.
+pub async fn put_json<T: Serialize>(store: &DynStore, key: &str, value: &T) -> Result<(), Error> {
+    Ok(store.put(key, encode(key, value)?).await?)
+}
+
+/// Writes a JSON object unless the key exists.
+pub async fn put_json_if_absent<T: Serialize>(
+    store: &DynStore,
+    key: &str,
+    value: &T,
+) -> Result<PutOutcome, Error> {
+    Ok(store.put_if_absent(key, encode(key, value)?).await?)
+}
+
+/// Whether an object exists.
+pub async fn exists(store: &DynStore, key: &str) -> Result<bool, Error> {
+    Ok(store.size(key).await?.is_some())
+}
+
+/// Peak resident memory of this process (VmHWM), 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
