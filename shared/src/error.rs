@@ -61,10 +61,6 @@ pub enum Error {
     /// The request was cancelled; work stops without an error to retry.
     #[error("request {0} was cancelled")]
     Cancelled(String),
-    /// A part of the service that is not built yet; the string names it. Retrying cannot
-    /// help, so callers and the collector must not re-invoke on it.
-    #[error("{0} is not implemented yet (issue #3)")]
-    NotImplemented(&'static str),
 }
 
 impl Error {
@@ -79,8 +75,7 @@ impl Error {
             | Error::InvalidId { .. }
             | Error::Io { .. }
             | Error::Zarr { .. }
-            | Error::Cancelled(_)
-            | Error::NotImplemented(_) => false,
+            | Error::Cancelled(_) => false,
         }
     }
 
