@@ -70,6 +70,9 @@ struct Collector<'a> {
     planned_at: Option<u64>,
     collected_at: Option<u64>,
     shards_started: bool,
+    /// Re-invocations made so far, by error marker name: mapper and shard events carry no
+    /// attempt number, so the collector counts for them.
+    retries: HashMap<String, u32>,
 }
 
 impl<'a> Collector<'a> {
@@ -92,6 +95,7 @@ impl<'a> Collector<'a> {
             planned_at: None,
             collected_at: None,
             shards_started: false,
+            retries: HashMap::new(),
         })
     }
 
@@ -234,7 +238,9 @@ impl<'a> Collector<'a> {
                     marker.message
                 )));
             }
-            let attempt = marker.attempt + 1;
+            let tried = self.retries.entry(marker.name.clone()).or_default();
+            let attempt = (marker.attempt + 1).max(*tried + 1);
+            *tried = attempt;
             if attempt >= self.app.config.task_attempts {
                 return Ok(Some(format!(
                     "{} failed {} times; last error: {}",

@@ -87,6 +87,29 @@ pub fn store_error_in(e: &(dyn std::error::Error + 'static)) -> Option<StoreErro
         {
             return Some(se.clone());
         }
+        // zarrs' errors wrap storage errors `transparent`ly, which hides them from
+        // `source()`: look inside the variants that carry one.
+        let storage = err
+            .downcast_ref::<StorageError>()
+            .or_else(|| match err.downcast_ref::<zarrs::array::ArrayError>() {
+                Some(zarrs::array::ArrayError::StorageError(se)) => Some(se),
+                Some(zarrs::array::ArrayError::CodecError(
+                    zarrs::array::CodecError::StorageError(se),
+                )) => Some(se),
+                _ => None,
+            })
+            .or_else(
+                || match err.downcast_ref::<zarrs::array::ArrayCreateError>() {
+                    Some(zarrs::array::ArrayCreateError::StorageError(se)) => Some(se),
+                    _ => None,
+                },
+            );
+        if let Some(StorageError::IOError(io)) = storage
+            && let Some(inner) = io.get_ref()
+            && let Some(se) = inner.downcast_ref::<StoreError>()
+        {
+            return Some(se.clone());
+        }
         cur = err.source();
     }
     None

@@ -1,0 +1,178 @@
+//! The collector's handling of failed invocations: a retryable store error is retried,
+//! a corrupt bundle fails the request naming it, and the deadline ends a request that
+//! cannot finish, naming what is missing.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cellmatrix::app::App;
+use cellmatrix::config::Config;
+use cellmatrix::state::Keys;
+use cellmatrix::store::fs::FsStore;
+use cellmatrix::store::{BlobStore, DynStore, ObjectMeta, PutOutcome, StoreError, StoreResult};
+use cellmatrix_tests::{ingest_samples, run_request};
+use serde_json::json;
+
+/// Fails the first `failures` writes of worker parts with a transient error (503-like).
+#[derive(Debug)]
+struct FlakyParts {
+    inner: DynStore,
+    failures: AtomicU64,
+}
+
+impl FlakyParts {
+    fn check(&self, key: &str) -> StoreResult<()> {
+        if key.contains("/parts/")
+            && self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(StoreError::Transient {
+                op: "put",
+                key: key.into(),
+                message: "SlowDown (injected)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FlakyParts {
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Option<Bytes>> {
+        self.inner.get_range(key, range).await
+    }
+    async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
+        self.inner.size(key).await
+    }
+    async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
+        self.check(key)?;
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> StoreResult<PutOutcome> {
+        self.check(key)?;
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn presign_get(&self, key: &str, expires: Duration) -> StoreResult<String> {
+        self.inner.presign_get(key, expires).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+fn config() -> Config {
+    let mut c = Config::new("test");
+    c.poll_interval = Duration::from_millis(10);
+    c.cells_per_worker = 1024;
+    c
+}
+
+const REQUEST: &str = r#"{"filter": {"op": ">=", "field": "cell.n_genes", "value": 300}}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retryable_failure_is_retried_and_the_result_is_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    ingest_samples(&inner).await;
+    let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
+
+    let clean = App::in_process(config(), inner.clone(), |_| 2);
+    let (id, status) = run_request(&clean, &request).await;
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    let want = status["result"]["nnz"].clone();
+    // Forget the result, keep the bundles, and run again with two failing part writes.
+    for o in inner.list("requests/").await.unwrap() {
+        inner.delete(&o.key).await.unwrap();
+    }
+    for o in inner.list("results/").await.unwrap() {
+        inner.delete(&o.key).await.unwrap();
+    }
+    let flaky: DynStore = Arc::new(FlakyParts {
+        inner: inner.clone(),
+        failures: AtomicU64::new(2),
+    });
+    let app = App::in_process(config(), flaky, |_| 2);
+    let (again, status) = run_request(&app, &request).await;
+    assert_eq!(again, id);
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    assert_eq!(status["result"]["nnz"], want);
+    let workers = app.invoker.counts()[&cellmatrix::invoke::Function::Worker];
+    let tasks = status["progress"]["tasks_total"].as_u64().unwrap();
+    assert!(
+        workers > tasks,
+        "{workers} worker invocations for {tasks} tasks: no retry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_chunk_fails_the_request_naming_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    let bundles = ingest_samples(&store).await;
+    let tenx = &bundles[0].fqid;
+    let key = format!("bundles/{tenx}/matrix.zarr/X/data/c/0");
+    let mut bytes = store.get(&key).await.unwrap().unwrap().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    store.put(&key, bytes.into()).await.unwrap();
+
+    let app = App::in_process(config(), store.clone(), |_| 2);
+    let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
+    let (id, status) = run_request(&app, &request).await;
+    assert_eq!(status["status"], "Failed", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains(tenx.as_str()), "{message}");
+    let keys = Keys::new(&cellmatrix::messages::RequestId::parse(&id).unwrap());
+    assert!(
+        !cellmatrix::state::exists(&store, &keys.result())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .list(&format!("{}/", keys.output()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deadline_fails_a_request_that_cannot_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    ingest_samples(&inner).await;
+    let flaky: DynStore = Arc::new(FlakyParts {
+        inner,
+        failures: AtomicU64::new(u64::MAX),
+    });
+    let mut c = config();
+    c.task_attempts = u32::MAX;
+    c.request_timeout = Duration::from_secs(1);
+    let app = App::in_process(c, flaky, |_| 2);
+    let (_, status) = run_request(
+        &app,
+        &json!({"filter": {"op": "=", "field": "bundle.assay", "value": "10x"}}),
+    )
+    .await;
+    assert_eq!(status["status"], "Failed", "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.contains("deadline") && message.contains("never finished"),
+        "{message}"
+    );
+}
