@@ -684,6 +684,23 @@ fn field_actual<'a>(
     }
 }
 
+/// A bundle-level field's value for the filter and the obs columns; missing metadata is
+/// the empty string.
+pub fn bundle_value(
+    fqid: &crate::fqid::Fqid,
+    metadata: &crate::bundle::BundleMetadata,
+    field: BundleField,
+) -> String {
+    match field {
+        BundleField::Fqid => fqid.to_string(),
+        BundleField::Project => metadata.project.clone().unwrap_or_default(),
+        BundleField::Organ => metadata.organ.clone().unwrap_or_default(),
+        BundleField::Species => metadata.species.clone().unwrap_or_default(),
+        BundleField::Assay => metadata.assay.clone().unwrap_or_default(),
+        BundleField::Donor => metadata.donor.clone().unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -318,6 +318,7 @@ async fn bad_requests_get_a_4xx_and_start_nothing() {
         ("unknown gene", json!({"bundle_fqids": [known], "genes": ["NOT-A-GENE"]}).to_string().into_bytes(), 400, "NOT-A-GENE"),
         ("key injection", json!({"bundle_fqids": ["../../etc/passwd"]}).to_string().into_bytes(), 400, "bundle 0"),
         ("bad list key", json!({"bundle_fqids_url": "../x"}).to_string().into_bytes(), 400, "bundle_fqids_url"),
+        ("not a list", json!({"bundle_fqids_url": "catalog/gen/000000000001.json"}).to_string().into_bytes(), 400, "under lists/"),
         ("plain http", json!({"bundle_fqids_url": "http://127.0.0.1:9/list"}).to_string().into_bytes(), 400, "scheme"),
         ("loopback https", json!({"bundle_fqids_url": "https://127.0.0.1:9/list"}).to_string().into_bytes(), 400, "private or loopback"),
     ];

@@ -14,7 +14,7 @@ use crate::bundle::manifest::feature_set_key;
 use crate::bundle::{Features, ValueType, read_manifest};
 use crate::catalog::{self, CatalogEntry};
 use crate::error::{Error, clip};
-use crate::filter::{Field, FieldType};
+use crate::filter::{Field, FieldType, bundle_value};
 use crate::fqid::Fqid;
 use crate::genes::GeneSpace;
 use crate::invoke::Function;
@@ -34,6 +34,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/formats"),
     ("GET", "/v1/fields"),
 ];
+
+/// Where bundle lists named by key live in the store.
+pub const LISTS_PREFIX: &str = "lists/";
 
 /// An HTTP answer: status, JSON body, and the `Location` header when there is one.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,7 +278,7 @@ async fn resolve(app: &App, req: &MatrixRequest) -> Result<Result<Resolved, Reje
                 .bundles
                 .iter()
                 .filter(|(fqid, entry)| {
-                    filter.eval_bundle(&|f| bundle_value(fqid, entry, f)) != Some(false)
+                    filter.eval_bundle(&|f| bundle_value(fqid, &entry.metadata, f)) != Some(false)
                 })
                 .map(|(f, e)| (f.clone(), e.clone()))
                 .unzip();
@@ -319,25 +322,6 @@ async fn resolve(app: &App, req: &MatrixRequest) -> Result<Result<Resolved, Reje
         bundles: listed,
         entries,
     }))
-}
-
-/// A bundle-level field's value; missing metadata is the empty string.
-pub fn bundle_value(
-    fqid: &Fqid,
-    entry: &CatalogEntry,
-    field: crate::filter::BundleField,
-) -> String {
-    use crate::filter::BundleField as B;
-    let m = &entry.metadata;
-    match field {
-        B::Fqid => Some(fqid.to_string()),
-        B::Project => m.project.clone(),
-        B::Organ => m.organ.clone(),
-        B::Species => m.species.clone(),
-        B::Assay => m.assay.clone(),
-        B::Donor => m.donor.clone(),
-    }
-    .unwrap_or_default()
 }
 
 /// A bundle's entry: the catalog, else what this process learnt, else its manifest
@@ -423,6 +407,13 @@ async fn fetch_list(app: &App, url: &str) -> Result<Result<Vec<Fqid>, Rejection>
     } else {
         if let Err(e) = validate_key(url) {
             return Ok(Err(Rejection::bad(format!("bundle_fqids_url: {e}"))));
+        }
+        // Only lists: any other key (the catalog, a manifest) would be echoed back in
+        // the parse errors of a user who may not read it.
+        if !url.starts_with(LISTS_PREFIX) {
+            return Ok(Err(Rejection::bad(format!(
+                "bundle_fqids_url: a key in the store must be under {LISTS_PREFIX}"
+            ))));
         }
         match app.store.get(url).await? {
             Some(body) => String::from_utf8_lossy(&body).into_owned(),

@@ -536,77 +536,51 @@ async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Err
         if chunks.is_empty() {
             continue;
         }
-        let range = chunks.start * chunk..(chunks.end * chunk).min(len);
+        let w = ShardRange {
+            out: &out,
+            path: &path,
+            len,
+            chunk,
+            first_chunk: chunks.start,
+            range: chunks.start * chunk..(chunks.end * chunk).min(len),
+        };
         match &kind {
             Kind::Indptr => {
-                let values = parts.indptr(&plan, range).await?;
-                let array = array_handle::<i64>(&out, &path, len, chunk, attrs())?;
-                store_chunks(&array, chunk, chunks.start, &values).await?;
+                let values = parts.indptr(&plan, w.range.clone()).await?;
+                w.store::<i64>(&values, attrs()).await?
             }
             Kind::Indices => {
-                let values: Vec<i32> = parts.nnz_range(&plan, "/indices", range).await?;
-                let array = array_handle::<i32>(&out, &path, len, chunk, attrs())?;
-                store_chunks(&array, chunk, chunks.start, &values).await?;
+                w.copy::<i32>(&mut parts, &plan, "/indices", nonzeros, attrs())
+                    .await?
             }
             Kind::Data => match view.stored.value_type {
                 ValueType::Uint32 => {
-                    copy_data::<u32>(
-                        &mut parts,
-                        &plan,
-                        &out,
-                        &path,
-                        len,
-                        chunk,
-                        chunks.start,
-                        range,
-                    )
-                    .await?
+                    w.copy::<u32>(&mut parts, &plan, "/data", nonzeros, attrs())
+                        .await?
                 }
                 ValueType::Float32 => {
-                    copy_data::<f32>(
-                        &mut parts,
-                        &plan,
-                        &out,
-                        &path,
-                        len,
-                        chunk,
-                        chunks.start,
-                        range,
-                    )
-                    .await?
+                    w.copy::<f32>(&mut parts, &plan, "/data", nonzeros, attrs())
+                        .await?
                 }
                 ValueType::Float64 => {
-                    copy_data::<f64>(
-                        &mut parts,
-                        &plan,
-                        &out,
-                        &path,
-                        len,
-                        chunk,
-                        chunks.start,
-                        range,
-                    )
-                    .await?
+                    w.copy::<f64>(&mut parts, &plan, "/data", nonzeros, attrs())
+                        .await?
                 }
             },
             Kind::Obs(name, ty) => {
-                let part_path = format!("/obs/{name}");
+                let from = format!("/obs/{name}");
                 match ty {
                     ColType::Str => {
-                        let v: Vec<String> = parts.row_range(&plan, &part_path, range).await?;
-                        let array =
-                            array_handle::<String>(&out, &path, len, chunk, string_attrs())?;
-                        store_chunks(&array, chunk, chunks.start, &v).await?;
+                        w.copy::<String>(&mut parts, &plan, &from, rows, string_attrs())
+                            .await?
                     }
                     ColType::U32 => {
-                        let v: Vec<u32> = parts.row_range(&plan, &part_path, range).await?;
-                        let array = array_handle::<u32>(&out, &path, len, chunk, attrs())?;
-                        store_chunks(&array, chunk, chunks.start, &v).await?;
+                        w.copy::<u32>(&mut parts, &plan, &from, rows, attrs())
+                            .await?
                     }
                     ColType::F64 => {
-                        let v: Vec<f64> = parts.row_range(&plan, &part_path, range).await?;
-                        let array = array_handle::<f64>(&out, &path, len, chunk, attrs())?;
-                        store_chunks(&array, chunk, chunks.start, &v).await?;
+                        w.copy::<f64>(&mut parts, &plan, &from, rows, attrs())
+                            .await?
                     }
                 }
             }
@@ -615,20 +589,48 @@ async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Err
     put_json(store, &keys.shard(shard), &json!({ "shard": shard })).await
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call per value type")]
-async fn copy_data<T: Column + zarrs::array::ElementOwned>(
-    parts: &mut PartReaders,
-    plan: &Consolidation,
-    out: &zarrs::storage::AsyncReadableWritableListableStorage,
-    path: &str,
+/// The output rows a part holds.
+fn rows(p: &PartPlace) -> Range<u64> {
+    p.row..p.row + p.cells
+}
+
+/// The output nonzeros a part holds.
+fn nonzeros(p: &PartPlace) -> Range<u64> {
+    p.nz..p.nz + p.nnz
+}
+
+/// One shard's chunk-aligned range of one output array.
+struct ShardRange<'a> {
+    out: &'a zarrs::storage::AsyncReadableWritableListableStorage,
+    path: &'a str,
     len: u64,
     chunk: u64,
     first_chunk: u64,
     range: Range<u64>,
-) -> Result<(), Error> {
-    let values: Vec<T> = parts.nnz_range(plan, "/data", range).await?;
-    let array = array_handle::<T>(out, path, len, chunk, attrs())?;
-    store_chunks(&array, chunk, first_chunk, &values).await
+}
+
+impl ShardRange<'_> {
+    async fn store<T: Column>(
+        &self,
+        values: &[T],
+        attrs: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        let array = array_handle::<T>(self.out, self.path, self.len, self.chunk, attrs)?;
+        store_chunks(&array, self.chunk, self.first_chunk, values).await
+    }
+
+    /// Copies the range from the parts' array `from`, located by `span`.
+    async fn copy<T: Column + zarrs::array::ElementOwned>(
+        &self,
+        parts: &mut PartReaders,
+        plan: &Consolidation,
+        from: &str,
+        span: fn(&PartPlace) -> Range<u64>,
+        attrs: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        let values: Vec<T> = parts.gather(plan, from, self.range.clone(), span).await?;
+        self.store(&values, attrs).await
+    }
 }
 
 /// Opens the parts' arrays on demand, each once.
@@ -657,34 +659,21 @@ impl PartReaders {
         Ok(&self.open[&key])
     }
 
-    /// Output rows `range` of a row column, gathered from the parts.
-    async fn row_range<T: zarrs::array::ElementOwned + Send + Sync>(
+    /// Output elements `range` of the parts' array `path`, from the parts whose `span`
+    /// (their rows, or their nonzeros) overlaps it.
+    async fn gather<T: zarrs::array::ElementOwned + Send + Sync>(
         &mut self,
         plan: &Consolidation,
         path: &str,
         range: Range<u64>,
+        span: fn(&PartPlace) -> Range<u64>,
     ) -> Result<Vec<T>, Error> {
         let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        for p in overlapping(&plan.parts, &range, |p| p.row..p.row + p.cells) {
-            let (a, b) = (range.start.max(p.row), range.end.min(p.row + p.cells));
+        for p in overlapping(&plan.parts, &range, span) {
+            let own = span(p);
+            let (a, b) = (range.start.max(own.start), range.end.min(own.end));
             let array = self.array(&p.task, path).await?;
-            out.extend(read_range::<T>(array, a - p.row..b - p.row).await?);
-        }
-        Ok(out)
-    }
-
-    /// Output nonzeros `range` of `indices` or `data`, gathered from the parts.
-    async fn nnz_range<T: zarrs::array::ElementOwned + Send + Sync>(
-        &mut self,
-        plan: &Consolidation,
-        path: &str,
-        range: Range<u64>,
-    ) -> Result<Vec<T>, Error> {
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        for p in overlapping(&plan.parts, &range, |p| p.nz..p.nz + p.nnz) {
-            let (a, b) = (range.start.max(p.nz), range.end.min(p.nz + p.nnz));
-            let array = self.array(&p.task, path).await?;
-            out.extend(read_range::<T>(array, a - p.nz..b - p.nz).await?);
+            out.extend(read_range::<T>(array, a - own.start..b - own.start).await?);
         }
         Ok(out)
     }
@@ -694,7 +683,7 @@ impl PartReaders {
     async fn indptr(&mut self, plan: &Consolidation, range: Range<u64>) -> Result<Vec<i64>, Error> {
         let mut out = Vec::with_capacity((range.end - range.start) as usize);
         let rows = range.start..range.end.min(plan.n_cells);
-        for p in overlapping(&plan.parts, &rows, |p| p.row..p.row + p.cells) {
+        for p in overlapping(&plan.parts, &rows, self::rows) {
             let (a, b) = (rows.start.max(p.row), rows.end.min(p.row + p.cells));
             let array = self.array(&p.task, "/indptr").await?;
             let local: Vec<i64> = read_range(array, a - p.row..b - p.row).await?;
@@ -711,7 +700,7 @@ impl PartReaders {
 fn overlapping<'p>(
     parts: &'p [PartPlace],
     range: &Range<u64>,
-    span: impl Fn(&PartPlace) -> Range<u64>,
+    span: fn(&PartPlace) -> Range<u64>,
 ) -> Vec<&'p PartPlace> {
     let first = parts.partition_point(|p| span(p).end <= range.start);
     parts[first..]

@@ -13,7 +13,7 @@ use crate::bundle::reader::{BundleReader, BundleShape};
 use crate::bundle::zarr_io::{encoding, write_array};
 use crate::bundle::{ValueType, Values};
 use crate::error::Error;
-use crate::filter::{BundleField, CellValues, Field, Filter};
+use crate::filter::{BundleField, CellValues, Field, Filter, bundle_value};
 use crate::genes::GeneSpace;
 use crate::handlers::driver::feature_set;
 use crate::messages::WorkerEvent;
@@ -195,19 +195,7 @@ impl PartBuilder {
         remap: &[Option<u32>],
         filter: Option<&Filter>,
     ) -> Result<(), Error> {
-        let meta = |f: BundleField| -> String {
-            use BundleField as B;
-            let m = &bundle.metadata;
-            match f {
-                B::Fqid => Some(bundle.fqid.to_string()),
-                B::Project => m.project.clone(),
-                B::Organ => m.organ.clone(),
-                B::Species => m.species.clone(),
-                B::Assay => m.assay.clone(),
-                B::Donor => m.donor.clone(),
-            }
-            .unwrap_or_default()
-        };
+        let meta = |f: BundleField| bundle_value(&bundle.fqid, &bundle.metadata, f);
         // Decided per bundle when its metadata settles it; per cell otherwise.
         let per_cell = match filter.map(|f| f.eval_bundle(&meta)) {
             None | Some(Some(true)) => None,
