@@ -1,7 +1,8 @@
 //! The planner: bundles and a per-worker budget in, worker tasks out. Pure and
 //! deterministic; the mapper calls it, tests check its bounds.
 //!
-//! Bundles are cut into units on row-chunk boundaries (a SmartSeq2 bundle is one unit)
+//! Bundles are cut into units on row-chunk boundaries (a SmartSeq2 bundle is one unit;
+//! a chunk larger than the budget is cut further)
 //! and units are filled into tasks in order, closing a task when the next unit would
 //! take it over either budget. Consecutive units of one bundle in a task form one slice.
 //! So small bundles are packed many to a task, large ones are split on chunk boundaries,
@@ -73,11 +74,12 @@ struct Unit<'a> {
     bytes: u64,
 }
 
-fn units(b: &PlanBundle) -> impl Iterator<Item = Unit<'_>> {
+fn units(b: &PlanBundle, budget: Budget) -> impl Iterator<Item = Unit<'_>> {
     let rpc = b.rows_per_chunk.max(1);
     let n_chunks = b.n_cells.div_ceil(rpc);
-    (0..n_chunks).map(move |c| {
+    (0..n_chunks).flat_map(move |c| {
         let rows = c * rpc..((c + 1) * rpc).min(b.n_cells);
+        let n = rows.end - rows.start;
         let nnz = match (
             b.chunk_offsets.get(c as usize),
             b.chunk_offsets.get(c as usize + 1),
@@ -86,25 +88,35 @@ fn units(b: &PlanBundle) -> impl Iterator<Item = Unit<'_>> {
             // Offsets missing or inconsistent: assume the bundle's average density.
             _ => {
                 let total = b.chunk_offsets.last().copied().unwrap_or(0);
-                total * (rows.end - rows.start) / b.n_cells.max(1)
+                total * n / b.n_cells.max(1)
             }
         };
-        Unit {
-            fqid: &b.fqid,
-            bytes: cost_bytes(rows.end - rows.start, nnz, b.bytes_per_nnz),
-            rows,
-        }
+        let bytes = cost_bytes(n, nnz, b.bytes_per_nnz);
+        // A chunk over the budget is cut into row ranges that fit (a few more chunk
+        // reads, but no task over budget); bytes are shared out by rows.
+        let by_cells = n.div_ceil(budget.cells.max(1));
+        let by_bytes = bytes.div_ceil(budget.bytes.max(1));
+        let pieces = by_cells.max(by_bytes).clamp(1, n.max(1));
+        (0..pieces).map(move |i| {
+            let start = rows.start + n * i / pieces;
+            let end = rows.start + n * (i + 1) / pieces;
+            Unit {
+                fqid: &b.fqid,
+                bytes: bytes * (end - start) / n.max(1),
+                rows: start..end,
+            }
+        })
     })
 }
 
-/// Plans tasks for `bundles` (in the given order) under `budget`. A single unit larger
-/// than the budget (a chunk with more cells or bytes than a task may hold) gets a task of
-/// its own: it cannot be split on chunk boundaries.
+/// Plans tasks for `bundles` (in the given order) under `budget`. A chunk with more cells
+/// or bytes than a task may hold is split within the chunk; only a single row over the
+/// byte budget can exceed it (it gets a task of its own).
 pub fn plan(bundles: &[PlanBundle], budget: Budget) -> Vec<Task> {
     let mut tasks = Vec::new();
     let mut current: Vec<Slice> = Vec::new();
     let (mut cells, mut bytes) = (0u64, 0u64);
-    for unit in bundles.iter().flat_map(units) {
+    for unit in bundles.iter().flat_map(|b| units(b, budget)) {
         let n = unit.rows.end - unit.rows.start;
         if !current.is_empty() && (cells + n > budget.cells || bytes + unit.bytes > budget.bytes) {
             tasks.push(finish(std::mem::take(&mut current), cells, bytes));
@@ -229,6 +241,31 @@ mod tests {
             let bound = total / (budget.bytes - max_unit) + 1;
             prop_assert!(tasks.len() as u64 <= bound, "{} tasks, bound {bound}", tasks.len());
         }
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_budget_is_cut_to_fit() {
+        let bundles = vec![bundle(0, 2_500, 1024, 100)];
+        let budget = Budget {
+            cells: 300,
+            bytes: u64::MAX,
+        };
+        let tasks = plan(&bundles, budget);
+        assert!(tasks.iter().all(|t| t.cells <= 300), "{tasks:?}");
+        assert_eq!(tasks.iter().map(|t| t.cells).sum::<u64>(), 2_500);
+        let rows: Vec<_> = tasks
+            .iter()
+            .flat_map(|t| t.slices.iter().map(|s| s.rows.clone()))
+            .collect();
+        assert!(rows.windows(2).all(|w| w[0].end == w[1].start), "{rows:?}");
+        let by_bytes = plan(
+            &bundles,
+            Budget {
+                cells: u64::MAX,
+                bytes: 100_000,
+            },
+        );
+        assert!(by_bytes.iter().all(|t| t.bytes <= 100_000), "{by_bytes:?}");
     }
 
     #[test]
