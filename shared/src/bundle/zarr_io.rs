@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value, json};
 use zarrs::array::{
     Array, ArrayBuilder, Element, ElementOwned, FillValueMetadata, codec::ZstdCodec, data_type,
@@ -137,27 +136,28 @@ pub async fn store_chunks<T: Column>(
     let path = array.path().as_str().to_string();
     let n_chunks = (values.len() as u64).div_ceil(chunk);
     let path = &path;
-    // Futures built eagerly (each owns its chunk): a lazily mapped stream of borrowing
-    // closures is not `Send`, which the Lambda runtime needs.
-    let writes: Vec<_> = (0..n_chunks)
-        .map(|i| {
-            let start = (i * chunk) as usize;
-            let end = (start + chunk as usize).min(values.len());
-            let mut part: Vec<T> = values[start..end].to_vec();
-            // A regular grid's last chunk is full size on disk, padded with the fill value.
-            part.resize(chunk as usize, T::fill());
-            async move {
-                array
-                    .async_store_chunk(&[first_chunk + i], part)
-                    .await
-                    .map_err(|e| zarr_err(path, e))
-            }
-        })
-        .collect();
-    futures::stream::iter(writes)
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+    // Batches of futures built eagerly, each owning its chunk: a lazily mapped stream of
+    // borrowing closures is not `Send` (which the Lambda runtime needs), and a batch at
+    // a time keeps the copies to a few chunks.
+    let batch = WRITE_CONCURRENCY as u64;
+    for first in (0..n_chunks).step_by(WRITE_CONCURRENCY) {
+        let writes: Vec<_> = (first..(first + batch).min(n_chunks))
+            .map(|i| {
+                let start = (i * chunk) as usize;
+                let end = (start + chunk as usize).min(values.len());
+                let mut part: Vec<T> = values[start..end].to_vec();
+                // A regular grid's last chunk is full size on disk, padded with the fill value.
+                part.resize(chunk as usize, T::fill());
+                async move {
+                    array
+                        .async_store_chunk(&[first_chunk + i], part)
+                        .await
+                        .map_err(|e| zarr_err(path, e))
+                }
+            })
+            .collect();
+        futures::future::try_join_all(writes).await?;
+    }
     Ok(())
 }
 
