@@ -61,6 +61,17 @@ impl App {
         app
     }
 
+    /// An app with any invoker (a test double, say); [`App::idle`] returns at once.
+    pub fn with_invoker(config: Config, store: DynStore, invoker: DynInvoker) -> Arc<App> {
+        Arc::new(App {
+            config,
+            store,
+            invoker,
+            learnt: Mutex::new(HashMap::new()),
+            in_process: None,
+        })
+    }
+
     /// An app that opens the configured store and invokes functions in this process.
     pub async fn embedded(config: Config) -> Result<Arc<App>, Error> {
         let store = crate::store::open(&config.store).await?;
@@ -72,13 +83,7 @@ impl App {
         let store = crate::store::open(&config.store).await?;
         let names = config.clone();
         let invoker = LambdaInvoker::from_env(|f| names.function_name(f).to_string()).await;
-        Ok(Arc::new(App {
-            config,
-            store,
-            invoker: Arc::new(invoker),
-            learnt: Mutex::new(HashMap::new()),
-            in_process: None,
-        }))
+        Ok(Self::with_invoker(config, store, Arc::new(invoker)))
     }
 
     /// Waits until every in-process invocation has finished (at once on Lambda).

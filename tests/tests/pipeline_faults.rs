@@ -176,3 +176,44 @@ async fn the_deadline_fails_a_request_that_cannot_finish() {
         "{message}"
     );
 }
+
+/// Refuses every invocation, as a throttled or misconfigured Lambda would.
+#[derive(Debug)]
+struct Refusing;
+
+#[async_trait::async_trait]
+impl cellmatrix::invoke::Invoker for Refusing {
+    async fn invoke(
+        &self,
+        function: cellmatrix::invoke::Function,
+        _payload: serde_json::Value,
+    ) -> Result<(), cellmatrix::Error> {
+        Err(cellmatrix::Error::Conflict(format!(
+            "{function}: access denied (injected)"
+        )))
+    }
+    fn counts(&self) -> std::collections::HashMap<cellmatrix::invoke::Function, u64> {
+        Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_cannot_start_is_failed_and_runs_when_submitted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    ingest_samples(&store).await;
+    let body = REQUEST.as_bytes();
+    let broken = App::with_invoker(config(), store.clone(), Arc::new(Refusing));
+    let answer = cellmatrix::handlers::driver::handle(&broken, "POST", "/v1/matrix", body).await;
+    assert_eq!(answer.status, 500, "{}", answer.body);
+    assert!(
+        answer.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("access denied")
+    );
+    let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
+    let app = App::in_process(config(), store.clone(), |_| 2);
+    let (_, status) = run_request(&app, &request).await;
+    assert_eq!(status["status"], "Succeeded", "{status}");
+}

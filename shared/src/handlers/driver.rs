@@ -185,7 +185,7 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
         for o in store.list(&keys.errors()).await? {
             store.delete(&o.key).await?;
         }
-        start(app, &existing).await?;
+        start_or_fail(app, &existing).await?;
         return status_response(app, &existing, 202).await;
     }
 
@@ -205,7 +205,7 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
     put_json(store, &keys.genes(), &genes).await?;
     put_json(store, &keys.run(), &new_run(app)).await?;
     if put_json_if_absent(store, &keys.request(), &stored).await? == PutOutcome::Created {
-        start(app, &stored).await?;
+        start_or_fail(app, &stored).await?;
     }
     status_response(app, &stored, 202).await
 }
@@ -216,6 +216,20 @@ fn new_run(app: &App) -> RunInfo {
         started_ms: now,
         deadline_ms: now + app.config.request_timeout.as_millis() as u64,
     }
+}
+
+/// Starts the request; if it cannot be started, records it Failed, so that the same
+/// request submitted again runs again instead of waiting for its deadline.
+async fn start_or_fail(app: &App, stored: &StoredRequest) -> Result<(), Error> {
+    let outcome = start(app, stored).await;
+    if let Err(e) = &outcome {
+        let keys = Keys::new(&stored.id);
+        let failure = Failure::now(format!("the request could not be started: {e}"));
+        if let Err(write) = put_json_if_absent(&app.store, &keys.failed(), &failure).await {
+            tracing::error!(request = %stored.id, error = %write, "cannot record the failure");
+        }
+    }
+    outcome
 }
 
 /// Invokes the collector and the mappers.
