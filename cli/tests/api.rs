@@ -215,7 +215,8 @@ async fn api_answers_without_data() {
     let message = error(r, 404).await;
     assert!(message.contains("/nowhere"), "{message}");
     let r = http.put(format!("{base}/v1/formats")).send().await.unwrap();
-    error(r, 404).await;
+    let message = error(r, 405).await;
+    assert!(message.contains("GET"), "{message}");
     let r = http.get(format!("{base}/")).send().await.unwrap();
     error(r, 404).await;
 

@@ -333,6 +333,9 @@ async fn bad_requests_get_a_4xx_and_start_nothing() {
         store.list("requests/").await.unwrap().is_empty(),
         "a bad request left state behind"
     );
+    let wrong = driver::handle(&app, "PUT", "/v1/matrix", b"{}").await;
+    assert_eq!(wrong.status, 405, "{}", wrong.body);
+    assert!(wrong.body["message"].as_str().unwrap().contains("POST"));
     for (path, status) in [
         ("/v1/matrix/zzz", 400),
         (&*format!("/v1/matrix/{}", "0".repeat(32)), 404),

@@ -74,6 +74,22 @@ impl From<Rejection> for HttpResponse {
 /// after everything the functions need.
 pub async fn handle(app: &App, method: &str, path: &str, body: &[u8]) -> HttpResponse {
     let Some(pattern) = matched_route(method, path) else {
+        let allowed: Vec<&str> = ROUTES
+            .iter()
+            .map(|&(m, _)| m)
+            .filter(|&m| matched_route(m, path).is_some())
+            .collect();
+        if !allowed.is_empty() {
+            return HttpResponse::error(
+                405,
+                format!(
+                    "{} is not allowed on {}; use {}",
+                    clip(method),
+                    clip(path),
+                    allowed.join(" or ")
+                ),
+            );
+        }
         return HttpResponse::error(404, format!("no route {} {}", clip(method), clip(path)));
     };
     let id = || path.rsplit('/').next().unwrap_or("");
