@@ -123,7 +123,11 @@ impl Invoker for InProcess {
         // The same contract as Lambda: the payload crosses as JSON text.
         let payload: Value = serde_json::from_str(&payload.to_string())
             .map_err(|e| Error::input("invocation payload", e.to_string()))?;
-        let slots = self.limits[&function].clone();
+        // A collector spends its life waiting for other invocations: counted against the
+        // reducer's limit, enough concurrent requests would hold every slot and leave
+        // none for the consolidation shards they wait for.
+        let waits_on_others = function == Function::Reducer && payload["mode"]["kind"] == "collect";
+        let slots = (!waits_on_others).then(|| self.limits[&function].clone());
         *self
             .counts
             .lock()
@@ -133,8 +137,12 @@ impl Invoker for InProcess {
         let guard = self.tasks.enter();
         tokio::spawn(async move {
             let _guard = guard;
-            let Ok(_permit) = slots.acquire_owned().await else {
-                return;
+            let _permit = match slots {
+                Some(slots) => match slots.acquire_owned().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return,
+                },
+                None => None,
             };
             if let Err(e) = target.dispatch(function, payload).await {
                 tracing::warn!(%function, error = %e, retryable = e.is_retryable(), "invocation failed");
@@ -255,5 +263,78 @@ impl Invoker for LambdaInvoker {
 
     fn counts(&self) -> HashMap<Function, u64> {
         self.counts.lock().expect("counts lock").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::FutureExt;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Counts runs and the most at once; collectors wait until all of them run.
+    #[derive(Default)]
+    struct Probe {
+        running: AtomicUsize,
+        most: AtomicUsize,
+        done: AtomicUsize,
+        collectors: tokio::sync::Notify,
+        waiting: AtomicUsize,
+    }
+
+    impl Dispatch for Probe {
+        fn dispatch(
+            self: Arc<Self>,
+            function: Function,
+            payload: Value,
+        ) -> BoxFuture<'static, Result<(), Error>> {
+            async move {
+                if payload["mode"]["kind"] == "collect" {
+                    if self.waiting.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
+                        self.collectors.notify_waiters();
+                    } else {
+                        let notified = self.collectors.notified();
+                        if self.waiting.load(Ordering::SeqCst) < 5 {
+                            notified.await;
+                        }
+                    }
+                } else {
+                    let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+                    self.most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    self.running.fetch_sub(1, Ordering::SeqCst);
+                }
+                let _ = function;
+                self.done.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn limits_hold_and_collectors_do_not_take_slots() {
+        let probe = Arc::new(Probe::default());
+        let invoker = InProcess::new(|_| 2);
+        let target: Arc<dyn Dispatch> = probe.clone();
+        invoker.bind(Arc::downgrade(&target));
+        for _ in 0..5 {
+            invoker
+                .invoke(Function::Reducer, json!({"mode": {"kind": "collect"}}))
+                .await
+                .unwrap();
+        }
+        for _ in 0..10 {
+            invoker.invoke(Function::Worker, json!({})).await.unwrap();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(10), invoker.idle())
+            .await
+            .expect("collectors waiting on each other were not all running");
+        assert_eq!(probe.done.load(Ordering::SeqCst), 15);
+        assert!(probe.most.load(Ordering::SeqCst) <= 2);
+        assert_eq!(invoker.counts()[&Function::Worker], 10);
     }
 }
