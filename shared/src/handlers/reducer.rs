@@ -25,8 +25,8 @@ use crate::state::{
     Consolidation, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress, ResultRecord,
     RunInfo, StoredRequest, get_json, now_ms, put_json, put_json_if_absent,
 };
+use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
-use crate::store::{DynStore, PutOutcome};
 
 /// Rows per chunk of the output's row arrays (`X/indptr`, obs).
 pub const OUT_ROWS_PER_CHUNK: u64 = 1 << 14;
@@ -354,12 +354,10 @@ impl<'a> Collector<'a> {
         let plan = match get_json::<Consolidation>(store, &self.keys.consolidate()).await? {
             Some(p) => p,
             None => {
+                // Computed from immutable markers, so a duplicate collector that wins
+                // the race stores the same plan.
                 let plan = self.consolidation_plan();
-                if put_json_if_absent(store, &self.keys.consolidate(), &plan).await?
-                    == PutOutcome::Created
-                {
-                    self.shards_started = false;
-                }
+                put_json_if_absent(store, &self.keys.consolidate(), &plan).await?;
                 plan
             }
         };
