@@ -242,6 +242,17 @@ mod tests {
         .unwrap();
         let reader = BundleReader::open(&store, &fqid).await.unwrap();
         let qc = crate::bundle::qc::compute(&src.matrix, &src.features);
+        // The manifest's size is what is stored (counted while writing, not listed).
+        let manifest = read_manifest(&store, &fqid).await.unwrap().unwrap();
+        let listed: u64 = store
+            .list(&format!("{}/", zarr_prefix(&fqid)))
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| o.size)
+            .sum();
+        assert!(listed > 0);
+        assert_eq!(manifest.stored_bytes, listed);
         for (a, b) in [
             (0, 300),
             (0, 64),

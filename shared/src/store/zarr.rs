@@ -163,10 +163,14 @@ impl AsyncReadableStorageTraits for ZarrStore {
 #[async_trait::async_trait]
 impl AsyncWritableStorageTraits for ZarrStore {
     async fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
+        let len = value.len() as u64;
         self.inner
             .put(&self.blob_key(key), value)
             .await
-            .map_err(wrap)
+            .map_err(wrap)?;
+        self.written
+            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     async fn set_partial_many<'a>(
