@@ -144,6 +144,9 @@ pub struct StoredRequest {
     pub bundles: Vec<Fqid>,
     /// Number of mapper groups.
     pub groups: u32,
+    /// Bundles per group (the setting when the request was first submitted, so a re-run
+    /// or a re-invoked mapper groups the bundles the same way).
+    pub bundles_per_mapper: usize,
     /// Element type of the output counts.
     pub value_type: ValueType,
     /// Number of output genes.

@@ -194,7 +194,9 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
             return status_response(app, &existing, 202).await;
         }
         // Ran before and ended badly: run again. Parts and markers of tasks that were
-        // done are the same bytes a new run would write, so they stay.
+        // done are the same bytes a new run would write, so they stay. The new deadline
+        // goes first, so the request never looks overdue in between.
+        put_json(store, &keys.run(), &new_run(app)).await?;
         for key in [keys.failed(), keys.cancel()] {
             store.delete(&key).await?;
         }
@@ -212,6 +214,7 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
             .bundles
             .len()
             .div_ceil(app.config.bundles_per_mapper) as u32,
+        bundles_per_mapper: app.config.bundles_per_mapper,
         bundles: resolved.bundles,
         value_type: output_type(&resolved.entries),
         n_genes: genes.len() as u64,
@@ -259,11 +262,7 @@ async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
     app.invoker
         .invoke(Function::Reducer, to_value(&collect)?)
         .await?;
-    for (group, bundles) in stored
-        .bundles
-        .chunks(app.config.bundles_per_mapper)
-        .enumerate()
-    {
+    for (group, bundles) in stored.bundles.chunks(stored.bundles_per_mapper).enumerate() {
         let event = MapperEvent {
             request_id: stored.id.clone(),
             group: group as u32,

@@ -268,7 +268,7 @@ impl<'a> Collector<'a> {
             .strip_prefix("group-")
             .and_then(|g| g.parse::<u32>().ok())
         {
-            let per = self.app.config.bundles_per_mapper;
+            let per = self.stored.bundles_per_mapper;
             let bundles = self
                 .stored
                 .bundles
