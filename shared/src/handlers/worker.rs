@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt;
+
 use crate::app::App;
 use crate::bundle::reader::{BundleReader, BundleShape};
 use crate::bundle::zarr_io::{encoding, write_array};
@@ -102,30 +104,30 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
 
     let mut part = PartBuilder::new(view.stored.value_type, &view.fields);
     let mut remaps: HashMap<String, Vec<Option<u32>>> = HashMap::new();
+    for slice in &spec.slices {
+        let set = &slice.bundle.feature_set;
+        if !remaps.contains_key(set) {
+            let features = feature_set(app, set).await?;
+            remaps.insert(set.clone(), genes.remap(&features));
+        }
+    }
+    // Slices are read a few at a time (a task of one-cell SmartSeq2 bundles is hundreds
+    // of small reads, latency-bound on S3) and added in order, so the part is the same.
+    // Futures built eagerly for `Send`; `buffered` polls at most SLICES_IN_FLIGHT.
+    let reads: Vec<_> = spec
+        .slices
+        .iter()
+        .map(|slice| read_slice(&store, keys, slice))
+        .collect();
+    let mut reads = futures::stream::iter(reads).buffered(SLICES_IN_FLIGHT);
     let mut cells_in = 0;
     for slice in &spec.slices {
-        // Between slices, not within: a slice is the unit of work a cancel may waste.
-        if crate::state::exists(&store, &keys.cancel()).await? {
-            return Err(Error::Cancelled(keys.id().to_string()));
-        }
-        let b = &slice.bundle;
-        if !remaps.contains_key(&b.feature_set) {
-            let features = feature_set(app, &b.feature_set).await?;
-            remaps.insert(b.feature_set.clone(), genes.remap(&features));
-        }
-        let reader = BundleReader::with_shape(
-            &store,
-            BundleShape {
-                fqid: b.fqid.clone(),
-                n_cells: b.n_cells,
-                n_features: b.n_features,
-                nnz: b.nnz,
-                value_type: b.value_type,
-            },
-        )
-        .await?;
-        let rows = reader.read_rows(slice.rows.clone()).await?;
+        let rows = reads
+            .next()
+            .await
+            .ok_or_else(|| Error::Conflict("a slice read went missing".into()))??;
         cells_in += rows.cells.len() as u64;
+        let b = &slice.bundle;
         part.add(b, &rows, &remaps[&b.feature_set], view.filter.as_ref())?;
     }
     let stats = part.write(&store, &keys.part(&event.task_id)).await?;
@@ -141,6 +143,34 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
         attempt: event.attempt,
     };
     put_json(&app.store, &keys.done(&event.task_id), &marker).await
+}
+
+/// Slices of a task read at once.
+const SLICES_IN_FLIGHT: usize = 8;
+
+/// Reads one slice, unless the request was cancelled: the cancel marker is checked
+/// before each slice, not within one (a slice is the unit of work a cancel may waste).
+async fn read_slice(
+    store: &DynStore,
+    keys: &Keys,
+    slice: &crate::state::SliceSpec,
+) -> Result<crate::bundle::reader::Rows, Error> {
+    if crate::state::exists(store, &keys.cancel()).await? {
+        return Err(Error::Cancelled(keys.id().to_string()));
+    }
+    let b = &slice.bundle;
+    let reader = BundleReader::with_shape(
+        store,
+        BundleShape {
+            fqid: b.fqid.clone(),
+            n_cells: b.n_cells,
+            n_features: b.n_features,
+            nnz: b.nnz,
+            value_type: b.value_type,
+        },
+    )
+    .await?;
+    reader.read_rows(slice.rows.clone()).await
 }
 
 /// A column of obs values.
