@@ -47,11 +47,12 @@ async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
             bytes: app.config.bytes_per_worker,
         },
     );
+    // A group holds up to `bundles_per_mapper` bundles and its plan as many slices: an
+    // index, not a scan per slice.
+    let by_fqid: std::collections::HashMap<&crate::fqid::Fqid, &CatalogEntry> =
+        entries.iter().map(|(f, e)| (f, e)).collect();
     let info = |fqid: &crate::fqid::Fqid| {
-        let (_, e) = entries
-            .iter()
-            .find(|(f, _)| f == fqid)
-            .expect("planned bundles come from the group");
+        let e = by_fqid[fqid];
         BundleInfo {
             fqid: fqid.clone(),
             n_cells: e.n_cells,
