@@ -44,6 +44,16 @@ pub struct Config {
     pub allow_private_urls: bool,
     /// Lifetime of presigned result URLs (`CELLMATRIX_URL_EXPIRY_SECS`, default 3600).
     pub url_expiry: Duration,
+    /// Largest dense size (cells × genes × value bytes) of a csv result
+    /// (`CELLMATRIX_CSV_MAX_BYTES`, default 2 GiB); a request that could pass it is
+    /// refused before it starts.
+    pub csv_max_bytes: u64,
+    /// Largest dense size of a loom result (`CELLMATRIX_LOOM_MAX_BYTES`, default 512 MiB);
+    /// loom is built in memory, so this bounds the reducer's memory too.
+    pub loom_max_bytes: u64,
+    /// Local directory for the conversions' temporary files (`CELLMATRIX_SCRATCH_DIR`,
+    /// default the system's temporary directory; `/tmp` on Lambda).
+    pub scratch_dir: std::path::PathBuf,
 }
 
 impl Config {
@@ -64,6 +74,9 @@ impl Config {
             shard_nnz: 1 << 26,
             allow_private_urls: false,
             url_expiry: Duration::from_secs(3600),
+            csv_max_bytes: 2 << 30,
+            loom_max_bytes: 512 << 20,
+            scratch_dir: std::env::temp_dir(),
         }
     }
 
@@ -123,6 +136,11 @@ impl Config {
             "CELLMATRIX_URL_EXPIRY_SECS",
             c.url_expiry.as_secs(),
         )?);
+        c.csv_max_bytes = num(&get, "CELLMATRIX_CSV_MAX_BYTES", c.csv_max_bytes)?;
+        c.loom_max_bytes = num(&get, "CELLMATRIX_LOOM_MAX_BYTES", c.loom_max_bytes)?;
+        if let Some(dir) = get("CELLMATRIX_SCRATCH_DIR") {
+            c.scratch_dir = dir.into();
+        }
         if c.bundles_per_mapper == 0 || c.cells_per_worker == 0 || c.shard_nnz == 0 {
             return Err(Error::input(
                 "configuration",
@@ -130,6 +148,14 @@ impl Config {
             ));
         }
         Ok(c)
+    }
+
+    /// The dense-format limits.
+    pub fn dense_limits(&self) -> crate::convert::DenseLimits {
+        crate::convert::DenseLimits {
+            csv_max_bytes: self.csv_max_bytes,
+            loom_max_bytes: self.loom_max_bytes,
+        }
     }
 
     /// The deployed name of `function`.

@@ -61,6 +61,17 @@ pub enum Error {
     /// The request was cancelled; work stops without an error to retry.
     #[error("request {0} was cancelled")]
     Cancelled(String),
+    /// Writing an output format failed.
+    #[error("writing the {format} output: {message}")]
+    Output {
+        /// The format.
+        format: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// A bug: a task panicked or an invariant broke.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -75,7 +86,9 @@ impl Error {
             | Error::InvalidId { .. }
             | Error::Io { .. }
             | Error::Zarr { .. }
-            | Error::Cancelled(_) => false,
+            | Error::Cancelled(_)
+            | Error::Output { .. }
+            | Error::Internal(_) => false,
         }
     }
 

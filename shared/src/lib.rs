@@ -21,6 +21,8 @@
 //! - [`invoke`]: the invoker trait, with the Lambda and the in-process implementations.
 //! - [`config`]: the settings read once per cold start.
 //! - [`app`]: the composition root (store, invoker, settings) the handlers share.
+//! - [`convert`]: the output formats (h5ad, loom, mtx, csv), streamed from the
+//!   consolidated Zarr by the reducer.
 //! - [`handlers`]: the entry points of the driver, mapper, worker and reducer, free of
 //!   Lambda crates so that the binaries, `cellmatrix serve` and the tests share them.
 //! - [`synth`]: synthetic 10x-like and SmartSeq2-like bundles for benchmarks.
@@ -29,6 +31,7 @@ pub mod app;
 pub mod bundle;
 pub mod catalog;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod filter;
 pub mod fqid;

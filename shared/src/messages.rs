@@ -129,7 +129,7 @@ pub struct ReducerEvent {
     pub mode: ReducerMode,
 }
 
-/// The two jobs of the reducer.
+/// The jobs of the reducer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ReducerMode {
@@ -140,6 +140,8 @@ pub enum ReducerMode {
         /// The shard's index in the consolidation plan.
         shard: u32,
     },
+    /// Convert the consolidated matrix to the requested format.
+    Convert,
 }
 
 #[cfg(test)]
@@ -179,6 +181,7 @@ mod tests {
                 ReducerMode::Consolidate { shard: 3 },
                 json!({"kind": "consolidate", "shard": 3}),
             ),
+            (ReducerMode::Convert, json!({"kind": "convert"})),
         ] {
             assert_eq!(serde_json::to_value(mode).unwrap(), value);
             assert_eq!(serde_json::from_value::<ReducerMode>(value).unwrap(), mode);

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::convert::Format;
 use crate::error::clip;
 use crate::filter::{Field, Filter};
 use crate::fqid::Fqid;
@@ -15,15 +16,6 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const MAX_BUNDLES: usize = 100_000;
 /// Most genes one request may name.
 pub const MAX_GENES: usize = 100_000;
-
-/// The output formats, with what `GET /v1/formats` says of them.
-pub const FORMATS: &[(&str, &str, &str, &str)] = &[(
-    "zarr",
-    "AnnData Zarr v3 group: X as CSR, obs with the requested fields, var with gene ids \
-     and names. Open with anndata.read_zarr.",
-    "application/vnd+zarr",
-    ".zarr",
-)];
 
 /// Where the bundles of a request come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +34,7 @@ pub struct MatrixRequest {
     /// The bundles.
     pub source: BundleSource,
     /// The output format.
-    pub format: String,
+    pub format: Format,
     /// The obs columns, in order.
     pub fields: Vec<Field>,
     /// A gene subset (ids or names), in order; `None` for the union of the bundles' genes.
@@ -126,15 +118,14 @@ impl MatrixRequest {
                 ));
             }
         };
-        let format = body.format.unwrap_or_else(|| "zarr".into());
-        if !FORMATS.iter().any(|f| f.0 == format) {
-            let known: Vec<&str> = FORMATS.iter().map(|f| f.0).collect();
+        let name = body.format.unwrap_or_else(|| "zarr".into());
+        let Some(format) = Format::parse(&name) else {
             return Err(Rejection::bad(format!(
                 "unknown format {:?} (known: {})",
-                clip(&format),
-                known.join(", ")
+                clip(&name),
+                Format::names().join(", ")
             )));
-        }
+        };
         let fields = match body.fields {
             None => Field::ALL.to_vec(),
             Some(names) => {
@@ -194,7 +185,7 @@ impl MatrixRequest {
                 BundleSource::Filter(f) => f.to_json(),
                 _ => Value::Null,
             },
-            "format": self.format,
+            "format": self.format.name(),
             "fields": self.fields.iter().map(|f| f.name()).collect::<Vec<_>>(),
             "genes": self.genes,
         })
@@ -265,7 +256,7 @@ mod tests {
     #[test]
     fn a_list_request_with_defaults() {
         let r = parse(json!({"bundle_fqids": [A, B]})).unwrap();
-        assert_eq!(r.format, "zarr");
+        assert_eq!(r.format, Format::Zarr);
         assert_eq!(r.fields, Field::ALL.to_vec());
         assert!(matches!(r.source, BundleSource::List(ref l) if l.len() == 2));
     }

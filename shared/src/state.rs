@@ -127,9 +127,25 @@ impl Keys {
     pub fn result(&self) -> String {
         self.at("result.json")
     }
-    /// Prefix of the output matrix (a Zarr group).
+    /// Prefix of the output Zarr group of a zarr request (and of [`Keys::zarr`]).
     pub fn output(&self) -> String {
-        format!("results/{}/matrix.zarr", self.id)
+        format!("{}/matrix.zarr", self.results())
+    }
+    /// Prefix of the result's files.
+    pub fn results(&self) -> String {
+        format!("results/{}", self.id)
+    }
+    /// Where the consolidation writes the Zarr group: the result itself for `zarr`, the
+    /// request's scratch space for a format converted from it.
+    pub fn zarr(&self, format: crate::convert::Format) -> String {
+        match format {
+            crate::convert::Format::Zarr => self.output(),
+            _ => self.at("matrix.zarr"),
+        }
+    }
+    /// The conversion's record.
+    pub fn converted(&self) -> String {
+        self.at("converted.json")
     }
 }
 
@@ -350,6 +366,22 @@ pub struct ResultRecord {
     pub planned_after_ms: u64,
     /// When every task was done, ms after start.
     pub collected_after_ms: u64,
+    /// The conversion, for a format other than zarr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<Converted>,
+}
+
+/// What the conversion to the requested format wrote: `converted.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Converted {
+    /// The format.
+    pub format: String,
+    /// The files: key and size.
+    pub files: Vec<(String, u64)>,
+    /// How long the conversion took, ms.
+    pub duration_ms: u64,
+    /// The reducer's peak resident memory during the conversion, bytes.
+    pub peak_rss_bytes: u64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -413,6 +445,12 @@ pub async fn put_json_if_absent<T: Serialize>(
 /// Whether an object exists.
 pub async fn exists(store: &DynStore, key: &str) -> Result<bool, Error> {
     Ok(store.size(key).await?.is_some())
+}
+
+/// Resets this process's peak resident memory to its current size, so that a later
+/// [`peak_rss_bytes`] measures one phase (Linux: `/proc/self/clear_refs`; best effort).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak resident memory of this process (VmHWM), 0 where unknown.

@@ -238,8 +238,20 @@ pub fn check_reference(
     bundles: &[RefBundle],
     request: &serde_json::Value,
 ) -> String {
+    // A zarr result is checked at `output`; the other formats' files lie in it.
+    let format = request
+        .get("format")
+        .and_then(|f| f.as_str())
+        .unwrap_or("zarr");
+    let output = match format {
+        "h5ad" => output.join("matrix.h5ad"),
+        "loom" => output.join("matrix.loom"),
+        "mtx" => output.join("filtered_feature_bc_matrix.tar.gz"),
+        _ => output.to_path_buf(),
+    };
     let spec = serde_json::json!({
         "output": output,
+        "format": format,
         "bundles": bundles,
         "filter": request.get("filter"),
         "fields": request.get("fields"),
@@ -268,4 +280,52 @@ pub async fn download(
         std::fs::write(&path, &body).expect("write");
     }
     dir.join(prefix)
+}
+
+/// The full PBMC3k (one 10x bundle) and Chung (563 one-cell SmartSeq2 bundles).
+pub async fn ingest_real(store: &cellmatrix::store::DynStore) -> Vec<RefBundle> {
+    let data = test_data();
+    let mut bundles = ingest_for_reference(
+        store,
+        &data.join("pbmc.h5ad"),
+        "h5ad",
+        None,
+        cellmatrix::ingest::IngestOptions {
+            metadata: cellmatrix::bundle::BundleMetadata {
+                project: Some("pbmc3k".into()),
+                organ: Some("blood".into()),
+                species: Some("Homo sapiens".into()),
+                assay: Some("10x".into()),
+                donor: None,
+            },
+            ..Default::default()
+        },
+        serde_json::json!({"project": "pbmc3k", "organ": "blood", "species": "Homo sapiens", "assay": "10x"}),
+    )
+    .await;
+    bundles.extend(
+        ingest_for_reference(
+            store,
+            &data.join("chung_counts.tsv"),
+            "table",
+            Some("genes-by-cells"),
+            cellmatrix::ingest::IngestOptions {
+                one_bundle_per_cell: true,
+                orientation: cellmatrix::ingest::Orientation::GenesByCells,
+                metadata: cellmatrix::bundle::BundleMetadata {
+                    project: Some("chung-park-2017".into()),
+                    organ: Some("breast".into()),
+                    species: Some("Homo sapiens".into()),
+                    assay: Some("smartseq2".into()),
+                    donor: Some("chung-bc".into()),
+                },
+                ..Default::default()
+            },
+            serde_json::json!({"project": "chung-park-2017", "organ": "breast", "species": "Homo sapiens",
+                   "assay": "smartseq2", "donor": "chung-bc"}),
+        )
+        .await,
+    );
+    bundles.sort_by(|a, b| a.fqid.cmp(&b.fqid));
+    bundles
 }

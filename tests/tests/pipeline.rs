@@ -15,8 +15,7 @@ use cellmatrix::store::DynStore;
 use cellmatrix::store::counting::Counting;
 use cellmatrix::store::fs::FsStore;
 use cellmatrix_tests::{
-    RefBundle, check_reference, download, ingest_for_reference, ingest_samples, moto_store,
-    run_request, test_data,
+    RefBundle, check_reference, download, ingest_real, ingest_samples, moto_store, run_request,
 };
 use serde_json::{Value, json};
 
@@ -31,54 +30,6 @@ fn config(cells_per_worker: u64, shard_nnz: u64) -> Config {
 
 fn fs_store(dir: &tempfile::TempDir) -> DynStore {
     Arc::new(FsStore::open(dir.path()).unwrap())
-}
-
-/// The full PBMC3k (one 10x bundle) and Chung (563 one-cell SmartSeq2 bundles).
-async fn ingest_real(store: &DynStore) -> Vec<RefBundle> {
-    let data = test_data();
-    let mut bundles = ingest_for_reference(
-        store,
-        &data.join("pbmc.h5ad"),
-        "h5ad",
-        None,
-        cellmatrix::ingest::IngestOptions {
-            metadata: cellmatrix::bundle::BundleMetadata {
-                project: Some("pbmc3k".into()),
-                organ: Some("blood".into()),
-                species: Some("Homo sapiens".into()),
-                assay: Some("10x".into()),
-                donor: None,
-            },
-            ..Default::default()
-        },
-        json!({"project": "pbmc3k", "organ": "blood", "species": "Homo sapiens", "assay": "10x"}),
-    )
-    .await;
-    bundles.extend(
-        ingest_for_reference(
-            store,
-            &data.join("chung_counts.tsv"),
-            "table",
-            Some("genes-by-cells"),
-            cellmatrix::ingest::IngestOptions {
-                one_bundle_per_cell: true,
-                orientation: cellmatrix::ingest::Orientation::GenesByCells,
-                metadata: cellmatrix::bundle::BundleMetadata {
-                    project: Some("chung-park-2017".into()),
-                    organ: Some("breast".into()),
-                    species: Some("Homo sapiens".into()),
-                    assay: Some("smartseq2".into()),
-                    donor: Some("chung-bc".into()),
-                },
-                ..Default::default()
-            },
-            json!({"project": "chung-park-2017", "organ": "breast", "species": "Homo sapiens",
-                   "assay": "smartseq2", "donor": "chung-bc"}),
-        )
-        .await,
-    );
-    bundles.sort_by(|a, b| a.fqid.cmp(&b.fqid));
-    bundles
 }
 
 /// Three requests that differ in every respect the reference computes: a mixed cell

@@ -12,7 +12,9 @@ use cellmatrix::app::App;
 use cellmatrix::config::Config;
 use cellmatrix::state::Keys;
 use cellmatrix::store::fs::FsStore;
-use cellmatrix::store::{BlobStore, DynStore, ObjectMeta, PutOutcome, StoreError, StoreResult};
+use cellmatrix::store::{
+    BlobStore, DynStore, ObjectMeta, PutOutcome, StoreError, StoreResult, Upload,
+};
 use cellmatrix_tests::{ingest_samples, run_request};
 use serde_json::json;
 
@@ -68,6 +70,10 @@ impl BlobStore for FlakyParts {
     }
     async fn presign_get(&self, key: &str, expires: Duration) -> StoreResult<String> {
         self.inner.presign_get(key, expires).await
+    }
+    async fn start_upload(&self, key: &str) -> StoreResult<Arc<dyn Upload>> {
+        self.check(key)?;
+        self.inner.start_upload(key).await
     }
     fn describe(&self) -> String {
         self.inner.describe()

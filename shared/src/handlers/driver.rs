@@ -130,13 +130,32 @@ pub fn matched_route(method: &str, path: &str) -> Option<&'static str> {
 }
 
 fn formats() -> HttpResponse {
-    let formats: Vec<Value> = request::FORMATS
-        .iter()
-        .map(|(name, description, media_type, extension)| {
-            json!({"name": name, "description": description, "media_type": media_type, "extension": extension})
-        })
-        .collect();
-    HttpResponse::json(200, json!({ "formats": formats }))
+    HttpResponse::json(200, crate::convert::format::formats_document())
+}
+
+/// Refuses a dense format whose result could pass its limit, before anything is written:
+/// the bound is every cell of the selected bundles (a cell filter only removes cells).
+fn dense_refusal(
+    app: &App,
+    format: crate::convert::Format,
+    entries: &[CatalogEntry],
+    n_genes: u64,
+) -> Option<Rejection> {
+    let limit = app.config.dense_limits().of(format)?;
+    let cells: u64 = entries.iter().map(|e| e.n_cells).sum();
+    let width = match output_type(entries) {
+        ValueType::Float64 => 8,
+        _ => 4,
+    };
+    let bytes = cells.saturating_mul(n_genes).saturating_mul(width);
+    (bytes > limit).then(|| Rejection {
+        status: 422,
+        message: format!(
+            "format {:?} stores every value, zeros included: up to {cells} cells x {n_genes}              genes is {bytes} bytes of values, over this service's limit of {limit} bytes.              Ask for format \"h5ad\" or \"mtx\", which store only the nonzero values, or \
+             select fewer bundles or genes",
+            format.name()
+        ),
+    })
 }
 
 fn fields() -> HttpResponse {
@@ -180,6 +199,9 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
         Ok(g) => g,
         Err(r) => return Ok(r.into()),
     };
+    if let Some(r) = dense_refusal(app, req.format, &resolved.entries, genes.len() as u64) {
+        return Ok(r.into());
+    }
     let id = req.id(&resolved.bundles);
     let keys = Keys::new(&id);
     let store = &app.store;
@@ -697,6 +719,10 @@ async fn result_document(app: &App, r: &ResultRecord) -> Result<Value, Error> {
         "n_genes": r.n_genes,
         "nnz": r.nnz,
         "files": files,
+        "conversion": r.conversion.as_ref().map(|c| json!({
+            "seconds": c.duration_ms as f64 / 1000.0,
+            "peak_rss_bytes": c.peak_rss_bytes,
+        })),
     }))
 }
 

@@ -15,6 +15,8 @@ use crate::bundle::zarr_io::{
     Column, ZArray, array_handle, encoding, open_array, read_range, store_chunks, write_array,
     write_group,
 };
+use crate::convert::Format;
+use crate::convert::source::MatrixSource;
 use crate::error::Error;
 use crate::filter::{CellField, Field};
 use crate::genes::GeneSpace;
@@ -22,8 +24,8 @@ use crate::handlers::worker::RequestView;
 use crate::invoke::Function;
 use crate::messages::{MapperEvent, ReducerEvent, ReducerMode, TaskId, WorkerEvent};
 use crate::state::{
-    Consolidation, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress, ResultRecord,
-    RunInfo, StoredRequest, get_json, now_ms, put_json, put_json_if_absent,
+    Consolidation, Converted, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress,
+    ResultRecord, RunInfo, StoredRequest, get_json, now_ms, put_json, put_json_if_absent,
 };
 use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
@@ -55,7 +57,56 @@ pub async fn handle_until(
             }
             outcome
         }
+        ReducerMode::Convert => {
+            let outcome = convert(app, &keys).await;
+            if let Err(e) = &outcome {
+                super::record_error(app, &keys, "convert", 0, e).await;
+            }
+            outcome
+        }
     }
+}
+
+/// Converts the consolidated Zarr to the requested format and records what it wrote,
+/// with the time and this process's peak memory while converting.
+async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
+    let store = &app.store;
+    if crate::state::exists(store, &keys.converted()).await? {
+        return Ok(());
+    }
+    let view = RequestView::read(store, keys).await?;
+    let started = now_ms();
+    crate::state::reset_peak_rss();
+    let src = MatrixSource::open(
+        store,
+        &keys.zarr(view.format),
+        view.stored.value_type,
+        &view.fields,
+    )
+    .await?;
+    let files = crate::convert::convert(
+        &src,
+        store,
+        view.format,
+        &keys.results(),
+        &app.config.scratch_dir,
+        app.config.dense_limits(),
+    )
+    .await?;
+    let record = Converted {
+        format: view.format.name().to_string(),
+        files,
+        duration_ms: now_ms().saturating_sub(started),
+        peak_rss_bytes: crate::state::peak_rss_bytes(),
+    };
+    tracing::info!(
+        request = %keys.id(),
+        format = view.format.name(),
+        ms = record.duration_ms,
+        peak_rss = record.peak_rss_bytes,
+        "converted"
+    );
+    put_json(store, &keys.converted(), &record).await
 }
 
 /// What the collector has seen so far; markers are immutable, so each is read once.
@@ -70,6 +121,12 @@ struct Collector<'a> {
     planned_at: Option<u64>,
     collected_at: Option<u64>,
     shards_started: bool,
+    /// The request's settings, read once consolidation is under way.
+    view: Option<RequestView>,
+    /// Whether this collector wrote the output's metadata.
+    finished: bool,
+    /// Whether this collector started the conversion.
+    convert_started: bool,
     /// Re-invocations made so far, by error marker name: mapper and shard events carry no
     /// attempt number, so the collector counts for them.
     retries: HashMap<String, u32>,
@@ -95,6 +152,9 @@ impl<'a> Collector<'a> {
             planned_at: None,
             collected_at: None,
             shards_started: false,
+            view: None,
+            finished: false,
+            convert_started: false,
             retries: HashMap::new(),
         })
     }
@@ -282,6 +342,12 @@ impl<'a> Collector<'a> {
                 bundles,
             };
             self.invoke(Function::Mapper, &event).await
+        } else if name == "convert" {
+            let event = ReducerEvent {
+                request_id,
+                mode: ReducerMode::Convert,
+            };
+            self.invoke(Function::Reducer, &event).await
         } else if let Some(shard) = name
             .strip_prefix("shard-")
             .and_then(|s| s.parse::<u32>().ok())
@@ -377,15 +443,38 @@ impl<'a> Collector<'a> {
             }
             return Ok(false);
         }
-        let view = RequestView::read(store, &self.keys).await?;
-        finish(store, &self.keys, &view, &plan).await?;
+        if self.view.is_none() {
+            self.view = Some(RequestView::read(store, &self.keys).await?);
+        }
+        let view = self.view.as_ref().expect("read above");
+        if !self.finished {
+            finish(store, &self.keys, view, &plan).await?;
+            self.finished = true;
+        }
+        let conversion = match view.format {
+            Format::Zarr => None,
+            _ => match get_json::<Converted>(store, &self.keys.converted()).await? {
+                Some(c) => Some(c),
+                None => {
+                    if !self.convert_started {
+                        let event = ReducerEvent {
+                            request_id: self.keys.id().clone(),
+                            mode: ReducerMode::Convert,
+                        };
+                        self.invoke(Function::Reducer, &event).await?;
+                        self.convert_started = true;
+                    }
+                    return Ok(false);
+                }
+            },
+        };
         let started = self.run.started_ms;
         let record = ResultRecord {
-            format: view.stored.canonical["format"]
-                .as_str()
-                .unwrap_or("zarr")
-                .to_string(),
-            key: self.keys.output(),
+            format: view.format.name().to_string(),
+            key: match view.format {
+                Format::Zarr => self.keys.output(),
+                _ => self.keys.results(),
+            },
             n_cells: plan.n_cells,
             n_genes: view.stored.n_genes,
             nnz: plan.nnz,
@@ -393,6 +482,7 @@ impl<'a> Collector<'a> {
             finished_ms: now_ms(),
             planned_after_ms: self.planned_at.unwrap_or(started).saturating_sub(started),
             collected_after_ms: self.collected_at.unwrap_or(started).saturating_sub(started),
+            conversion,
         };
         put_json_if_absent(store, &self.keys.result(), &record).await?;
         Ok(true)
@@ -446,6 +536,8 @@ fn describe(name: &str) -> String {
         format!("planning of bundle group {g}")
     } else if let Some(s) = name.strip_prefix("shard-") {
         format!("consolidation shard {s}")
+    } else if name == "convert" {
+        "the conversion to the requested format".to_string()
     } else {
         name.to_string()
     }
@@ -527,7 +619,7 @@ async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Err
         return Ok(());
     }
     let view = RequestView::read(store, keys).await?;
-    let out = ZarrStore::new(store.clone(), &keys.output()).into_storage();
+    let out = ZarrStore::new(store.clone(), &keys.zarr(view.format)).into_storage();
     let mut parts = PartReaders::new(store.clone(), keys.clone());
     for (path, kind, len, chunk) in output_arrays(&view, &plan) {
         let chunks = shard_chunks(len.div_ceil(chunk), shard, plan.shards);
@@ -716,7 +808,7 @@ async fn finish(
     view: &RequestView,
     plan: &Consolidation,
 ) -> Result<(), Error> {
-    let out = ZarrStore::new(store.clone(), &keys.output()).into_storage();
+    let out = ZarrStore::new(store.clone(), &keys.zarr(view.format)).into_storage();
     for (path, kind, len, chunk) in output_arrays(view, plan) {
         let array = match (&kind, view.stored.value_type) {
             (Kind::Indptr, _) => array_handle::<i64>(&out, &path, len, chunk, attrs())?,

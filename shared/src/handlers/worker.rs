@@ -56,6 +56,8 @@ pub struct RequestView {
     pub filter: Option<Filter>,
     /// The obs columns.
     pub fields: Vec<Field>,
+    /// The output format.
+    pub format: crate::convert::Format,
 }
 
 impl RequestView {
@@ -82,10 +84,15 @@ impl RequestView {
                     .ok_or_else(|| corrupt(format!("bad field {v}")))
             })
             .collect::<Result<_, _>>()?;
+        let format = stored.canonical["format"]
+            .as_str()
+            .and_then(crate::convert::Format::parse)
+            .ok_or_else(|| corrupt("no format".into()))?;
         Ok(RequestView {
             stored,
             filter,
             fields,
+            format,
         })
     }
 }

@@ -28,6 +28,7 @@ pub async fn run_all(store: DynStore) {
     invalid_keys(&store).await;
     presign_get(&store).await;
     put_if_absent_race(&store).await;
+    streamed_writes(&store).await;
 }
 
 /// A fresh prefix for one check, so runs never see each other's keys.
@@ -562,4 +563,62 @@ pub async fn put_if_absent_race(store: &DynStore) {
         winners
     );
     assert_body(store, &key, &winners[0], "the race winner's body").await;
+}
+
+/// An [`ObjectWriter`](super::writer::ObjectWriter) writes objects of one part and of
+/// several (uploaded in parts), replaces an existing object, and an aborted write leaves
+/// nothing behind.
+pub async fn streamed_writes(store: &DynStore) {
+    use super::writer::ObjectWriter;
+    let name = store.describe();
+    let prefix = unique_prefix("streamed");
+    let part = super::MIN_PART_BYTES;
+    let big = random_bytes(2 * part + 12_345);
+    let key = format!("{prefix}/big");
+    store
+        .put(&key, Bytes::from_static(b"old"))
+        .await
+        .expect("put");
+    let mut w = ObjectWriter::with_part_bytes(store.clone(), &key, part);
+    // Uneven writes, so parts are cut inside a write.
+    for piece in big.chunks(1_000_003) {
+        w.write(piece).await.expect("write");
+    }
+    assert_eq!(
+        store.get(&key).await.expect("get").as_deref(),
+        Some(&b"old"[..]),
+        "{name}: an unfinished upload is visible"
+    );
+    assert_eq!(w.finish().await.expect("finish"), big.len() as u64);
+    let got = store.get(&key).await.expect("get").expect("object");
+    assert!(
+        got == big,
+        "{name}: a multipart object reads back different bytes"
+    );
+
+    let small_key = format!("{prefix}/small");
+    let mut w = ObjectWriter::with_part_bytes(store.clone(), &small_key, part);
+    w.write(b"hello ").await.expect("write");
+    w.write(b"world").await.expect("write");
+    w.finish().await.expect("finish");
+    assert_eq!(
+        store.get(&small_key).await.expect("get").as_deref(),
+        Some(&b"hello world"[..]),
+        "{name}: a one-part object"
+    );
+
+    let aborted = format!("{prefix}/aborted");
+    let mut w = ObjectWriter::with_part_bytes(store.clone(), &aborted, part);
+    w.write(&big).await.expect("write");
+    w.abort().await;
+    assert_eq!(
+        store.get(&aborted).await.expect("get"),
+        None,
+        "{name}: an aborted upload left an object"
+    );
+    let listed = store.list(&format!("{prefix}/")).await.expect("list");
+    assert_eq!(listed.len(), 2, "{name}: {listed:?}");
+    for k in [key, small_key] {
+        store.delete(&k).await.expect("delete");
+    }
 }

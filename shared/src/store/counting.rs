@@ -152,6 +152,11 @@ impl BlobStore for Counting {
         self.inner.presign_get(key, expires).await
     }
 
+    async fn start_upload(&self, key: &str) -> StoreResult<std::sync::Arc<dyn super::Upload>> {
+        self.puts.fetch_add(1, Ordering::Relaxed);
+        self.inner.start_upload(key).await
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

@@ -15,7 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    BlobStore, ObjectMeta, PutOutcome, StoreError, StoreResult, validate_key, validate_prefix,
+    BlobStore, ObjectMeta, PutOutcome, StoreError, StoreResult, Upload, validate_key,
+    validate_prefix,
 };
 
 const TMP_DIR: &str = ".tmp";
@@ -252,7 +253,74 @@ impl BlobStore for FsStore {
         Ok(format!("file://{}", self.path_of(key)?.display()))
     }
 
+    async fn start_upload(&self, key: &str) -> StoreResult<std::sync::Arc<dyn Upload>> {
+        let path = self.path_of(key)?;
+        let tmp = self.tmp_path();
+        let tmp2 = tmp.clone();
+        let file =
+            Self::blocking("start_upload", key, move || std::fs::File::create(&tmp2)).await?;
+        Ok(std::sync::Arc::new(FsUpload {
+            key: key.to_string(),
+            path,
+            tmp,
+            file: std::sync::Arc::new(file),
+            done: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
+    }
+}
+
+/// A part-wise write into a temporary file, renamed over the key on completion.
+#[derive(Debug)]
+struct FsUpload {
+    key: String,
+    path: PathBuf,
+    tmp: PathBuf,
+    file: std::sync::Arc<std::fs::File>,
+    done: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Upload for FsUpload {
+    async fn put_part(&self, _number: u32, offset: u64, body: Bytes) -> StoreResult<()> {
+        use std::os::unix::fs::FileExt;
+        let file = self.file.clone();
+        FsStore::blocking("put_part", &self.key, move || {
+            file.write_all_at(&body, offset)
+        })
+        .await
+    }
+
+    async fn complete(&self, _parts: u32) -> StoreResult<()> {
+        let (path, tmp) = (self.path.clone(), self.tmp.clone());
+        FsStore::blocking("complete_upload", &self.key, move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::rename(&tmp, &path)
+        })
+        .await?;
+        self.done.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn abort(&self) -> StoreResult<()> {
+        let tmp = self.tmp.clone();
+        FsStore::blocking("abort_upload", &self.key, move || {
+            not_found_is_none(std::fs::remove_file(&tmp)).map(|_| ())
+        })
+        .await
+    }
+}
+
+impl Drop for FsUpload {
+    fn drop(&mut self) {
+        // An upload dropped without completing leaves no temporary file behind.
+        if !self.done.load(Ordering::Relaxed) {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod counting;
 pub mod fs;
 pub mod s3;
+pub mod writer;
 pub mod zarr;
 
 /// What [`BlobStore::put_if_absent`] did.
@@ -124,8 +125,33 @@ pub trait BlobStore: Send + Sync + Debug {
     /// A URL from which the object can be downloaded for `expires`, without credentials.
     async fn presign_get(&self, key: &str, expires: Duration) -> StoreResult<String>;
 
+    /// Starts writing the object in parts, for objects too large to hold in memory.
+    /// Nothing is visible under `key` until [`Upload::complete`]. [`writer::ObjectWriter`]
+    /// is the convenient way to use it.
+    async fn start_upload(&self, key: &str) -> StoreResult<Arc<dyn Upload>>;
+
     /// A short description for logs and messages (`file:///data`, `s3://bucket/prefix`).
     fn describe(&self) -> String;
+}
+
+/// Smallest part of an [`Upload`] but the last (S3's limit).
+pub const MIN_PART_BYTES: usize = 5 << 20;
+/// Most parts of an [`Upload`] (S3's limit).
+pub const MAX_PARTS: u32 = 10_000;
+
+/// An object being written in parts: an S3 multipart upload, a temporary file on disk.
+#[async_trait::async_trait]
+pub trait Upload: Send + Sync + Debug {
+    /// Writes part `number` (1-based, at most [`MAX_PARTS`]), which starts at byte
+    /// `offset` of the object. Parts may be written concurrently and in any order; every
+    /// part but the last holds at least [`MIN_PART_BYTES`].
+    async fn put_part(&self, number: u32, offset: u64, body: Bytes) -> StoreResult<()>;
+
+    /// Makes parts `1..=parts` the object, replacing any previous value atomically.
+    async fn complete(&self, parts: u32) -> StoreResult<()>;
+
+    /// Drops what was written; the key is left as it was.
+    async fn abort(&self) -> StoreResult<()>;
 }
 
 /// A shared, dynamically typed store.

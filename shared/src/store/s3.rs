@@ -19,10 +19,13 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{
-    BlobStore, ObjectMeta, PutOutcome, StoreError, StoreResult, validate_key, validate_prefix,
+    BlobStore, ObjectMeta, PutOutcome, StoreError, StoreResult, Upload, validate_key,
+    validate_prefix,
 };
 
 /// Region used when neither the config nor the environment names one; moto and most
@@ -158,7 +161,7 @@ impl S3Config {
 pub struct S3Store {
     config: S3Config,
     client: Client,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
 }
 
 impl S3Store {
@@ -199,7 +202,7 @@ impl S3Store {
         let client = Client::from_conf(builder.build());
 
         Ok(S3Store {
-            permits: Semaphore::new(config.max_in_flight.max(1)),
+            permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             config,
             client,
         })
@@ -652,12 +655,144 @@ impl BlobStore for S3Store {
         Ok(request.uri().to_string())
     }
 
+    async fn start_upload(&self, key: &str) -> StoreResult<Arc<dyn Upload>> {
+        let full = self.full_key(key)?;
+        let _permit = self.permit("start_upload", key).await?;
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.config.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| classify("start_upload", key, &e))?;
+        let upload_id =
+            out.upload_id()
+                .map(str::to_string)
+                .ok_or_else(|| StoreError::Permanent {
+                    op: "start_upload",
+                    key: key.to_string(),
+                    message: "the server returned no upload id".into(),
+                })?;
+        Ok(Arc::new(S3Upload {
+            client: self.client.clone(),
+            permits: self.permits.clone(),
+            bucket: self.config.bucket.clone(),
+            key: key.to_string(),
+            full,
+            upload_id,
+            etags: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
     fn describe(&self) -> String {
         if self.config.prefix.is_empty() {
             format!("s3://{}", self.config.bucket)
         } else {
             format!("s3://{}/{}", self.config.bucket, self.config.prefix)
         }
+    }
+}
+
+/// An S3 multipart upload.
+#[derive(Debug)]
+struct S3Upload {
+    client: Client,
+    permits: Arc<Semaphore>,
+    bucket: String,
+    key: String,
+    full: String,
+    upload_id: String,
+    etags: Mutex<BTreeMap<u32, String>>,
+}
+
+impl S3Upload {
+    async fn permit(&self, op: &'static str) -> StoreResult<tokio::sync::SemaphorePermit<'_>> {
+        self.permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Transient {
+                op,
+                key: self.key.clone(),
+                message: "store is shutting down".to_string(),
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl Upload for S3Upload {
+    async fn put_part(&self, number: u32, _offset: u64, body: Bytes) -> StoreResult<()> {
+        let _permit = self.permit("put_part").await?;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.full)
+            .upload_id(&self.upload_id)
+            .part_number(number as i32)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| classify("put_part", &self.key, &e))?;
+        let etag = out.e_tag().unwrap_or_default().to_string();
+        self.etags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(number, etag);
+        Ok(())
+    }
+
+    async fn complete(&self, parts: u32) -> StoreResult<()> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let completed: Vec<CompletedPart> = {
+            let etags = self
+                .etags
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (1..=parts)
+                .map(|n| {
+                    etags.get(&n).map(|tag| {
+                        CompletedPart::builder()
+                            .part_number(n as i32)
+                            .e_tag(tag)
+                            .build()
+                    })
+                })
+                .collect::<Option<_>>()
+                .ok_or_else(|| StoreError::Permanent {
+                    op: "complete_upload",
+                    key: self.key.clone(),
+                    message: format!("not every one of {parts} parts was written"),
+                })?
+        };
+        let _permit = self.permit("complete_upload").await?;
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.full)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("complete_upload", &self.key, &e))
+    }
+
+    async fn abort(&self) -> StoreResult<()> {
+        let _permit = self.permit("abort_upload").await?;
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.full)
+            .upload_id(&self.upload_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("abort_upload", &self.key, &e))
     }
 }
 

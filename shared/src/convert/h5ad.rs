@@ -1,0 +1,266 @@
+//! AnnData HDF5 (`.h5ad`), written with hdf5-pure (pure Rust: no libhdf5, no cmake, so it
+//! builds on a fresh machine and in the Lambda build).
+//!
+//! The layout is the output Zarr's (docs/FORMAT.md) in HDF5: X as a CSR group, obs and var
+//! dataframes, empty `layers`/`obsm`/`obsp`/`varm`/`varp`/`uns`. X never sits in memory
+//! whole: the file is built with everything but X's values (obs, var and `X/indptr` are
+//! per-cell or per-gene), then `X/indices` and `X/data`, chunked, deflated and
+//! extensible, are appended a block of rows at a time on one blocking thread while the
+//! next block is read. The finished local file is streamed to the store in parts.
+
+use std::path::Path;
+
+use hdf5_pure::{
+    AttrValue, DatasetBuilder, FileAccessProperties, FileBuilder, GroupBuilder, MaxExtent,
+    MemoryStrategy, SyncPolicy,
+};
+
+use super::source::{MatrixSource, ObsValues, RowBlock, Values};
+use crate::error::Error;
+use crate::store::DynStore;
+use crate::store::writer::ObjectWriter;
+
+/// Values per chunk of `X/indices` and `X/data`. Below 65,536: hdf5-pure 0.47 encodes
+/// the chunk dimension of a larger chunk in a width libhdf5 refuses ("stored chunk
+/// dimension encoding length does not match"), found by the reader tests.
+const CHUNK: u64 = 1 << 15;
+/// deflate level of X (h5py's `compression="gzip"` default is 4).
+const DEFLATE: u32 = 4;
+/// Values per appended block.
+const BLOCK_VALUES: u64 = 1 << 22;
+/// Most rows per appended block.
+const BLOCK_ROWS: u64 = 1 << 16;
+
+fn h5_error(e: impl std::fmt::Display) -> Error {
+    Error::Output {
+        format: "h5ad",
+        message: e.to_string(),
+    }
+}
+
+fn vlen(s: &str) -> AttrValue {
+    AttrValue::VarLenString(s.to_string())
+}
+
+fn encoding(g: &mut GroupBuilder, kind: &str, version: &str) {
+    g.set_attr("encoding-type", vlen(kind));
+    g.set_attr("encoding-version", vlen(version));
+}
+
+fn dataset_encoding(d: &mut DatasetBuilder, kind: &str, version: &str) {
+    d.set_attr("encoding-type", vlen(kind));
+    d.set_attr("encoding-version", vlen(version));
+}
+
+/// Writes `src` as `.h5ad` to `key`; returns its size.
+pub async fn write(
+    src: &MatrixSource,
+    store: &DynStore,
+    key: &str,
+    scratch: &Path,
+) -> Result<u64, Error> {
+    let dir = tempfile::Builder::new()
+        .prefix("cellmatrix-h5ad-")
+        .tempdir_in(scratch)
+        .map_err(|e| Error::io(scratch, e))?;
+    let path = dir.path().join("matrix.h5ad");
+    let blocks = src.blocks(BLOCK_VALUES, BLOCK_ROWS);
+
+    // Everything per cell and per gene, read once.
+    let names = src.all_names().await?;
+    let obs = src.obs(0..src.n_cells).await?;
+    let first = match blocks.first() {
+        Some(r) => Some(src.rows(r.clone()).await?),
+        None => None,
+    };
+    let skeleton = Skeleton {
+        n_cells: src.n_cells,
+        n_genes: src.n_genes,
+        indptr: src.indptr.clone(),
+        names,
+        columns: src.columns.iter().map(|c| c.0.clone()).collect(),
+        obs,
+        gene_ids: src.gene_ids.clone(),
+        gene_names: src.gene_names.clone(),
+        first,
+        value_type: src.value_type,
+    };
+    let p = path.clone();
+    tokio::task::spawn_blocking(move || skeleton.write(&p))
+        .await
+        .map_err(|e| Error::Internal(format!("h5ad task failed: {e}")))??;
+
+    // The other blocks: read here, appended on one blocking thread, one block ahead.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RowBlock>(1);
+    let p = path.clone();
+    let appender = tokio::task::spawn_blocking(move || -> Result<(), Error> {
+        let props = FileAccessProperties::new()
+            .with_memory_strategy(MemoryStrategy::Bounded)
+            .with_sync_policy(SyncPolicy::OnClose);
+        let file = hdf5_pure::File::open_rw_with_options(&p, props).map_err(h5_error)?;
+        let mut indices = file.dataset("X/indices").map_err(h5_error)?;
+        let mut data = file.dataset("X/data").map_err(h5_error)?;
+        while let Some(block) = rx.blocking_recv() {
+            indices.append(&block.indices).map_err(h5_error)?;
+            match &block.data {
+                Values::U32(v) => data.append(v),
+                Values::F32(v) => data.append(v),
+                Values::F64(v) => data.append(v),
+            }
+            .map_err(h5_error)?;
+        }
+        drop((indices, data));
+        file.close().map_err(h5_error)
+    });
+    for range in blocks.iter().skip(1) {
+        let block = src.rows(range.clone()).await?;
+        if tx.send(block).await.is_err() {
+            break; // the appender stopped: its error is reported below
+        }
+    }
+    drop(tx);
+    appender
+        .await
+        .map_err(|e| Error::Internal(format!("h5ad task failed: {e}")))??;
+
+    upload(store, key, &path).await
+}
+
+/// Streams a local file into `key`; returns its size.
+pub async fn upload(store: &DynStore, key: &str, path: &Path) -> Result<u64, Error> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let mut out = ObjectWriter::new(store.clone(), key);
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = match file.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                out.abort().await;
+                return Err(Error::io(path, e));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        out.write(&buf[..n]).await?;
+    }
+    Ok(out.finish().await?)
+}
+
+/// Everything of the file but X's values after the first block.
+struct Skeleton {
+    n_cells: u64,
+    n_genes: u64,
+    indptr: Vec<i64>,
+    names: Vec<String>,
+    columns: Vec<String>,
+    obs: Vec<ObsValues>,
+    gene_ids: Vec<String>,
+    gene_names: Vec<String>,
+    first: Option<RowBlock>,
+    value_type: crate::bundle::ValueType,
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+impl Skeleton {
+    fn write(self, path: &Path) -> Result<(), Error> {
+        let mut b = FileBuilder::new();
+        b.set_attr("encoding-type", vlen("anndata"));
+        b.set_attr("encoding-version", vlen("0.1.0"));
+
+        let mut x = b.create_group("X");
+        encoding(&mut x, "csr_matrix", "0.1.0");
+        x.set_attr(
+            "shape",
+            AttrValue::I64Array(vec![self.n_cells as i64, self.n_genes as i64]),
+        );
+        x.create_dataset("indptr").with_i64_data(&self.indptr);
+        let (indices, data) = match &self.first {
+            Some(block) => (block.indices.clone(), block.data.clone()),
+            None => (Vec::new(), empty_values(self.value_type)),
+        };
+        extensible(x.create_dataset("indices").with_i32_data(&indices));
+        let d = x.create_dataset("data");
+        match &data {
+            Values::U32(v) => d.with_u32_data(v),
+            Values::F32(v) => d.with_f32_data(v),
+            Values::F64(v) => d.with_f64_data(v),
+        };
+        extensible(d);
+        b.add_group(x.finish());
+
+        let mut obs = b.create_group("obs");
+        encoding(&mut obs, "dataframe", "0.2.0");
+        obs.set_attr("_index", vlen("_index"));
+        obs.set_attr(
+            "column-order",
+            AttrValue::VarLenStringArray(self.columns.clone()),
+        );
+        dataset_encoding(
+            obs.create_dataset("_index")
+                .with_vlen_strings(&strs(&self.names)),
+            "string-array",
+            "0.2.0",
+        );
+        for (name, values) in self.columns.iter().zip(&self.obs) {
+            let d = obs.create_dataset(name);
+            match values {
+                ObsValues::Str(v) => {
+                    dataset_encoding(d.with_vlen_strings(&strs(v)), "string-array", "0.2.0")
+                }
+                ObsValues::U32(v) => dataset_encoding(d.with_u32_data(v), "array", "0.2.0"),
+                ObsValues::F64(v) => dataset_encoding(d.with_f64_data(v), "array", "0.2.0"),
+            }
+        }
+        b.add_group(obs.finish());
+
+        let mut var = b.create_group("var");
+        encoding(&mut var, "dataframe", "0.2.0");
+        var.set_attr("_index", vlen("_index"));
+        var.set_attr(
+            "column-order",
+            AttrValue::VarLenStringArray(vec!["feature_name".into()]),
+        );
+        dataset_encoding(
+            var.create_dataset("_index")
+                .with_vlen_strings(&strs(&self.gene_ids)),
+            "string-array",
+            "0.2.0",
+        );
+        dataset_encoding(
+            var.create_dataset("feature_name")
+                .with_vlen_strings(&strs(&self.gene_names)),
+            "string-array",
+            "0.2.0",
+        );
+        b.add_group(var.finish());
+
+        for empty in ["layers", "obsm", "obsp", "varm", "varp", "uns"] {
+            let mut g = b.create_group(empty);
+            encoding(&mut g, "dict", "0.1.0");
+            b.add_group(g.finish());
+        }
+        b.write(path).map_err(h5_error)
+    }
+}
+
+fn empty_values(t: crate::bundle::ValueType) -> Values {
+    match t {
+        crate::bundle::ValueType::Uint32 => Values::U32(Vec::new()),
+        crate::bundle::ValueType::Float32 => Values::F32(Vec::new()),
+        crate::bundle::ValueType::Float64 => Values::F64(Vec::new()),
+    }
+}
+
+/// Chunked, deflated, and growable along its one dimension.
+fn extensible(d: &mut DatasetBuilder) {
+    d.with_maxshape(&[MaxExtent::Unlimited])
+        .with_chunks(&[CHUNK])
+        .with_deflate(DEFLATE);
+}

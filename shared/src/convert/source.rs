@@ -1,0 +1,266 @@
+//! Reading the consolidated AnnData Zarr back in row blocks, for the conversions.
+
+use std::ops::Range;
+
+use crate::bundle::ValueType;
+use crate::bundle::zarr_io::{ZArray, open_array, read_range};
+use crate::error::Error;
+use crate::filter::{CellField, Field};
+use crate::store::DynStore;
+use crate::store::zarr::ZarrStore;
+
+/// The type of an obs column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// Strings.
+    Str,
+    /// Unsigned 32-bit integers.
+    U32,
+    /// 64-bit floats.
+    F64,
+}
+
+impl ColumnKind {
+    /// The column type of a requested field.
+    pub fn of(field: &Field) -> ColumnKind {
+        match field {
+            Field::Cell(CellField::NGenes) => ColumnKind::U32,
+            Field::Cell(CellField::TotalCounts | CellField::PctMito) => ColumnKind::F64,
+            _ => ColumnKind::Str,
+        }
+    }
+}
+
+/// Values of X, in the output's type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    /// Integer counts.
+    U32(Vec<u32>),
+    /// Single precision.
+    F32(Vec<f32>),
+    /// Double precision.
+    F64(Vec<f64>),
+}
+
+impl Values {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::U32(v) => v.len(),
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One obs column's values for a row range.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObsValues {
+    /// Strings.
+    Str(Vec<String>),
+    /// Unsigned integers.
+    U32(Vec<u32>),
+    /// Floats.
+    F64(Vec<f64>),
+}
+
+impl ObsValues {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            ObsValues::Str(v) => v.len(),
+            ObsValues::U32(v) => v.len(),
+            ObsValues::F64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Rows `first..first + n` of the matrix: CSR with local row pointers, and the cell ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowBlock {
+    /// Index of the first row.
+    pub first: u64,
+    /// Row pointers from 0, one more than the rows.
+    pub indptr: Vec<u64>,
+    /// Gene column of each value.
+    pub indices: Vec<i32>,
+    /// The values.
+    pub data: Values,
+    /// The cell ids.
+    pub names: Vec<String>,
+}
+
+impl RowBlock {
+    /// Rows in the block.
+    pub fn rows(&self) -> usize {
+        self.indptr.len().saturating_sub(1)
+    }
+
+    /// The value range of local row `r`.
+    pub fn row(&self, r: usize) -> Range<usize> {
+        self.indptr[r] as usize..self.indptr[r + 1] as usize
+    }
+}
+
+/// The consolidated matrix of a request, open for reading.
+pub struct MatrixSource {
+    /// Cells (rows).
+    pub n_cells: u64,
+    /// Genes (columns).
+    pub n_genes: u64,
+    /// Stored values.
+    pub nnz: u64,
+    /// Type of the values.
+    pub value_type: ValueType,
+    /// The row pointers, whole: 8 bytes a cell.
+    pub indptr: Vec<i64>,
+    /// Gene ids (var index).
+    pub gene_ids: Vec<String>,
+    /// Gene names (var `feature_name`).
+    pub gene_names: Vec<String>,
+    /// The obs columns: name and type.
+    pub columns: Vec<(String, ColumnKind)>,
+    indices: ZArray,
+    data: ZArray,
+    obs_index: ZArray,
+    obs: Vec<ZArray>,
+}
+
+impl std::fmt::Debug for MatrixSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatrixSource")
+            .field("n_cells", &self.n_cells)
+            .field("n_genes", &self.n_genes)
+            .field("nnz", &self.nnz)
+            .field("value_type", &self.value_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MatrixSource {
+    /// Opens the AnnData Zarr under `prefix`, with the obs columns of `fields`.
+    pub async fn open(
+        store: &DynStore,
+        prefix: &str,
+        value_type: ValueType,
+        fields: &[Field],
+    ) -> Result<Self, Error> {
+        let storage = ZarrStore::new(store.clone(), prefix).into_storage();
+        let indptr_array = open_array(&storage, "/X/indptr").await?;
+        let n = indptr_array.shape()[0];
+        let indptr: Vec<i64> = read_range(&indptr_array, 0..n).await?;
+        let indices = open_array(&storage, "/X/indices").await?;
+        let data = open_array(&storage, "/X/data").await?;
+        let obs_index = open_array(&storage, "/obs/_index").await?;
+        let ids_array = open_array(&storage, "/var/_index").await?;
+        let names_array = open_array(&storage, "/var/feature_name").await?;
+        let n_genes = ids_array.shape()[0];
+        let gene_ids: Vec<String> = read_range(&ids_array, 0..n_genes).await?;
+        let gene_names: Vec<String> = read_range(&names_array, 0..n_genes).await?;
+        let mut columns = Vec::with_capacity(fields.len());
+        let mut obs = Vec::with_capacity(fields.len());
+        for f in fields {
+            let name = f.column().to_string();
+            obs.push(open_array(&storage, &format!("/obs/{name}")).await?);
+            columns.push((name, ColumnKind::of(f)));
+        }
+        let n_cells = n.saturating_sub(1);
+        let nnz = indptr.last().copied().unwrap_or(0).max(0) as u64;
+        Ok(MatrixSource {
+            n_cells,
+            n_genes,
+            nnz,
+            value_type,
+            indptr,
+            gene_ids,
+            gene_names,
+            columns,
+            indices,
+            data,
+            obs_index,
+            obs,
+        })
+    }
+
+    /// Row ranges covering every row in order, each with about `values` stored values
+    /// (at least one row, at most `max_rows`): a function of the matrix alone, so the
+    /// output does not depend on the machine.
+    pub fn blocks(&self, values: u64, max_rows: u64) -> Vec<Range<u64>> {
+        let mut out = Vec::new();
+        let mut start = 0u64;
+        while start < self.n_cells {
+            let base = self.indptr[start as usize];
+            let limit = base.saturating_add(values.clamp(1, i64::MAX as u64) as i64);
+            // First row whose end passes the limit, searching only up to max_rows ahead.
+            let hi = (start + max_rows.max(1)).min(self.n_cells);
+            let window = &self.indptr[start as usize + 1..=hi as usize];
+            let k = window.partition_point(|&p| p <= limit) as u64;
+            let end = (start + k.max(1)).min(hi);
+            out.push(start..end);
+            start = end;
+        }
+        out
+    }
+
+    /// Rows `rows` of X and their cell ids.
+    pub async fn rows(&self, rows: Range<u64>) -> Result<RowBlock, Error> {
+        let a = self.indptr[rows.start as usize];
+        let b = self.indptr[rows.end as usize];
+        let nz = a as u64..b as u64;
+        let indptr = self.indptr[rows.start as usize..=rows.end as usize]
+            .iter()
+            .map(|&p| (p - a) as u64)
+            .collect();
+        let (indices, data, names) = futures::try_join!(
+            read_range::<i32>(&self.indices, nz.clone()),
+            self.values(nz.clone()),
+            read_range::<String>(&self.obs_index, rows.clone()),
+        )?;
+        Ok(RowBlock {
+            first: rows.start,
+            indptr,
+            indices,
+            data,
+            names,
+        })
+    }
+
+    async fn values(&self, nz: Range<u64>) -> Result<Values, Error> {
+        Ok(match self.value_type {
+            ValueType::Uint32 => Values::U32(read_range(&self.data, nz).await?),
+            ValueType::Float32 => Values::F32(read_range(&self.data, nz).await?),
+            ValueType::Float64 => Values::F64(read_range(&self.data, nz).await?),
+        })
+    }
+
+    /// Rows `rows` of obs column `i`.
+    pub async fn column(&self, i: usize, rows: Range<u64>) -> Result<ObsValues, Error> {
+        let array = &self.obs[i];
+        Ok(match self.columns[i].1 {
+            ColumnKind::Str => ObsValues::Str(read_range(array, rows).await?),
+            ColumnKind::U32 => ObsValues::U32(read_range(array, rows).await?),
+            ColumnKind::F64 => ObsValues::F64(read_range(array, rows).await?),
+        })
+    }
+
+    /// Rows `rows` of every obs column.
+    pub async fn obs(&self, rows: Range<u64>) -> Result<Vec<ObsValues>, Error> {
+        let reads = (0..self.columns.len()).map(|i| self.column(i, rows.clone()));
+        futures::future::try_join_all(reads).await
+    }
+
+    /// Every cell id.
+    pub async fn all_names(&self) -> Result<Vec<String>, Error> {
+        read_range(&self.obs_index, 0..self.n_cells).await
+    }
+}
