@@ -382,6 +382,10 @@ pub struct Converted {
     pub duration_ms: u64,
     /// The reducer's peak resident memory during the conversion, bytes.
     pub peak_rss_bytes: u64,
+    /// Its resident memory when the conversion started (what a warm process already
+    /// held), bytes.
+    #[serde(default)]
+    pub start_rss_bytes: u64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -455,11 +459,20 @@ pub fn reset_peak_rss() {
 
 /// Peak resident memory of this process (VmHWM), 0 where unknown.
 pub fn peak_rss_bytes() -> u64 {
+    proc_status_bytes("VmHWM:")
+}
+
+/// Resident memory of this process now (VmRSS), 0 where unknown.
+pub fn rss_bytes() -> u64 {
+    proc_status_bytes("VmRSS:")
+}
+
+fn proc_status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)

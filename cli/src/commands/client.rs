@@ -135,6 +135,21 @@ pub struct MatrixResult {
     /// The objects that make up the matrix.
     #[serde(default)]
     pub files: Vec<ResultFile>,
+    /// The conversion to the requested format (none for zarr).
+    #[serde(default)]
+    pub conversion: Option<Conversion>,
+}
+
+/// What the conversion took.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Conversion {
+    /// Seconds.
+    pub seconds: f64,
+    /// The converting reducer's peak resident memory, bytes.
+    pub peak_rss_bytes: u64,
+    /// Its resident memory when the conversion started, bytes.
+    #[serde(default)]
+    pub start_rss_bytes: u64,
 }
 
 /// One object of a result.

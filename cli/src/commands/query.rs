@@ -35,7 +35,7 @@ pub struct Args {
     /// A filter over bundle and cell fields, as JSON (see `GET /v1/fields`).
     #[arg(long, value_name = "JSON")]
     filter: Option<String>,
-    /// The output format (see `GET /v1/formats`; the server's default is zarr).
+    /// The output format: zarr (the default), h5ad, loom, mtx or csv (see `GET /v1/formats`).
     #[arg(long)]
     format: Option<String>,
     /// The obs columns, in order (default: all fields).
@@ -134,6 +134,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "Succeeded: {} cells x {} genes, {} nonzeros in {:.2} s",
         result.n_cells, result.n_genes, result.nnz, status.timings.elapsed_seconds
     ));
+    if let Some(c) = &result.conversion {
+        say(format!(
+            "converted in {:.2} s; reducer peak RSS {} MiB (from {} MiB at its start)",
+            c.seconds,
+            c.peak_rss_bytes >> 20,
+            c.start_rss_bytes >> 20
+        ));
+    }
     say(format!("result: {}", result.location));
 
     if let Some(dir) = &a.output {

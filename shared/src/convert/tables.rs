@@ -120,9 +120,10 @@ mod tests {
         );
         for field in ["plain", "a,b", "q\"uote", "line\nbreak", "tab\there"] {
             let mut w = csv_writer();
-            w.write_field(field).unwrap();
+            w.write_record([field]).unwrap();
             let mut mine = Vec::new();
             push_field(&mut mine, field, b',');
+            mine.push(b'\n');
             assert_eq!(mine, finish(w).unwrap(), "{field:?}");
         }
     }

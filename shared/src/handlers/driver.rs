@@ -722,6 +722,7 @@ async fn result_document(app: &App, r: &ResultRecord) -> Result<Value, Error> {
         "conversion": r.conversion.as_ref().map(|c| json!({
             "seconds": c.duration_ms as f64 / 1000.0,
             "peak_rss_bytes": c.peak_rss_bytes,
+            "start_rss_bytes": c.start_rss_bytes,
         })),
     }))
 }

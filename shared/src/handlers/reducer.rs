@@ -77,6 +77,7 @@ async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
     let view = RequestView::read(store, keys).await?;
     let started = now_ms();
     crate::state::reset_peak_rss();
+    let start_rss_bytes = crate::state::rss_bytes();
     let src = MatrixSource::open(
         store,
         &keys.zarr(view.format),
@@ -98,6 +99,7 @@ async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
         files,
         duration_ms: now_ms().saturating_sub(started),
         peak_rss_bytes: crate::state::peak_rss_bytes(),
+        start_rss_bytes,
     };
     tracing::info!(
         request = %keys.id(),
