@@ -87,7 +87,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         }
         bar.set_position(p.tasks_done);
         bar.set_message(if p.tasks_total.is_some_and(|t| t == p.tasks_done) {
-            format!("{} cells written, consolidating", p.cells_written)
+            let then = match status.raw["format"].as_str() {
+                Some("zarr") | None => String::new(),
+                Some(f) => format!(" and converting to {f}"),
+            };
+            format!("{} cells written, consolidating{then}", p.cells_written)
         } else {
             format!("{} cells written", p.cells_written)
         });
