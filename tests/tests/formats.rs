@@ -116,6 +116,20 @@ async fn formats_through_moto_s3_match_the_reference() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_with_no_cells_converts_to_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fs_store(&dir);
+    let mut bundles = ingest_samples(&store).await;
+    bundles.sort_by(|a, b| a.fqid.cmp(&b.fqid));
+    let app = App::in_process(config(), store.clone(), |_| 4);
+    for format in ["h5ad", "loom", "mtx", "csv"] {
+        let request = json!({"filter": {"op": ">", "field": "cell.n_genes", "value": 1_000_000},
+                             "format": format, "genes": ["CD3E", "LYZ"]});
+        check(&app, &store, &bundles, &request).await;
+    }
+}
+
 /// Every object under `prefix`, by key relative to it.
 async fn objects(store: &DynStore, prefix: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();

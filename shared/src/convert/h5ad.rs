@@ -135,17 +135,16 @@ pub async fn upload(store: &DynStore, key: &str, path: &Path) -> Result<u64, Err
     let mut out = ObjectWriter::new(store.clone(), key);
     let mut buf = vec![0u8; 4 << 20];
     loop {
-        let n = match file.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                out.abort().await;
-                return Err(Error::io(path, e));
-            }
+        let step = match file.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => out.write(&buf[..n]).await.map_err(Error::from),
+            Err(e) => Err(Error::io(path, e)),
         };
-        if n == 0 {
-            break;
+        if let Err(e) = step {
+            // An unfinished upload would linger (and cost) on S3 until aborted.
+            out.abort().await;
+            return Err(e);
         }
-        out.write(&buf[..n]).await?;
     }
     Ok(out.finish().await?)
 }
