@@ -403,6 +403,8 @@ impl<'a> Collector<'a> {
             )
         } else if !tasks.is_empty() {
             format!("{} task(s) never finished: {}", tasks.len(), list(&tasks))
+        } else if self.convert_started {
+            "the conversion to the requested format never finished".into()
         } else {
             "the consolidation never finished".into()
         }
