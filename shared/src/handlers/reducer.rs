@@ -16,9 +16,8 @@ use crate::bundle::zarr_io::{
     write_group,
 };
 use crate::convert::Format;
-use crate::convert::source::MatrixSource;
+use crate::convert::source::{ColumnKind, MatrixSource};
 use crate::error::Error;
-use crate::filter::{CellField, Field};
 use crate::genes::GeneSpace;
 use crate::handlers::worker::RequestView;
 use crate::invoke::Function;
@@ -556,17 +555,13 @@ fn output_arrays(view: &RequestView, plan: &Consolidation) -> Vec<(String, Kind,
         ("/X/data".to_string(), Kind::Data, plan.nnz, z),
         (
             "/obs/_index".to_string(),
-            Kind::Obs("_index".into(), ColType::Str),
+            Kind::Obs("_index".into(), ColumnKind::Str),
             n,
             r,
         ),
     ];
     for f in &view.fields {
-        let ty = match f {
-            Field::Cell(CellField::NGenes) => ColType::U32,
-            Field::Cell(CellField::TotalCounts | CellField::PctMito) => ColType::F64,
-            _ => ColType::Str,
-        };
+        let ty = ColumnKind::of(f);
         arrays.push((
             format!("/obs/{}", f.column()),
             Kind::Obs(f.column().to_string(), ty),
@@ -582,14 +577,7 @@ enum Kind {
     Indptr,
     Indices,
     Data,
-    Obs(String, ColType),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ColType {
-    Str,
-    U32,
-    F64,
+    Obs(String, ColumnKind),
 }
 
 /// The chunks of an array of `n_chunks` that shard `shard` of `shards` writes.
@@ -664,15 +652,15 @@ async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Err
             Kind::Obs(name, ty) => {
                 let from = format!("/obs/{name}");
                 match ty {
-                    ColType::Str => {
+                    ColumnKind::Str => {
                         w.copy::<String>(&mut parts, &plan, &from, rows, string_attrs())
                             .await?
                     }
-                    ColType::U32 => {
+                    ColumnKind::U32 => {
                         w.copy::<u32>(&mut parts, &plan, &from, rows, attrs())
                             .await?
                     }
-                    ColType::F64 => {
+                    ColumnKind::F64 => {
                         w.copy::<f64>(&mut parts, &plan, &from, rows, attrs())
                             .await?
                     }
@@ -826,13 +814,13 @@ async fn finish(
             (Kind::Data, ValueType::Float64) => {
                 array_handle::<f64>(&out, &path, len, chunk, attrs())?
             }
-            (Kind::Obs(_, ColType::Str), _) => {
+            (Kind::Obs(_, ColumnKind::Str), _) => {
                 array_handle::<String>(&out, &path, len, chunk, string_attrs())?
             }
-            (Kind::Obs(_, ColType::U32), _) => {
+            (Kind::Obs(_, ColumnKind::U32), _) => {
                 array_handle::<u32>(&out, &path, len, chunk, attrs())?
             }
-            (Kind::Obs(_, ColType::F64), _) => {
+            (Kind::Obs(_, ColumnKind::F64), _) => {
                 array_handle::<f64>(&out, &path, len, chunk, attrs())?
             }
         };
