@@ -329,3 +329,33 @@ pub async fn ingest_real(store: &cellmatrix::store::DynStore) -> Vec<RefBundle> 
     bundles.sort_by(|a, b| a.fqid.cmp(&b.fqid));
     bundles
 }
+
+/// Every object under `prefix`, by key relative to it.
+pub async fn objects(
+    store: &cellmatrix::store::DynStore,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for o in store.list(&format!("{prefix}/")).await.expect("list") {
+        let body = store
+            .get(&o.key)
+            .await
+            .expect("get")
+            .expect("listed object");
+        out.insert(o.key[prefix.len()..].to_string(), body.to_vec());
+    }
+    out
+}
+
+/// Copies every object of `source` into `store`: the same bundles (same fqids) in a
+/// fresh store, as two deployments serving the same data would hold them.
+pub async fn copy_store(source: &cellmatrix::store::DynStore, store: &cellmatrix::store::DynStore) {
+    for o in source.list("").await.expect("list") {
+        let body = source
+            .get(&o.key)
+            .await
+            .expect("get")
+            .expect("listed object");
+        store.put(&o.key, body).await.expect("put");
+    }
+}

@@ -3,7 +3,6 @@
 //! Read10X, pandas.read_csv — and compared with the independent reference computation
 //! (`tests/python/reference.py`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,8 @@ use cellmatrix::handlers::driver;
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
 use cellmatrix_tests::{
-    RefBundle, check_reference, download, ingest_real, ingest_samples, moto_store, run_request,
+    RefBundle, check_reference, copy_store, download, ingest_real, ingest_samples, moto_store,
+    objects, run_request,
 };
 use serde_json::{Value, json};
 
@@ -130,16 +130,6 @@ async fn a_result_with_no_cells_converts_to_every_format() {
     }
 }
 
-/// Every object under `prefix`, by key relative to it.
-async fn objects(store: &DynStore, prefix: &str) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for o in store.list(&format!("{prefix}/")).await.unwrap() {
-        let body = store.get(&o.key).await.unwrap().unwrap();
-        out.insert(o.key[prefix.len()..].to_string(), body.to_vec());
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_format_is_byte_identical_across_runs() {
     let source_dir = tempfile::tempdir().unwrap();
@@ -153,10 +143,7 @@ async fn every_format_is_byte_identical_across_runs() {
         for (cells_per_worker, workers) in [(1024, 1), (2048, 4)] {
             let dir = tempfile::tempdir().unwrap();
             let store = fs_store(&dir);
-            for o in source.list("").await.unwrap() {
-                let body = source.get(&o.key).await.unwrap().unwrap();
-                store.put(&o.key, body).await.unwrap();
-            }
+            copy_store(&source, &store).await;
             let mut c = config();
             c.cells_per_worker = cells_per_worker;
             let app = App::in_process(c, store.clone(), move |_| workers);

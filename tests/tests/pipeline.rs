@@ -2,7 +2,6 @@
 //! on the filesystem store and on moto S3, checked against an independent computation
 //! by anndata/scipy (`tests/python/reference.py`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,8 @@ use cellmatrix::store::DynStore;
 use cellmatrix::store::counting::Counting;
 use cellmatrix::store::fs::FsStore;
 use cellmatrix_tests::{
-    RefBundle, check_reference, download, ingest_real, ingest_samples, moto_store, run_request,
+    RefBundle, check_reference, copy_store, download, ingest_real, ingest_samples, moto_store,
+    objects, run_request,
 };
 use serde_json::{Value, json};
 
@@ -131,16 +131,6 @@ async fn samples_match_the_reference_and_repeats_answer_at_once() {
     assert_eq!(app.invoker.counts(), before);
 }
 
-/// Every object of a result, by key relative to the result.
-async fn objects(store: &DynStore, prefix: &str) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for o in store.list(&format!("{prefix}/")).await.unwrap() {
-        let body = store.get(&o.key).await.unwrap().unwrap();
-        out.insert(o.key[prefix.len()..].to_string(), body.to_vec());
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_request_in_fresh_stores_gives_byte_identical_zarr() {
     let request = json!({"filter": {"op": ">=", "field": "cell.total_counts", "value": 1500},
@@ -155,10 +145,7 @@ async fn the_same_request_in_fresh_stores_gives_byte_identical_zarr() {
     for (cells_per_worker, workers) in [(1024, 1), (2048, 4)] {
         let dir = tempfile::tempdir().unwrap();
         let store = fs_store(&dir);
-        for o in source.list("").await.unwrap() {
-            let body = source.get(&o.key).await.unwrap().unwrap();
-            store.put(&o.key, body).await.unwrap();
-        }
+        copy_store(&source, &store).await;
         let app = App::in_process(config(cells_per_worker, 60_000), store.clone(), move |f| {
             if f == Function::Worker { workers } else { 4 }
         });

@@ -47,6 +47,15 @@ impl ValueType {
 }
 
 impl Values {
+    /// No values, of type `t`.
+    pub fn empty(t: ValueType) -> Values {
+        match t {
+            ValueType::Uint32 => Values::U32(Vec::new()),
+            ValueType::Float32 => Values::F32(Vec::new()),
+            ValueType::Float64 => Values::F64(Vec::new()),
+        }
+    }
+
     /// Number of values.
     pub fn len(&self) -> usize {
         match self {

@@ -5,8 +5,9 @@
 //! could pass the configured limit before any work is done.
 
 use super::encode::{GZIP_LEVEL, encode_in_order, gzip, push_f32, push_f64, push_u32};
-use super::source::{MatrixSource, ObsValues, RowBlock, Values};
+use super::source::{MatrixSource, ObsValues, RowBlock};
 use super::tables::{csv_writer, finish, obs_header, push_field, push_obs_row};
+use crate::bundle::Values;
 use crate::error::Error;
 use crate::store::DynStore;
 use crate::store::writer::ObjectWriter;

@@ -1,4 +1,4 @@
-//! The streaming machinery the text conversions share: row blocks read ahead, encoded
+//! The streaming machinery the conversions share: row blocks read ahead, encoded
 //! and gzipped on blocking threads, written in order to one or more sinks.
 //!
 //! Each block becomes its own gzip member. Concatenated members are one valid gzip file
@@ -15,6 +15,7 @@ use flate2::{Compression, GzBuilder};
 use futures::stream::{FuturesOrdered, StreamExt};
 
 use crate::error::Error;
+use crate::store::DynStore;
 use crate::store::writer::ObjectWriter;
 
 /// gzip level of the text outputs: level 4 keeps most of the size gain of the default
@@ -77,6 +78,38 @@ impl ByteSink for LocalFile {
             .await
             .map_err(|e| Error::io(&self.path, e))
     }
+}
+
+/// A fresh directory under `scratch` for one conversion to `format`, removed when
+/// dropped.
+pub fn scratch_dir(scratch: &Path, format: &str) -> Result<tempfile::TempDir, Error> {
+    tempfile::Builder::new()
+        .prefix(&format!("cellmatrix-{format}-"))
+        .tempdir_in(scratch)
+        .map_err(|e| Error::io(scratch, e))
+}
+
+/// Streams a local file into `key`; returns its size.
+pub async fn upload(store: &DynStore, key: &str, path: &Path) -> Result<u64, Error> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::io(path, e))?;
+    let mut out = ObjectWriter::new(store.clone(), key);
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let step = match file.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => out.write(&buf[..n]).await.map_err(Error::from),
+            Err(e) => Err(Error::io(path, e)),
+        };
+        if let Err(e) = step {
+            // An unfinished upload would linger (and cost) on S3 until aborted.
+            out.abort().await;
+            return Err(e);
+        }
+    }
+    Ok(out.finish().await?)
 }
 
 /// `text` as one gzip member (no name, mtime 0: the same text gives the same bytes).

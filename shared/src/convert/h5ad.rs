@@ -15,10 +15,11 @@ use hdf5_pure::{
     MemoryStrategy, SyncPolicy,
 };
 
-use super::source::{MatrixSource, ObsValues, RowBlock, Values};
+use super::encode::{scratch_dir, upload};
+use super::source::{MatrixSource, ObsValues, RowBlock};
+use crate::bundle::Values;
 use crate::error::Error;
 use crate::store::DynStore;
-use crate::store::writer::ObjectWriter;
 
 /// Values per chunk of `X/indices` and `X/data`. Below 65,536: hdf5-pure 0.47 encodes
 /// the chunk dimension of a larger chunk in a width libhdf5 refuses ("stored chunk
@@ -59,10 +60,7 @@ pub async fn write(
     key: &str,
     scratch: &Path,
 ) -> Result<u64, Error> {
-    let dir = tempfile::Builder::new()
-        .prefix("cellmatrix-h5ad-")
-        .tempdir_in(scratch)
-        .map_err(|e| Error::io(scratch, e))?;
+    let dir = scratch_dir(scratch, "h5ad")?;
     let path = dir.path().join("matrix.h5ad");
     let blocks = src.blocks(BLOCK_VALUES, BLOCK_ROWS);
 
@@ -126,29 +124,6 @@ pub async fn write(
     upload(store, key, &path).await
 }
 
-/// Streams a local file into `key`; returns its size.
-pub async fn upload(store: &DynStore, key: &str, path: &Path) -> Result<u64, Error> {
-    use tokio::io::AsyncReadExt;
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| Error::io(path, e))?;
-    let mut out = ObjectWriter::new(store.clone(), key);
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let step = match file.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => out.write(&buf[..n]).await.map_err(Error::from),
-            Err(e) => Err(Error::io(path, e)),
-        };
-        if let Err(e) = step {
-            // An unfinished upload would linger (and cost) on S3 until aborted.
-            out.abort().await;
-            return Err(e);
-        }
-    }
-    Ok(out.finish().await?)
-}
-
 /// Everything of the file but X's values after the first block.
 struct Skeleton {
     n_cells: u64,
@@ -182,7 +157,7 @@ impl Skeleton {
         x.create_dataset("indptr").with_i64_data(&self.indptr);
         let (indices, data) = match &self.first {
             Some(block) => (block.indices.clone(), block.data.clone()),
-            None => (Vec::new(), empty_values(self.value_type)),
+            None => (Vec::new(), Values::empty(self.value_type)),
         };
         extensible(x.create_dataset("indices").with_i32_data(&indices));
         let d = x.create_dataset("data");
@@ -194,51 +169,15 @@ impl Skeleton {
         extensible(d);
         b.add_group(x.finish());
 
-        let mut obs = b.create_group("obs");
-        encoding(&mut obs, "dataframe", "0.2.0");
-        obs.set_attr("_index", vlen("_index"));
-        obs.set_attr(
-            "column-order",
-            AttrValue::VarLenStringArray(self.columns.clone()),
-        );
-        dataset_encoding(
-            obs.create_dataset("_index")
-                .with_vlen_strings(&strs(&self.names)),
-            "string-array",
-            "0.2.0",
-        );
-        for (name, values) in self.columns.iter().zip(&self.obs) {
-            let d = obs.create_dataset(name);
-            match values {
-                ObsValues::Str(v) => {
-                    dataset_encoding(d.with_vlen_strings(&strs(v)), "string-array", "0.2.0")
-                }
-                ObsValues::U32(v) => dataset_encoding(d.with_u32_data(v), "array", "0.2.0"),
-                ObsValues::F64(v) => dataset_encoding(d.with_f64_data(v), "array", "0.2.0"),
-            }
-        }
-        b.add_group(obs.finish());
-
-        let mut var = b.create_group("var");
-        encoding(&mut var, "dataframe", "0.2.0");
-        var.set_attr("_index", vlen("_index"));
-        var.set_attr(
-            "column-order",
-            AttrValue::VarLenStringArray(vec!["feature_name".into()]),
-        );
-        dataset_encoding(
-            var.create_dataset("_index")
-                .with_vlen_strings(&strs(&self.gene_ids)),
-            "string-array",
-            "0.2.0",
-        );
-        dataset_encoding(
-            var.create_dataset("feature_name")
-                .with_vlen_strings(&strs(&self.gene_names)),
-            "string-array",
-            "0.2.0",
-        );
-        b.add_group(var.finish());
+        let obs: Vec<(&str, &ObsValues)> = self
+            .columns
+            .iter()
+            .map(String::as_str)
+            .zip(&self.obs)
+            .collect();
+        dataframe(&mut b, "obs", &self.names, &obs);
+        let names = ObsValues::Str(self.gene_names);
+        dataframe(&mut b, "var", &self.gene_ids, &[("feature_name", &names)]);
 
         for empty in ["layers", "obsm", "obsp", "varm", "varp", "uns"] {
             let mut g = b.create_group(empty);
@@ -249,12 +188,31 @@ impl Skeleton {
     }
 }
 
-fn empty_values(t: crate::bundle::ValueType) -> Values {
-    match t {
-        crate::bundle::ValueType::Uint32 => Values::U32(Vec::new()),
-        crate::bundle::ValueType::Float32 => Values::F32(Vec::new()),
-        crate::bundle::ValueType::Float64 => Values::F64(Vec::new()),
+/// An AnnData dataframe group: the index and the columns, in order.
+fn dataframe(b: &mut FileBuilder, name: &str, index: &[String], columns: &[(&str, &ObsValues)]) {
+    let mut g = b.create_group(name);
+    encoding(&mut g, "dataframe", "0.2.0");
+    g.set_attr("_index", vlen("_index"));
+    g.set_attr(
+        "column-order",
+        AttrValue::VarLenStringArray(columns.iter().map(|c| c.0.to_string()).collect()),
+    );
+    dataset_encoding(
+        g.create_dataset("_index").with_vlen_strings(&strs(index)),
+        "string-array",
+        "0.2.0",
+    );
+    for (column, values) in columns {
+        let d = g.create_dataset(column);
+        match values {
+            ObsValues::Str(v) => {
+                dataset_encoding(d.with_vlen_strings(&strs(v)), "string-array", "0.2.0")
+            }
+            ObsValues::U32(v) => dataset_encoding(d.with_u32_data(v), "array", "0.2.0"),
+            ObsValues::F64(v) => dataset_encoding(d.with_f64_data(v), "array", "0.2.0"),
+        }
     }
+    b.add_group(g.finish());
 }
 
 /// Chunked, deflated, and growable along its one dimension.

@@ -12,8 +12,9 @@ use std::path::Path;
 
 use hdf5_pure::{AttrValue, FileBuilder};
 
-use super::h5ad::upload;
-use super::source::{MatrixSource, ObsValues, Values};
+use super::encode::{scratch_dir, upload};
+use super::source::{MatrixSource, ObsValues};
+use crate::bundle::Values;
 use crate::error::Error;
 use crate::store::DynStore;
 
@@ -47,11 +48,7 @@ pub async fn write(
     max_bytes: u64,
 ) -> Result<u64, Error> {
     let (cells, genes) = (src.n_cells as usize, src.n_genes as usize);
-    let width = match src.value_type {
-        crate::bundle::ValueType::Float64 => 8,
-        _ => 4,
-    };
-    let bytes = (cells as u64) * (genes as u64) * width;
+    let bytes = (cells as u64) * (genes as u64) * src.value_type.size() as u64;
     if bytes > max_bytes {
         // The driver checks the bound before starting; a cell filter cannot make the
         // result larger, so this only fires if the limit changed in between.
@@ -86,10 +83,7 @@ pub async fn write(
     let columns: Vec<String> = src.columns.iter().map(|c| c.0.clone()).collect();
     let (ids, gene_names) = (src.gene_ids.clone(), src.gene_names.clone());
 
-    let dir = tempfile::Builder::new()
-        .prefix("cellmatrix-loom-")
-        .tempdir_in(scratch)
-        .map_err(|e| Error::io(scratch, e))?;
+    let dir = scratch_dir(scratch, "loom")?;
     let path = dir.path().join("matrix.loom");
     let p = path.clone();
     tokio::task::spawn_blocking(move || -> Result<(), Error> {

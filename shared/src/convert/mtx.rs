@@ -20,9 +20,11 @@ use tokio::io::AsyncReadExt;
 
 use super::encode::{
     ByteSink, GZIP_LEVEL, LocalFile, encode_in_order, gzip, push_f32, push_f64, push_u32, push_u64,
+    scratch_dir,
 };
-use super::source::{MatrixSource, ObsValues, RowBlock, Values};
+use super::source::{MatrixSource, ObsValues, RowBlock};
 use super::tables::{finish, obs_header, push_obs_row, tsv_writer};
+use crate::bundle::Values;
 use crate::error::Error;
 use crate::store::DynStore;
 use crate::store::writer::ObjectWriter;
@@ -41,10 +43,7 @@ pub async fn write(
     key: &str,
     scratch: &Path,
 ) -> Result<u64, Error> {
-    let dir = tempfile::Builder::new()
-        .prefix("cellmatrix-mtx-")
-        .tempdir_in(scratch)
-        .map_err(|e| Error::io(scratch, e))?;
+    let dir = scratch_dir(scratch, "mtx")?;
     let files = write_files(src, dir.path()).await?;
     let mut out = ObjectWriter::new(store.clone(), key);
     match pack(&files, &mut out).await {

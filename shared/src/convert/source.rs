@@ -2,8 +2,8 @@
 
 use std::ops::Range;
 
-use crate::bundle::ValueType;
 use crate::bundle::zarr_io::{ZArray, open_array, read_range};
+use crate::bundle::{ValueType, Values};
 use crate::error::Error;
 use crate::filter::{CellField, Field};
 use crate::store::DynStore;
@@ -31,33 +31,6 @@ impl ColumnKind {
     }
 }
 
-/// Values of X, in the output's type.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Values {
-    /// Integer counts.
-    U32(Vec<u32>),
-    /// Single precision.
-    F32(Vec<f32>),
-    /// Double precision.
-    F64(Vec<f64>),
-}
-
-impl Values {
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        match self {
-            Values::U32(v) => v.len(),
-            Values::F32(v) => v.len(),
-            Values::F64(v) => v.len(),
-        }
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// One obs column's values for a row range.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ObsValues {
@@ -70,18 +43,13 @@ pub enum ObsValues {
 }
 
 impl ObsValues {
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        match self {
-            ObsValues::Str(v) => v.len(),
-            ObsValues::U32(v) => v.len(),
-            ObsValues::F64(v) => v.len(),
+    /// No values, of kind `kind`.
+    pub fn empty(kind: ColumnKind) -> ObsValues {
+        match kind {
+            ColumnKind::Str => ObsValues::Str(Vec::new()),
+            ColumnKind::U32 => ObsValues::U32(Vec::new()),
+            ColumnKind::F64 => ObsValues::F64(Vec::new()),
         }
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -143,10 +143,7 @@ fn dense_refusal(
 ) -> Option<Rejection> {
     let limit = app.config.dense_limits().of(format)?;
     let cells: u64 = entries.iter().map(|e| e.n_cells).sum();
-    let width = match output_type(entries) {
-        ValueType::Float64 => 8,
-        _ => 4,
-    };
+    let width = output_type(entries).size() as u64;
     let bytes = cells.saturating_mul(n_genes).saturating_mul(width);
     (bytes > limit).then(|| Rejection {
         status: 422,

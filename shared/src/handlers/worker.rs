@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::bundle::reader::{BundleReader, BundleShape};
 use crate::bundle::zarr_io::{encoding, write_array};
 use crate::bundle::{ValueType, Values};
+use crate::convert::source::{ColumnKind, ObsValues};
 use crate::error::Error;
 use crate::filter::{BundleField, CellValues, Field, Filter, bundle_value};
 use crate::genes::GeneSpace;
@@ -180,14 +181,6 @@ async fn read_slice(
     reader.read_rows(slice.rows.clone()).await
 }
 
-/// A column of obs values.
-#[derive(Debug)]
-enum Column {
-    Str(Vec<String>),
-    U32(Vec<u32>),
-    F64(Vec<f64>),
-}
-
 /// The rows a task keeps, in output gene space.
 #[derive(Debug)]
 struct PartBuilder {
@@ -195,31 +188,19 @@ struct PartBuilder {
     indices: Vec<i32>,
     values: Values,
     index: Vec<String>,
-    columns: Vec<(Field, Column)>,
+    columns: Vec<(Field, ObsValues)>,
 }
 
 impl PartBuilder {
     fn new(value_type: ValueType, fields: &[Field]) -> Self {
         let columns = fields
             .iter()
-            .map(|&f| {
-                let col = match f {
-                    Field::Cell(crate::filter::CellField::NGenes) => Column::U32(Vec::new()),
-                    Field::Cell(crate::filter::CellField::TotalCounts)
-                    | Field::Cell(crate::filter::CellField::PctMito) => Column::F64(Vec::new()),
-                    _ => Column::Str(Vec::new()),
-                };
-                (f, col)
-            })
+            .map(|&f| (f, ObsValues::empty(ColumnKind::of(&f))))
             .collect();
         PartBuilder {
             indptr: vec![0],
             indices: Vec::new(),
-            values: match value_type {
-                ValueType::Uint32 => Values::U32(Vec::new()),
-                ValueType::Float32 => Values::F32(Vec::new()),
-                ValueType::Float64 => Values::F64(Vec::new()),
-            },
+            values: Values::empty(value_type),
             index: Vec::new(),
             columns,
         }
@@ -273,13 +254,13 @@ impl PartBuilder {
             self.index.push(format!("{}:{}", bundle.fqid, cell.barcode));
             for (field, col) in &mut self.columns {
                 match (field, col) {
-                    (Field::Bundle(b), Column::Str(v)) => v.push(meta(*b)),
-                    (Field::Cell(_), Column::Str(v)) => v.push(cell.barcode.to_string()),
-                    (_, Column::U32(v)) => v.push(rows.qc.n_genes[r]),
-                    (Field::Cell(crate::filter::CellField::TotalCounts), Column::F64(v)) => {
+                    (Field::Bundle(b), ObsValues::Str(v)) => v.push(meta(*b)),
+                    (Field::Cell(_), ObsValues::Str(v)) => v.push(cell.barcode.to_string()),
+                    (_, ObsValues::U32(v)) => v.push(rows.qc.n_genes[r]),
+                    (Field::Cell(crate::filter::CellField::TotalCounts), ObsValues::F64(v)) => {
                         v.push(cell.total_counts)
                     }
-                    (_, Column::F64(v)) => v.push(cell.pct_mito),
+                    (_, ObsValues::F64(v)) => v.push(cell.pct_mito),
                 }
             }
         }
@@ -304,9 +285,9 @@ impl PartBuilder {
         for (field, col) in &self.columns {
             let path = format!("/obs/{}", field.column());
             match col {
-                Column::Str(v) => write_array(&storage, &path, v, rows, attrs()).await?,
-                Column::U32(v) => write_array(&storage, &path, v, rows, attrs()).await?,
-                Column::F64(v) => write_array(&storage, &path, v, rows, attrs()).await?,
+                ObsValues::Str(v) => write_array(&storage, &path, v, rows, attrs()).await?,
+                ObsValues::U32(v) => write_array(&storage, &path, v, rows, attrs()).await?,
+                ObsValues::F64(v) => write_array(&storage, &path, v, rows, attrs()).await?,
             }
         }
         Ok((n_cells, n_nnz))
