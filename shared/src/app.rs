@@ -113,8 +113,8 @@ impl Dispatch for App {
                         .await
                 }
                 Function::Reducer => {
-                    handlers::reducer::handle(&self, serde_json::from_value(payload).map_err(bad)?)
-                        .await
+                    let input = serde_json::from_value(payload).map_err(bad)?;
+                    handlers::reducer::handle_input(&self, input, None).await
                 }
             }
         }

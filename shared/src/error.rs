@@ -96,11 +96,16 @@ impl Error {
     /// `cargo lambda watch`'s error body, say whether a retry can help.
     pub fn error_type(&self) -> &'static str {
         if self.is_retryable() {
-            "Retryable"
+            Self::RETRYABLE
         } else {
-            "NonRetryable"
+            Self::NON_RETRYABLE
         }
     }
+
+    /// [`Error::error_type`] of an error a retry may fix.
+    pub const RETRYABLE: &'static str = "Retryable";
+    /// [`Error::error_type`] of an error a retry cannot fix.
+    pub const NON_RETRYABLE: &'static str = "NonRetryable";
 
     /// An input error about `source_name`.
     pub fn input(source_name: impl Into<String>, message: impl Into<String>) -> Self {

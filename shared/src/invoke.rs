@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -202,6 +203,14 @@ mod tokio_util_like {
     }
 }
 
+/// How long [`LambdaInvoker`] waits for an `Event` invocation to be accepted. Lambda
+/// answers 202 as soon as the event is queued, in milliseconds. An emulator such as
+/// `cargo lambda watch` answers only once the function has run: waiting for that would
+/// make every caller wait for its callee, and a driver wait for a collector that waits
+/// for the mappers the driver has yet to start. After this long the invocation counts as
+/// accepted and its answer is awaited in the background, where a refusal is logged.
+pub const ACCEPT_WAIT: Duration = Duration::from_secs(1);
+
 /// Invokes deployed Lambda functions with InvocationType `Event`.
 #[derive(Debug)]
 pub struct LambdaInvoker {
@@ -223,35 +232,59 @@ impl LambdaInvoker {
     }
 }
 
+/// A refused invocation as our error: throttling and Lambda's own faults may pass on a
+/// retry, anything else (no such function, access denied) will not.
+fn invoke_error(
+    name: &str,
+    e: aws_sdk_lambda::error::SdkError<
+        aws_sdk_lambda::operation::invoke::InvokeError,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> Error {
+    let retryable = e
+        .raw_response()
+        .is_none_or(|r| r.status().as_u16() == 429 || r.status().is_server_error());
+    let message = format!(
+        "invoke {name}: {}",
+        aws_smithy_types::error::display::DisplayErrorContext(&e)
+    );
+    if retryable {
+        Error::Store(crate::store::StoreError::Transient {
+            op: "invoke",
+            key: name.to_string(),
+            message,
+        })
+    } else {
+        Error::Conflict(message)
+    }
+}
+
 #[async_trait::async_trait]
 impl Invoker for LambdaInvoker {
     async fn invoke(&self, function: Function, payload: Value) -> Result<(), Error> {
-        let name = &self.names[&function];
-        self.client
+        let name = self.names[&function].clone();
+        let call = self
+            .client
             .invoke()
-            .function_name(name)
+            .function_name(&name)
             .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
             .payload(aws_smithy_types::Blob::new(payload.to_string()))
-            .send()
-            .await
-            .map_err(|e| {
-                let retryable = e
-                    .raw_response()
-                    .is_none_or(|r| r.status().as_u16() == 429 || r.status().is_server_error());
-                let message = format!(
-                    "invoke {name}: {}",
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                );
-                if retryable {
-                    Error::Store(crate::store::StoreError::Transient {
-                        op: "invoke",
-                        key: name.clone(),
-                        message,
-                    })
-                } else {
-                    Error::Conflict(message)
-                }
-            })?;
+            .send();
+        let mut answer =
+            tokio::spawn(async move { call.await.map(drop).map_err(|e| invoke_error(&name, e)) });
+        match tokio::time::timeout(ACCEPT_WAIT, &mut answer).await {
+            Ok(joined) => {
+                joined.map_err(|e| Error::Internal(format!("invoke {function}: {e}")))??
+            }
+            Err(_) => {
+                tracing::debug!(%function, "invocation not answered yet; counted as accepted");
+                tokio::spawn(async move {
+                    if let Ok(Err(e)) = answer.await {
+                        tracing::error!(%function, error = %e, "invocation refused late");
+                    }
+                });
+            }
+        }
         *self
             .counts
             .lock()

@@ -21,15 +21,18 @@
 //! - [`invoke`]: the invoker trait, with the Lambda and the in-process implementations.
 //! - [`config`]: the settings read once per cold start.
 //! - [`app`]: the composition root (store, invoker, settings) the handlers share.
+//! - [`coldstart`]: a function's init duration, from `main` to ready, logged once.
 //! - [`convert`]: the output formats (h5ad, loom, mtx, csv), streamed from the
 //!   consolidated Zarr by the reducer.
 //! - [`handlers`]: the entry points of the driver, mapper, worker and reducer, free of
-//!   Lambda crates so that the binaries, `cellmatrix serve` and the tests share them.
+//!   Lambda crates so that the binaries, `cellmatrix serve` and the tests share them;
+//!   with the reducer's handling of Lambda's on-failure records.
 //! - [`synth`]: synthetic 10x-like and SmartSeq2-like bundles for benchmarks.
 
 pub mod app;
 pub mod bundle;
 pub mod catalog;
+pub mod coldstart;
 pub mod config;
 pub mod convert;
 pub mod error;

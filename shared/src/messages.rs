@@ -144,6 +144,109 @@ pub enum ReducerMode {
     Convert,
 }
 
+/// What the reducer function is invoked with: one of our events, or the record Lambda
+/// sends an on-failure destination after it gave up on an asynchronous invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReducerInput {
+    /// Collect, consolidate or convert.
+    Event(ReducerEvent),
+    /// An invocation of the mapper, worker or reducer that Lambda gave up on.
+    Failure(Box<FailureRecord>),
+}
+
+impl<'de> serde::Deserialize<'de> for ReducerInput {
+    /// Told apart by Lambda's `requestContext`, which no event of ours has; an untagged
+    /// enum would hide why an event of ours was refused behind "no variant matched".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(d)?;
+        if value.get("requestContext").is_some() {
+            serde_json::from_value(value)
+                .map(|r| ReducerInput::Failure(Box::new(r)))
+                .map_err(|e| D::Error::custom(format!("not a Lambda failure record: {e}")))
+        } else {
+            serde_json::from_value(value)
+                .map(ReducerInput::Event)
+                .map_err(D::Error::custom)
+        }
+    }
+}
+
+impl serde::Serialize for ReducerInput {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ReducerInput::Event(e) => e.serialize(s),
+            ReducerInput::Failure(r) => r.serialize(s),
+        }
+    }
+}
+
+/// The invocation record Lambda sends an asynchronous function's on-failure destination
+/// (`DestinationConfig.OnFailure` in `template.yaml`) once the retries are used up or
+/// the event grew too old. Unknown fields are accepted, unlike our own events: this
+/// shape is Lambda's, and it may grow.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureRecord {
+    /// The record format's version (`1.0`).
+    pub version: String,
+    /// When Lambda gave up.
+    pub timestamp: String,
+    /// Which invocation failed, and why Lambda stopped.
+    pub request_context: FailureContext,
+    /// The event the failed invocation was given.
+    pub request_payload: serde_json::Value,
+    /// The last attempt's status; absent when the event was never run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<serde_json::Value>,
+    /// The last attempt's error (`errorType`, `errorMessage`); absent when the event was
+    /// never run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_payload: Option<serde_json::Value>,
+}
+
+/// The `requestContext` of a [`FailureRecord`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureContext {
+    /// Lambda's id of the failed invocation.
+    pub request_id: String,
+    /// The function (and version) that failed.
+    pub function_arn: String,
+    /// `RetriesExhausted` or `EventAgeExceeded`.
+    pub condition: String,
+    /// How many times Lambda ran the event.
+    pub approximate_invoke_count: u32,
+}
+
+impl FailureRecord {
+    /// The last attempt's `errorType`, if it ran.
+    pub fn error_type(&self) -> Option<&str> {
+        self.response_payload.as_ref()?.get("errorType")?.as_str()
+    }
+
+    /// What went wrong, in one line: the condition, the attempts and the last error.
+    pub fn describe(&self) -> String {
+        let c = &self.request_context;
+        let function = c
+            .function_arn
+            .rsplit(':')
+            .find(|s| !s.starts_with('$'))
+            .unwrap_or("");
+        let error = self
+            .response_payload
+            .as_ref()
+            .and_then(|p| p.get("errorMessage"))
+            .and_then(|m| m.as_str())
+            .map(|m| format!(": {}", crate::error::clip(m)))
+            .unwrap_or_default();
+        format!(
+            "Lambda gave up on {function} ({}, {} attempt(s)){error}",
+            c.condition, c.approximate_invoke_count
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

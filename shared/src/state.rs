@@ -451,6 +451,17 @@ pub async fn exists(store: &DynStore, key: &str) -> Result<bool, Error> {
     Ok(store.size(key).await?.is_some())
 }
 
+/// Whether the request has ended: its result is committed, or it failed or was cancelled.
+pub async fn ended(store: &DynStore, keys: &Keys) -> Result<bool, Error> {
+    let (k_result, k_failed, k_cancel) = (keys.result(), keys.failed(), keys.cancel());
+    let (result, failed, cancelled) = futures::try_join!(
+        exists(store, &k_result),
+        exists(store, &k_failed),
+        exists(store, &k_cancel),
+    )?;
+    Ok(result || failed || cancelled)
+}
+
 /// Resets this process's peak resident memory to its current size, so that a later
 /// [`peak_rss_bytes`] measures one phase (Linux: `/proc/self/clear_refs`; best effort).
 pub fn reset_peak_rss() {

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
-use cellmatrix::handlers::driver;
-use cellmatrix::messages::{MapperEvent, ReducerEvent, WorkerEvent};
+use cellmatrix::handlers::{driver, failures};
+use cellmatrix::messages::{MapperEvent, ReducerInput, WorkerEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -30,7 +30,8 @@ fn round_trip<T: DeserializeOwned + Serialize>(name: &str, value: &Value) {
     assert_eq!(&serde_json::to_value(&parsed).unwrap(), value, "{name}");
 }
 
-fn check_api(name: &str, value: &Value) {
+/// Checks an HTTP API sample; returns its route key.
+fn check_api(name: &str, value: &Value) -> String {
     let event: ApiGatewayV2httpRequest = serde_json::from_value(value.clone())
         .unwrap_or_else(|e| panic!("{name}: not an HTTP API v2 event: {e}"));
     // lambda_http tries the REST (v1) shape first; a sample that also parses as v1 would
@@ -72,6 +73,7 @@ fn check_api(name: &str, value: &Value) {
     {
         panic!("{name}: the request body is refused: {}", e.message);
     }
+    route_key.to_string()
 }
 
 #[test]
@@ -79,6 +81,8 @@ fn every_sample_event_parses() {
     let paths = samples();
     assert!(!paths.is_empty(), "no sample events found");
     let mut seen = Vec::new();
+    let mut routes = Vec::new();
+    let mut failure_records = 0;
     for path in &paths {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(path).unwrap();
@@ -86,16 +90,33 @@ fn every_sample_event_parses() {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
         let kind = name.split(['-', '.']).next().unwrap();
         match kind {
-            "api" => check_api(&name, &value),
+            "api" => routes.push(check_api(&name, &value)),
             "mapper" => round_trip::<MapperEvent>(&name, &value),
             "worker" => round_trip::<WorkerEvent>(&name, &value),
-            "reducer" => round_trip::<ReducerEvent>(&name, &value),
+            "reducer" => {
+                round_trip::<ReducerInput>(&name, &value);
+                if let Ok(ReducerInput::Failure(record)) = serde_json::from_value(value.clone()) {
+                    assert!(
+                        failures::lost(&record).is_some(),
+                        "{name}: a failure record of nothing the reducer knows"
+                    );
+                    failure_records += 1;
+                }
+            }
             _ => panic!(
                 "{name}: unknown kind of sample; name it api-*, mapper*, worker* or reducer*"
             ),
         }
         seen.push(kind.to_string());
     }
+    for (method, path) in driver::ROUTES {
+        let route = format!("{method} {path}");
+        assert!(routes.contains(&route), "no sample event for {route}");
+    }
+    assert!(
+        failure_records > 0,
+        "no sample of Lambda's on-failure record"
+    );
     for kind in ["api", "mapper", "worker", "reducer"] {
         assert!(
             seen.iter().any(|k| k == kind),

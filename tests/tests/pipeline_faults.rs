@@ -223,3 +223,82 @@ async fn a_request_that_cannot_start_is_failed_and_runs_when_submitted_again() {
     let (_, status) = run_request(&app, &request).await;
     assert_eq!(status["status"], "Succeeded", "{status}");
 }
+
+/// Lambda as seen by a task whose process dies every time (out of memory, say): the
+/// handler never runs, so nothing records the failure but Lambda itself, which sends its
+/// record to the on-failure destination, the reducer.
+#[derive(Debug)]
+struct Dying {
+    inner: Arc<cellmatrix::invoke::InProcess>,
+    deaths: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl cellmatrix::invoke::Invoker for Dying {
+    async fn invoke(
+        &self,
+        function: cellmatrix::invoke::Function,
+        payload: serde_json::Value,
+    ) -> Result<(), cellmatrix::Error> {
+        let dies = function == cellmatrix::invoke::Function::Worker
+            && self
+                .deaths
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if !dies {
+            return self.inner.invoke(function, payload).await;
+        }
+        let record = json!({
+            "version": "1.0",
+            "timestamp": "2026-11-21T10:15:42.118Z",
+            "requestContext": {
+                "requestId": "c2a8f0e4-6b1d-4f3a-9c7e-5d2b8a1f0e63",
+                "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:cm-worker:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": 3
+            },
+            "requestPayload": payload,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": "signal: killed (injected)"}
+        });
+        self.inner
+            .invoke(cellmatrix::invoke::Function::Reducer, record)
+            .await
+    }
+    fn counts(&self) -> std::collections::HashMap<cellmatrix::invoke::Function, u64> {
+        self.inner.counts()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_that_dies_silently_is_retried_from_lambdas_failure_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    ingest_samples(&store).await;
+    let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
+    let clean = App::in_process(config(), store.clone(), |_| 2);
+    let (_, want) = run_request(&clean, &request).await;
+    assert_eq!(want["status"], "Succeeded", "{want}");
+    for prefix in ["requests/", "results/"] {
+        for o in store.list(prefix).await.unwrap() {
+            store.delete(&o.key).await.unwrap();
+        }
+    }
+
+    // Without the record nothing would retry the dead tasks, and the request would fail
+    // at this deadline.
+    let mut c = config();
+    c.request_timeout = Duration::from_secs(60);
+    let inner = Arc::new(cellmatrix::invoke::InProcess::new(|_| 2));
+    let dying = Arc::new(Dying {
+        inner: inner.clone(),
+        deaths: AtomicU64::new(2),
+    });
+    let app = App::with_invoker(c, store.clone(), dying.clone());
+    let target: Arc<dyn cellmatrix::invoke::Dispatch> = app.clone();
+    inner.bind(Arc::downgrade(&target));
+    let (_, status) = run_request(&app, &request).await;
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    assert_eq!(status["result"]["nnz"], want["result"]["nnz"]);
+    assert_eq!(dying.deaths.load(Ordering::SeqCst), 0, "no task died");
+}

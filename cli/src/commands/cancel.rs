@@ -11,7 +11,7 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let status = a.server.client()?.cancel(&a.id).await?;
+    let status = a.server.client().await?.cancel(&a.id).await?;
     println!("cancel requested; {}", status.summary());
     Ok(())
 }

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use super::sigv4::Signer;
+
 /// How long one API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -25,12 +27,23 @@ pub struct Server {
         value_name = "BASE"
     )]
     pub url: String,
+    /// Sign every call with SigV4 and your AWS credentials, for a deployed API behind
+    /// IAM auth (the template's default).
+    #[arg(long, env = "CELLMATRIX_SIGV4")]
+    pub sigv4: bool,
+    /// The region to sign for (default: the one in an API Gateway URL, else AWS_REGION).
+    #[arg(long, requires = "sigv4", value_name = "REGION")]
+    pub region: Option<String>,
 }
 
 impl Server {
     /// A client of this server.
-    pub fn client(&self) -> anyhow::Result<Client> {
-        Client::new(&self.url)
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let mut client = Client::new(&self.url)?;
+        if self.sigv4 {
+            client.signer = Some(Signer::from_env(&client.base, self.region.clone()).await?);
+        }
+        Ok(client)
     }
 }
 
@@ -39,6 +52,7 @@ impl Server {
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    signer: Option<Signer>,
 }
 
 /// An error answer of the API: its status and the server's message.
@@ -210,7 +224,11 @@ impl Client {
             .read_timeout(CALL_TIMEOUT)
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Client { http, base })
+        Ok(Client {
+            http,
+            base,
+            signer: None,
+        })
     }
 
     /// The base URL.
@@ -246,6 +264,17 @@ impl Client {
             .http
             .request(method.clone(), url.clone())
             .timeout(CALL_TIMEOUT);
+        let content_type = [("content-type", "application/json")];
+        let signed_headers: &[(&str, &str)] = if body.is_some() { &content_type } else { &[] };
+        if let Some(signer) = &self.signer {
+            let payload = body.as_deref().unwrap_or_default();
+            for (name, value) in signer
+                .headers(method.as_str(), &url, signed_headers, payload)
+                .await?
+            {
+                request = request.header(name, value);
+            }
+        }
         if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")

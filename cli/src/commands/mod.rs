@@ -7,6 +7,7 @@ mod demo;
 mod ingest;
 mod query;
 mod serve;
+mod sigv4;
 mod status;
 mod synth;
 

@@ -56,7 +56,7 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let client = a.server.client()?;
+    let client = a.server.client().await?;
     let body = request_body(&a)?;
     // With --json, standard output holds the JSON only.
     let say = |line: String| {

@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let status = a.server.client()?.status(&a.id).await?;
+    let status = a.server.client().await?.status(&a.id).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&status.raw)?);
     } else {

@@ -3,6 +3,7 @@
 //! [`App`] (store, invoker, settings) and its event.
 
 pub mod driver;
+pub mod failures;
 pub mod mapper;
 pub mod reducer;
 pub mod worker;

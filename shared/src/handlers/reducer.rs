@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::genes::GeneSpace;
 use crate::handlers::worker::RequestView;
 use crate::invoke::Function;
-use crate::messages::{MapperEvent, ReducerEvent, ReducerMode, TaskId, WorkerEvent};
+use crate::messages::{MapperEvent, ReducerEvent, ReducerInput, ReducerMode, TaskId, WorkerEvent};
 use crate::state::{
     Consolidation, Converted, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress,
     ResultRecord, RunInfo, StoredRequest, get_json, now_ms, put_json, put_json_if_absent,
@@ -39,6 +39,19 @@ pub async fn handle(app: &App, event: ReducerEvent) -> Result<(), Error> {
     handle_until(app, event, None).await
 }
 
+/// Runs whatever the reducer function was invoked with: one of our events, or Lambda's
+/// record of an asynchronous invocation it gave up on (see [`super::failures`]).
+pub async fn handle_input(
+    app: &App,
+    input: ReducerInput,
+    stop_at_ms: Option<u64>,
+) -> Result<(), Error> {
+    match input {
+        ReducerInput::Event(event) => handle_until(app, event, stop_at_ms).await,
+        ReducerInput::Failure(record) => super::failures::handle(app, &record).await,
+    }
+}
+
 /// Runs a reducer invocation; a collector hands over to a fresh invocation of itself
 /// before `stop_at_ms` (the Lambda deadline), since its state is all in the store.
 pub async fn handle_until(
@@ -47,6 +60,10 @@ pub async fn handle_until(
     stop_at_ms: Option<u64>,
 ) -> Result<(), Error> {
     let keys = Keys::new(&event.request_id);
+    // A deadline already past is not a real one: `cargo lambda watch` sends a fixed
+    // 600000 (ten minutes after 1970), and a collector taking it at its word would hand
+    // over to a new invocation of itself at once, forever.
+    let stop_at_ms = stop_at_ms.filter(|&deadline| deadline > now_ms());
     match event.mode {
         ReducerMode::Collect => Collector::new(app, keys).await?.run(stop_at_ms).await,
         ReducerMode::Consolidate { shard } => {
@@ -183,13 +200,7 @@ impl<'a> Collector<'a> {
     async fn step(&mut self) -> Result<bool, Error> {
         let store = self.app.store.clone();
         let keys = self.keys.clone();
-        let (k_result, k_cancel, k_failed) = (keys.result(), keys.cancel(), keys.failed());
-        let (result, cancelled, failed) = futures::try_join!(
-            crate::state::exists(&store, &k_result),
-            crate::state::exists(&store, &k_cancel),
-            crate::state::exists(&store, &k_failed),
-        )?;
-        if result || cancelled || failed {
+        if crate::state::ended(&store, &keys).await? {
             return Ok(true);
         }
         self.read_plans().await?;
