@@ -17,7 +17,8 @@
 //! `invoke::ACCEPT_WAIT`), and sends a fixed deadline of 600000 ms since 1970 (see
 //! `reducer::handle_until`).
 //!
-//! Every function logs its init duration (`coldstart`); the test prints them. Run it
+//! Every function logs its init duration (`coldstart`); the test prints them, and writes
+//! them to `$CELLMATRIX_TEST_FIGURES` when set (`scripts/test` shows that file). Run it
 //! with `cargo test --release` for release figures.
 
 use std::io::BufRead;
@@ -352,6 +353,7 @@ async fn the_real_binaries_serve_a_request_under_cargo_lambda_watch() {
 
     // Every function ran as its own real binary and logged its init duration.
     let cold = lambda.init_durations();
+    let mut figures = String::new();
     for (function, _) in FUNCTIONS {
         let mine: Vec<f64> = cold
             .iter()
@@ -365,10 +367,15 @@ async fn the_real_binaries_serve_a_request_under_cargo_lambda_watch() {
         );
         let min = mine.iter().copied().fold(f64::INFINITY, f64::min);
         let max = mine.iter().copied().fold(0.0, f64::max);
-        println!(
-            "init duration {function}: {min:.1} ms (fastest of {} instance(s); slowest {max:.1} ms)",
+        figures.push_str(&format!(
+            "init duration {function}: {min:.1} ms (fastest of {} instances; slowest {max:.1} ms)\n",
             mine.len()
-        );
+        ));
+    }
+    print!("{figures}");
+    // The test command prints them after the run, which captures a passing test's output.
+    if let Ok(path) = std::env::var("CELLMATRIX_TEST_FIGURES") {
+        std::fs::write(path, &figures).unwrap();
     }
 }
 
