@@ -1,21 +1,9 @@
-//! The worker binary itself: a missing setting fails its cold start, before it polls the
-//! Lambda Runtime API, with a message naming the setting (Lambda reports it as an init
-//! error). Having an integration test also makes `cargo test --workspace` build the
-//! binary, which `tests/tests/lambda_contract.rs` runs as a Lambda function.
+//! The worker binary's cold start (see `functions/cold_start.rs`).
+
+#[path = "../../cold_start.rs"]
+mod cold_start;
 
 #[test]
 fn a_missing_store_fails_the_cold_start_naming_the_setting() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_remove("CELLMATRIX_STORE")
-        // No runtime to poll: reaching the poll would fail with another message.
-        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
-        .output()
-        .expect("the binary runs");
-    assert!(!out.status.success());
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(said.contains("CELLMATRIX_STORE"), "{said}");
+    cold_start::a_missing_store_fails_naming_the_setting(env!("CARGO_BIN_EXE_worker"));
 }
