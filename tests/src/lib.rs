@@ -269,17 +269,13 @@ pub async fn download(
     prefix: &str,
     dir: &std::path::Path,
 ) -> std::path::PathBuf {
-    for o in store.list(&format!("{prefix}/")).await.expect("list") {
-        let body = store
-            .get(&o.key)
-            .await
-            .expect("get")
-            .expect("listed object");
-        let path = dir.join(&o.key);
+    let root = dir.join(prefix);
+    for (key, body) in objects(store, prefix).await {
+        let path = root.join(key.trim_start_matches('/'));
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         std::fs::write(&path, &body).expect("write");
     }
-    dir.join(prefix)
+    root
 }
 
 /// The full PBMC3k (one 10x bundle) and Chung (563 one-cell SmartSeq2 bundles).
