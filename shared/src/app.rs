@@ -11,10 +11,12 @@ use serde_json::Value;
 use crate::catalog::CatalogEntry;
 use crate::config::Config;
 use crate::error::Error;
+use crate::fault::{FaultyInvoker, FaultyStore};
 use crate::fqid::Fqid;
 use crate::handlers;
 use crate::invoke::{Dispatch, DynInvoker, Function, InProcess, LambdaInvoker};
 use crate::store::DynStore;
+use crate::store::retry::Retrying;
 
 /// Everything a handler needs from the outside world.
 #[derive(Debug)]
@@ -28,7 +30,6 @@ pub struct App {
     /// Bundle entries learnt from manifests on catalog misses, kept for the life of the
     /// process so that a warm request reads no manifest.
     pub learnt: Mutex<HashMap<Fqid, CatalogEntry>>,
-    in_process: Option<Arc<InProcess>>,
 }
 
 /// Concurrency of each function on the in-process invoker when none is given.
@@ -48,27 +49,30 @@ impl App {
         store: DynStore,
         limit: impl Fn(Function) -> usize,
     ) -> Arc<App> {
-        let invoker = Arc::new(InProcess::new(limit));
+        let mut in_process = InProcess::new(limit);
+        if let Some(plan) = &config.faults {
+            in_process = in_process.with_faults(plan.clone(), config.poll_interval);
+        }
+        let in_process = Arc::new(in_process);
+        let invoker: DynInvoker = in_process.clone();
         let app = Arc::new(App {
+            store: compose_store(&config, store),
+            invoker: compose_invoker(&config, invoker),
             config,
-            store,
-            invoker: invoker.clone(),
             learnt: Mutex::new(HashMap::new()),
-            in_process: Some(invoker.clone()),
         });
         let weak = Arc::downgrade(&app);
-        invoker.bind(weak);
+        in_process.bind(weak);
         app
     }
 
     /// An app with any invoker (a test double, say); [`App::idle`] returns at once.
     pub fn with_invoker(config: Config, store: DynStore, invoker: DynInvoker) -> Arc<App> {
         Arc::new(App {
+            store: compose_store(&config, store),
+            invoker: compose_invoker(&config, invoker),
             config,
-            store,
-            invoker,
             learnt: Mutex::new(HashMap::new()),
-            in_process: None,
         })
     }
 
@@ -88,9 +92,24 @@ impl App {
 
     /// Waits until every in-process invocation has finished (at once on Lambda).
     pub async fn idle(&self) {
-        if let Some(invoker) = &self.in_process {
-            invoker.idle().await
-        }
+        self.invoker.idle().await
+    }
+}
+
+/// Every store is used through retries of its transient errors; under injected faults
+/// the faults come first, so the retries are what meets them.
+fn compose_store(config: &Config, store: DynStore) -> DynStore {
+    let store = match &config.faults {
+        Some(plan) => Arc::new(FaultyStore::new(store, plan.clone())) as DynStore,
+        None => store,
+    };
+    Arc::new(Retrying::new(store, config.store_attempts))
+}
+
+fn compose_invoker(config: &Config, invoker: DynInvoker) -> DynInvoker {
+    match &config.faults {
+        Some(plan) => Arc::new(FaultyInvoker::new(invoker, plan.clone())),
+        None => invoker,
     }
 }
 

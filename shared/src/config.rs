@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::invoke::Function;
 
 /// Settings of the service; [`Config::from_env`] reads them, tests build them directly.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where bundles, the catalog, requests and results live: a local path or
     /// `s3://bucket[/prefix]` (see [`crate::store::open`]). From `CELLMATRIX_STORE`.
@@ -54,6 +54,30 @@ pub struct Config {
     /// Local directory for the conversions' temporary files (`CELLMATRIX_SCRATCH_DIR`,
     /// default the system's temporary directory; `/tmp` on Lambda).
     pub scratch_dir: std::path::PathBuf,
+    /// Tries per store call for transient errors, with backoff and jitter
+    /// (`CELLMATRIX_STORE_ATTEMPTS`, default 4).
+    pub store_attempts: u32,
+    /// How long an invocation may go without starting, while later ones start, before the
+    /// collector takes it for lost and invokes it again (`CELLMATRIX_LOST_AFTER_MS`,
+    /// default 60,000).
+    pub lost_after: Duration,
+    /// Whether the collector hedges stragglers (`CELLMATRIX_HEDGE`, default 1).
+    pub hedge: bool,
+    /// Once this percentage of the tasks is done, every unfinished task gets a second
+    /// copy (`CELLMATRIX_HEDGE_PERCENT`, default 90).
+    pub hedge_percent: u32,
+    /// A task running longer than this many times the median task gets a second copy
+    /// (`CELLMATRIX_HEDGE_FACTOR`, default 3).
+    pub hedge_factor: u32,
+    /// A Running request whose collector has not been heard of for this long gets a new
+    /// one from the next status request (`CELLMATRIX_COLLECTOR_STALE_MS`, default 60,000).
+    pub collector_stale: Duration,
+    /// Keep the parts and markers of a finished request (`CELLMATRIX_KEEP_SCRATCH=1`);
+    /// by default they are removed after success and after a cancel.
+    pub keep_scratch: bool,
+    /// Faults to inject (`CELLMATRIX_FAULTS`, see [`crate::fault::FaultPlan::parse`]);
+    /// none by default.
+    pub faults: Option<crate::fault::FaultPlan>,
 }
 
 impl Config {
@@ -77,6 +101,14 @@ impl Config {
             csv_max_bytes: 2 << 30,
             loom_max_bytes: 512 << 20,
             scratch_dir: std::env::temp_dir(),
+            store_attempts: 4,
+            lost_after: Duration::from_secs(60),
+            hedge: true,
+            hedge_percent: 90,
+            hedge_factor: 3,
+            collector_stale: Duration::from_secs(60),
+            keep_scratch: false,
+            faults: None,
         }
     }
 
@@ -138,6 +170,24 @@ impl Config {
         )?);
         c.csv_max_bytes = num(&get, "CELLMATRIX_CSV_MAX_BYTES", c.csv_max_bytes)?;
         c.loom_max_bytes = num(&get, "CELLMATRIX_LOOM_MAX_BYTES", c.loom_max_bytes)?;
+        c.store_attempts = num(&get, "CELLMATRIX_STORE_ATTEMPTS", c.store_attempts)?;
+        c.lost_after = Duration::from_millis(num(
+            &get,
+            "CELLMATRIX_LOST_AFTER_MS",
+            c.lost_after.as_millis() as u64,
+        )?);
+        c.hedge = get("CELLMATRIX_HEDGE").is_none_or(|v| v.trim() != "0");
+        c.hedge_percent = num(&get, "CELLMATRIX_HEDGE_PERCENT", c.hedge_percent)?.min(100);
+        c.hedge_factor = num(&get, "CELLMATRIX_HEDGE_FACTOR", c.hedge_factor)?;
+        c.collector_stale = Duration::from_millis(num(
+            &get,
+            "CELLMATRIX_COLLECTOR_STALE_MS",
+            c.collector_stale.as_millis() as u64,
+        )?);
+        c.keep_scratch = get("CELLMATRIX_KEEP_SCRATCH").is_some_and(|v| v.trim() == "1");
+        if let Some(faults) = get("CELLMATRIX_FAULTS") {
+            c.faults = Some(crate::fault::FaultPlan::parse(&faults)?);
+        }
         if let Some(dir) = get("CELLMATRIX_SCRATCH_DIR") {
             c.scratch_dir = dir.into();
         }

@@ -56,6 +56,10 @@ pub trait Invoker: Send + Sync + fmt::Debug {
 
     /// How many invocations of each function were accepted so far.
     fn counts(&self) -> HashMap<Function, u64>;
+
+    /// Waits until no invocation is queued or running here (at once where invocations
+    /// run elsewhere, as on Lambda).
+    async fn idle(&self) {}
 }
 
 /// A shared invoker.
@@ -78,6 +82,28 @@ pub struct InProcess {
     limits: HashMap<Function, Arc<Semaphore>>,
     counts: Mutex<HashMap<Function, u64>>,
     tasks: tokio_util_like::TaskCounter,
+    faults: Option<Arc<HandlerFaults>>,
+}
+
+/// Deliveries of an asynchronous event whose handler crashed, as Lambda makes: the
+/// first and two retries (`MaximumRetryAttempts` 2), then the on-failure destination.
+pub const ASYNC_DELIVERIES: u32 = 3;
+
+/// The faults of Lambda's side, decided per delivery (see [`crate::fault`]).
+#[derive(Debug)]
+struct HandlerFaults {
+    plan: crate::fault::FaultPlan,
+    dice: crate::fault::Dice,
+    /// Lambda waits a minute, then two, before retrying; here a scaled-down pause.
+    retry_pause: Duration,
+}
+
+/// How one delivery of an event ended.
+enum Delivery {
+    /// The handler returned; an error it returns it has recorded itself.
+    Ran(Result<(), Error>),
+    /// The process died: nothing was returned and nothing more written.
+    Crashed(&'static str),
 }
 
 impl fmt::Debug for InProcess {
@@ -99,17 +125,25 @@ impl InProcess {
                 .collect(),
             counts: Mutex::new(HashMap::new()),
             tasks: tokio_util_like::TaskCounter::default(),
+            faults: None,
         }
+    }
+
+    /// Injects Lambda's side of `plan`: handlers crashing before or after their side
+    /// effects (and then retried, and at last reported to the reducer as Lambda's
+    /// on-failure record), stragglers, and crashes the store triggers mid-write.
+    pub fn with_faults(mut self, plan: crate::fault::FaultPlan, retry_pause: Duration) -> Self {
+        self.faults = Some(Arc::new(HandlerFaults {
+            dice: crate::fault::Dice::new(plan.seed, "handler"),
+            plan,
+            retry_pause,
+        }));
+        self
     }
 
     /// Connects the invoker to what it runs. Held weakly: the dispatcher owns the invoker.
     pub fn bind(&self, target: Weak<dyn Dispatch>) {
         let _ = self.target.set(target);
-    }
-
-    /// Waits until no invocation is queued or running.
-    pub async fn idle(&self) {
-        self.tasks.idle().await
     }
 }
 
@@ -136,17 +170,39 @@ impl Invoker for InProcess {
             .entry(function)
             .or_default() += 1;
         let guard = self.tasks.enter();
+        let faults = self.faults.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let _permit = match slots {
-                Some(slots) => match slots.acquire_owned().await {
-                    Ok(permit) => Some(permit),
-                    Err(_) => return,
-                },
-                None => None,
-            };
-            if let Err(e) = target.dispatch(function, payload).await {
-                tracing::warn!(%function, error = %e, retryable = e.is_retryable(), "invocation failed");
+            let mut why = "";
+            for delivery in 0..ASYNC_DELIVERIES {
+                if delivery > 0
+                    && let Some(f) = &faults
+                {
+                    tokio::time::sleep(f.retry_pause * delivery).await;
+                }
+                let _permit = match &slots {
+                    Some(slots) => match slots.clone().acquire_owned().await {
+                        Ok(permit) => Some(permit),
+                        Err(_) => return,
+                    },
+                    None => None,
+                };
+                match deliver(&target, function, &payload, faults.as_deref()).await {
+                    Delivery::Ran(Ok(())) => return,
+                    Delivery::Ran(Err(e)) => {
+                        tracing::warn!(%function, error = %e, retryable = e.is_retryable(), "invocation failed");
+                        return;
+                    }
+                    Delivery::Crashed(how) => {
+                        tracing::warn!(%function, delivery, how, "invocation crashed (injected)");
+                        why = how;
+                    }
+                }
+            }
+            // Lambda gives up and sends its record to the on-failure destination.
+            let record = failure_record(function, &payload, why);
+            if let Err(e) = target.dispatch(Function::Reducer, record).await {
+                tracing::error!(error = %e, "the failure record was not handled");
             }
         });
         Ok(())
@@ -155,6 +211,64 @@ impl Invoker for InProcess {
     fn counts(&self) -> HashMap<Function, u64> {
         self.counts.lock().expect("counts lock").clone()
     }
+
+    async fn idle(&self) {
+        self.tasks.idle().await
+    }
+}
+
+/// Runs one delivery, with Lambda's side of the injected faults.
+async fn deliver(
+    target: &Arc<dyn Dispatch>,
+    function: Function,
+    payload: &Value,
+    faults: Option<&HandlerFaults>,
+) -> Delivery {
+    let Some(f) = faults else {
+        return Delivery::Ran(target.clone().dispatch(function, payload.clone()).await);
+    };
+    let roll = f.dice.uniform();
+    if roll < f.plan.crash / 2.0 {
+        return Delivery::Crashed("before its side effects");
+    }
+    let crash_after = roll < f.plan.crash;
+    // Stragglers are workers: hedging is for tasks.
+    let slowdown = if function == Function::Worker && f.dice.flip(f.plan.straggler) {
+        f.plan.slowdown
+    } else {
+        1
+    };
+    let invocation = crate::fault::Invocation::new(slowdown);
+    let run = crate::fault::INVOCATION.scope(
+        invocation.clone(),
+        target.clone().dispatch(function, payload.clone()),
+    );
+    let outcome = tokio::select! {
+        outcome = run => outcome,
+        () = invocation.killed() => return Delivery::Crashed("midway, after a write"),
+    };
+    if crash_after {
+        Delivery::Crashed("after its side effects")
+    } else {
+        Delivery::Ran(outcome)
+    }
+}
+
+/// The record Lambda sends an on-failure destination once it gives up on an event.
+fn failure_record(function: Function, payload: &Value, why: &str) -> Value {
+    serde_json::json!({
+        "version": "1.0",
+        "timestamp": crate::state::rfc3339(crate::state::now_ms()),
+        "requestContext": {
+            "requestId": format!("in-process-{}", crate::state::now_ms()),
+            "functionArn": format!("arn:aws:lambda:local:000000000000:function:{function}:$LATEST"),
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": ASYNC_DELIVERIES,
+        },
+        "requestPayload": payload,
+        "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+        "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": format!("crashed {why} (injected)")},
+    })
 }
 
 /// A tiny task counter: `idle()` resolves when every entered guard is dropped. Written

@@ -16,9 +16,12 @@
 //! - [`filter`]: the request's filter tree, evaluated per bundle (three-valued) and per cell.
 //! - [`genes`]: the output gene space and each bundle's column remapping.
 //! - [`request`]: the body of `POST /v1/matrix`, validated, and its request id.
+//! - [`scratch`]: removing a request's parts and markers once it has ended.
 //! - [`messages`]: the events the functions send each other.
 //! - [`state`]: every key of a request's state in the store, and the records kept there.
 //! - [`invoke`]: the invoker trait, with the Lambda and the in-process implementations.
+//! - [`fault`]: fault injection (dropped, duplicated, delayed and crashing invocations,
+//!   stragglers, store errors), off unless configured.
 //! - [`config`]: the settings read once per cold start.
 //! - [`app`]: the composition root (store, invoker, settings) the handlers share.
 //! - [`coldstart`]: a function's init duration, from `main` to ready, logged once.
@@ -36,6 +39,7 @@ pub mod coldstart;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod fault;
 pub mod filter;
 pub mod fqid;
 pub mod genes;
@@ -47,6 +51,7 @@ pub mod messages;
 pub mod plan;
 pub mod progress;
 pub mod request;
+pub mod scratch;
 pub mod state;
 pub mod store;
 pub mod synth;

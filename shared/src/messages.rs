@@ -103,6 +103,13 @@ pub struct MapperEvent {
     pub group: u32,
     /// The bundles to plan, in request order.
     pub bundles: Vec<Fqid>,
+    /// 0 from the driver, then counted up by the collector: it names the start marker.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Mapper (or the collector re-invoking a failed or slow task) → worker: run one task.
@@ -127,6 +134,9 @@ pub struct ReducerEvent {
     pub request_id: RequestId,
     /// What this invocation does.
     pub mode: ReducerMode,
+    /// 0 first, then counted up by the collector: it names the start marker.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
 }
 
 /// The jobs of the reducer.

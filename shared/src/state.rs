@@ -17,6 +17,8 @@
 //! | `cancel.json` | driver (DELETE) | put-if-absent |
 //! | `failed.json` | collector | put-if-absent |
 //! | `result.json` | collector | put-if-absent: the request succeeded |
+//! | `started/{name}.{attempt}.json` | every invocation but the collector | put, at its start |
+//! | `collector.json` | collector | put, when it hands over to a fresh invocation |
 
 use std::ops::Range;
 
@@ -147,6 +149,47 @@ impl Keys {
     pub fn converted(&self) -> String {
         self.at("converted.json")
     }
+    /// Prefix of the start markers.
+    pub fn starts(&self) -> String {
+        self.at("started/")
+    }
+    /// The start marker of attempt `attempt` of invocation `name` (an error marker's name).
+    pub fn started(&self, name: &str, attempt: u32) -> String {
+        self.at(&format!("started/{name}.{attempt}.json"))
+    }
+    /// The collector's checkpoint.
+    pub fn checkpoint(&self) -> String {
+        self.at("collector.json")
+    }
+}
+
+/// An invocation's start marker: it began work at `at_ms`, after finding the request
+/// neither ended nor cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StartMarker {
+    /// `task-{id}`, `group-{n}`, `shard-{n}` or `convert`.
+    pub name: String,
+    /// Which attempt.
+    pub attempt: u32,
+    /// When it checked for a cancel, just before writing this marker.
+    pub at_ms: u64,
+}
+
+/// Writes the start marker of `name` unless the request has ended; `false` when it has,
+/// and the invocation must do nothing. The cancel check comes first, so a marker's
+/// `at_ms` is never later than the moment its invocation last saw no cancel.
+pub async fn start(store: &DynStore, keys: &Keys, name: &str, attempt: u32) -> Result<bool, Error> {
+    let at_ms = now_ms();
+    if ended(store, keys).await? {
+        return Ok(false);
+    }
+    let marker = StartMarker {
+        name: name.to_string(),
+        attempt,
+        at_ms,
+    };
+    put_json(store, &keys.started(name, attempt), &marker).await?;
+    Ok(true)
 }
 
 /// What the driver stored of a request.
@@ -277,9 +320,12 @@ pub struct ErrorMarker {
     pub attempt: u32,
 }
 
-/// The collector's summary for status requests, `progress.json`.
+/// The collector's summary for status requests, `progress.json`; also its heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
+    /// When a collector last wrote it: a status request finding it stale starts a new one.
+    #[serde(default)]
+    pub heartbeat_ms: u64,
     /// Groups planned.
     pub groups_planned: u32,
     /// Tasks in the plans seen so far (all of them once every group is planned).

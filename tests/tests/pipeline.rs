@@ -25,6 +25,8 @@ fn config(cells_per_worker: u64, shard_nnz: u64) -> Config {
     c.cells_per_worker = cells_per_worker;
     c.bundles_per_mapper = 100;
     c.shard_nnz = shard_nnz;
+    // These tests look at plans, markers and the consolidation plan afterwards.
+    c.keep_scratch = true;
     c
 }
 
@@ -198,6 +200,8 @@ async fn invocations_follow_the_plan_and_a_warm_request_reads_no_manifest() {
     let store: DynStore = counting.clone();
     let mut c = config(4096, 1 << 22);
     c.bundles_per_mapper = 1000;
+    // Exactly the planned invocations: no second copies of slow tasks.
+    c.hedge = false;
     let app = App::in_process(c, store.clone(), |_| 4);
     let fqids: Vec<String> = report
         .bundles

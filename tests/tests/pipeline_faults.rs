@@ -111,7 +111,10 @@ async fn a_retryable_failure_is_retried_and_the_result_is_the_same() {
         inner: inner.clone(),
         failures: AtomicU64::new(2),
     });
-    let app = App::in_process(config(), flaky, |_| 2);
+    // One try per store call: the failures reach the worker, and the collector retries.
+    let mut c = config();
+    c.store_attempts = 1;
+    let app = App::in_process(c, flaky, |_| 2);
     let (again, status) = run_request(&app, &request).await;
     assert_eq!(again, id);
     assert_eq!(status["status"], "Succeeded", "{status}");

@@ -148,7 +148,9 @@ fn dense_refusal(
     (bytes > limit).then(|| Rejection {
         status: 422,
         message: format!(
-            "format {:?} stores every value, zeros included: up to {cells} cells x {n_genes}              genes is {bytes} bytes of values, over this service's limit of {limit} bytes.              Ask for format \"h5ad\" or \"mtx\", which store only the nonzero values, or \
+            "format {:?} stores every value, zeros included: up to {cells} cells x {n_genes} \
+             genes is {bytes} bytes of values, over this service's limit of {limit} bytes. \
+             Ask for format \"h5ad\" or \"mtx\", which store only the nonzero values, or \
              select fewer bundles or genes",
             format.name()
         ),
@@ -216,7 +218,7 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
         // done are the same bytes a new run would write, so they stay. The new deadline
         // goes first, so the request never looks overdue in between.
         put_json(store, &keys.run(), &new_run(app)).await?;
-        for key in [keys.failed(), keys.cancel()] {
+        for key in [keys.failed(), keys.cancel(), keys.checkpoint()] {
             store.delete(&key).await?;
         }
         for o in store.list(&keys.errors()).await? {
@@ -277,6 +279,7 @@ async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
     let collect = ReducerEvent {
         request_id: stored.id.clone(),
         mode: ReducerMode::Collect,
+        attempt: 0,
     };
     app.invoker
         .invoke(Function::Reducer, to_value(&collect)?)
@@ -286,6 +289,7 @@ async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
             request_id: stored.id.clone(),
             group: group as u32,
             bundles: bundles.to_vec(),
+            attempt: 0,
         };
         app.invoker
             .invoke(Function::Mapper, to_value(&event)?)
@@ -653,6 +657,7 @@ pub async fn status(app: &App, stored: &StoredRequest) -> Result<Value, Error> {
             Some("the request passed its deadline before the collector finished it".into()),
         )
     } else {
+        revive_if_silent(app, stored, run.as_ref(), &progress, now).await;
         ("Running", None)
     };
     let finished_ms = match (&result, &failed, &cancelled) {
@@ -686,6 +691,37 @@ pub async fn status(app: &App, stored: &StoredRequest) -> Result<Value, Error> {
         "result": result_doc,
         "message": message,
     }))
+}
+
+/// Starts a new collector for a Running request whose collector has not written its
+/// heartbeat for `collector_stale`: its invocation was lost, or it died without a
+/// record. Two collectors at once are harmless (what must happen once is a put-if-absent),
+/// and the new one writes its heartbeat at once. Best effort: the status is answered anyway.
+async fn revive_if_silent(
+    app: &App,
+    stored: &StoredRequest,
+    run: Option<&RunInfo>,
+    progress: &Progress,
+    now: u64,
+) {
+    let Some(run) = run else { return };
+    let heard = progress.heartbeat_ms.max(run.started_ms);
+    if now.saturating_sub(heard) <= app.config.collector_stale.as_millis() as u64 {
+        return;
+    }
+    tracing::warn!(request = %stored.id, silent_ms = now - heard, "collector silent; starting a new one");
+    let event = ReducerEvent {
+        request_id: stored.id.clone(),
+        mode: ReducerMode::Collect,
+        attempt: 0,
+    };
+    let invoked = match to_value(&event) {
+        Ok(payload) => app.invoker.invoke(Function::Reducer, payload).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = invoked {
+        tracing::error!(request = %stored.id, error = %e, "cannot start a new collector");
+    }
 }
 
 async fn result_document(app: &App, r: &ResultRecord) -> Result<Value, Error> {

@@ -9,10 +9,11 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::error::Error;
+use crate::invoke::Function;
 use crate::messages::{
     FailureRecord, MapperEvent, ReducerEvent, ReducerMode, RequestId, WorkerEvent,
 };
-use crate::state::{ErrorMarker, Failure, Keys, put_json_if_absent};
+use crate::state::{ErrorMarker, Failure, Keys, RunInfo, get_json, now_ms, put_json_if_absent};
 
 /// What a failure record is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +47,7 @@ pub fn lost(record: &FailureRecord) -> Option<Lost> {
         return Some(Lost::Work {
             request: e.request_id,
             name: format!("group-{}", e.group),
-            attempt: 0,
+            attempt: e.attempt,
         });
     }
     let e = ReducerEvent::deserialize(payload).ok()?;
@@ -58,7 +59,7 @@ pub fn lost(record: &FailureRecord) -> Option<Lost> {
     Some(Lost::Work {
         request: e.request_id,
         name,
-        attempt: 0,
+        attempt: e.attempt,
     })
 }
 
@@ -96,6 +97,20 @@ pub async fn handle(app: &App, record: &FailureRecord) -> Result<(), Error> {
             let keys = Keys::new(&request);
             if crate::state::ended(&app.store, &keys).await? {
                 return Ok(());
+            }
+            // The collector's state is all in the store: before the deadline a new one
+            // takes over. Past it, or with no run at all, the request fails now.
+            let run = get_json::<RunInfo>(&app.store, &keys.run()).await?;
+            if run.is_some_and(|r| now_ms() < r.deadline_ms) {
+                tracing::warn!(request = %keys.id(), %why, "collector lost; starting a new one");
+                let event = ReducerEvent {
+                    request_id: request,
+                    mode: ReducerMode::Collect,
+                    attempt: 0,
+                };
+                let payload = serde_json::to_value(&event)
+                    .map_err(|e| Error::Internal(format!("collector event: {e}")))?;
+                return app.invoker.invoke(Function::Reducer, payload).await;
             }
             tracing::error!(request = %keys.id(), %why, "collector lost");
             let failure = Failure::now(format!("the request's collector stopped: {why}"));
@@ -254,7 +269,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lost_collector_fails_the_request_and_a_late_record_changes_nothing() {
+    async fn a_lost_collector_without_a_run_fails_the_request_and_a_late_record_changes_nothing() {
         let (_dir, app) = app().await;
         let collect = json!({"request_id": REQUEST, "mode": {"kind": "collect"}});
         handle(&app, &record(collect, Some("Sandbox.Timedout")))

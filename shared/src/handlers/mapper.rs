@@ -16,9 +16,15 @@ use crate::state::{BundleInfo, Keys, Plan, PlannedTask, SliceSpec, TaskSpec, put
 /// the workers shrug off.
 pub async fn handle(app: &App, event: MapperEvent) -> Result<(), Error> {
     let keys = Keys::new(&event.request_id);
+    let name = format!("group-{}", event.group);
+    if !crate::state::start(&app.store, &keys, &name, event.attempt).await? {
+        return Ok(());
+    }
     let outcome = run(app, &event, &keys).await;
-    if let Err(e) = &outcome {
-        super::record_error(app, &keys, &format!("group-{}", event.group), 0, e).await;
+    if let Err(e) = &outcome
+        && !matches!(e, Error::Cancelled(_))
+    {
+        super::record_error(app, &keys, &name, event.attempt, e).await;
     }
     outcome
 }
@@ -108,6 +114,7 @@ async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
         manifest_reads,
     };
     put_json(&app.store, &keys.plan(event.group), &plan_doc).await?;
+    crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await?;
     let invocations: Vec<_> = specs
         .iter()
         .map(|spec| {
@@ -123,9 +130,20 @@ async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
             }
         })
         .collect();
-    futures::stream::iter(invocations)
-        .buffer_unordered(concurrency)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
+    // A batch at a time, each after a look for a cancel: a DELETE stops the invocations
+    // that have not gone out yet.
+    let mut invocations = invocations.into_iter();
+    loop {
+        let batch: Vec<_> = invocations.by_ref().take(concurrency).collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if crate::state::ended(&app.store, keys).await? {
+            return Err(Error::Cancelled(keys.id().to_string()));
+        }
+        futures::stream::iter(batch)
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
 }

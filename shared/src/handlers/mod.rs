@@ -4,6 +4,7 @@
 
 pub mod driver;
 pub mod failures;
+pub mod ledger;
 pub mod mapper;
 pub mod reducer;
 pub mod worker;
@@ -24,5 +25,10 @@ pub(crate) async fn record_error(app: &App, keys: &Keys, name: &str, attempt: u3
     tracing::warn!(request = %keys.id(), name, attempt, error = %e, "invocation failed");
     if let Err(write) = put_json(&app.store, &keys.error(name), &marker).await {
         tracing::error!(request = %keys.id(), name, error = %write, "cannot record the failure");
+    }
+    // A late copy failing after the request ended (its parts removed under it, say)
+    // leaves no marker behind.
+    if let Err(e) = crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await {
+        tracing::warn!(request = %keys.id(), error = %e, "cannot clean up after a failure");
     }
 }

@@ -3,7 +3,7 @@
 //! consolidation; as a consolidation shard it writes one disjoint, chunk-aligned range of
 //! the output. The collector commits the result once every shard is in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use futures::{StreamExt, TryStreamExt};
@@ -19,9 +19,11 @@ use crate::convert::Format;
 use crate::convert::source::{ColumnKind, MatrixSource};
 use crate::error::Error;
 use crate::genes::GeneSpace;
+use crate::handlers::ledger::{HedgePolicy, Ledger};
 use crate::handlers::worker::RequestView;
 use crate::invoke::Function;
 use crate::messages::{MapperEvent, ReducerEvent, ReducerInput, ReducerMode, TaskId, WorkerEvent};
+use crate::scratch::{self, Ending};
 use crate::state::{
     Consolidation, Converted, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress,
     ResultRecord, RunInfo, StoredRequest, get_json, now_ms, put_json, put_json_if_absent,
@@ -67,16 +69,25 @@ pub async fn handle_until(
     match event.mode {
         ReducerMode::Collect => Collector::new(app, keys).await?.run(stop_at_ms).await,
         ReducerMode::Consolidate { shard } => {
+            let name = format!("shard-{shard}");
+            if !crate::state::start(&app.store, &keys, &name, event.attempt).await? {
+                return Ok(());
+            }
             let outcome = consolidate_shard(app, &keys, shard).await;
-            if let Err(e) = &outcome {
-                super::record_error(app, &keys, &format!("shard-{shard}"), 0, e).await;
+            if let Err(e) = &outcome
+                && !matches!(e, Error::Cancelled(_))
+            {
+                super::record_error(app, &keys, &name, event.attempt, e).await;
             }
             outcome
         }
         ReducerMode::Convert => {
+            if !crate::state::start(&app.store, &keys, "convert", event.attempt).await? {
+                return Ok(());
+            }
             let outcome = convert(app, &keys).await;
             if let Err(e) = &outcome {
-                super::record_error(app, &keys, "convert", 0, e).await;
+                super::record_error(app, &keys, "convert", event.attempt, e).await;
             }
             outcome
         }
@@ -124,7 +135,8 @@ async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
         peak_rss = record.peak_rss_bytes,
         "converted"
     );
-    put_json(store, &keys.converted(), &record).await
+    put_json(store, &keys.converted(), &record).await?;
+    crate::scratch::after_write(store, keys, app.config.keep_scratch).await
 }
 
 /// What the collector has seen so far; markers are immutable, so each is read once.
@@ -136,18 +148,14 @@ struct Collector<'a> {
     plans: BTreeMap<u32, Plan>,
     done: HashMap<TaskId, DoneMarker>,
     progress: Progress,
-    planned_at: Option<u64>,
-    collected_at: Option<u64>,
-    shards_started: bool,
+    /// Start markers seen (their keys).
+    starts: HashSet<String>,
+    /// Launches, starts, failures: checkpointed at a hand-over.
+    ledger: Ledger,
     /// The request's settings, read once consolidation is under way.
     view: Option<RequestView>,
     /// Whether this collector wrote the output's metadata.
     finished: bool,
-    /// Whether this collector started the conversion.
-    convert_started: bool,
-    /// Re-invocations made so far, by error marker name: mapper and shard events carry no
-    /// attempt number, so the collector counts for them.
-    retries: HashMap<String, u32>,
 }
 
 impl<'a> Collector<'a> {
@@ -159,6 +167,17 @@ impl<'a> Collector<'a> {
         let run: RunInfo = get_json(store, &keys.run())
             .await?
             .ok_or_else(|| Error::NotFound(format!("run of request {}", keys.id())))?;
+        let ledger = match get_json::<Ledger>(store, &keys.checkpoint()).await? {
+            Some(ledger) => ledger,
+            None => {
+                // The driver launched every mapper when the run started.
+                let mut ledger = Ledger::default();
+                for group in 0..stored.groups {
+                    ledger.launched(&format!("group-{group}"), 0, run.started_ms);
+                }
+                ledger
+            }
+        };
         Ok(Collector {
             app,
             keys,
@@ -167,13 +186,10 @@ impl<'a> Collector<'a> {
             plans: BTreeMap::new(),
             done: HashMap::new(),
             progress: Progress::default(),
-            planned_at: None,
-            collected_at: None,
-            shards_started: false,
+            starts: HashSet::new(),
+            ledger,
             view: None,
             finished: false,
-            convert_started: false,
-            retries: HashMap::new(),
         })
     }
 
@@ -186,9 +202,12 @@ impl<'a> Collector<'a> {
             if let Some(stop) = stop_at_ms
                 && now_ms() + 2 * poll.as_millis() as u64 + 5_000 > stop
             {
+                // The next collector goes on from this one's ledger.
+                put_json(&self.app.store, &self.keys.checkpoint(), &self.ledger).await?;
                 let event = ReducerEvent {
                     request_id: self.keys.id().clone(),
                     mode: ReducerMode::Collect,
+                    attempt: 0,
                 };
                 return self.invoke(Function::Reducer, &event).await;
             }
@@ -201,32 +220,50 @@ impl<'a> Collector<'a> {
         let store = self.app.store.clone();
         let keys = self.keys.clone();
         if crate::state::ended(&store, &keys).await? {
+            let cancelled = crate::state::exists(&store, &keys.cancel()).await?
+                && !crate::state::exists(&store, &keys.result()).await?;
+            if cancelled && !self.app.config.keep_scratch {
+                scratch::remove(&store, &keys, Ending::Cancelled).await?;
+            }
             return Ok(true);
         }
-        self.read_plans().await?;
+        let now = now_ms();
+        self.read_plans(now).await?;
         self.read_markers().await?;
+        self.read_starts(now).await?;
         if let Some(message) = self.handle_errors().await? {
             self.fail(message).await?;
             return Ok(true);
         }
+        self.relaunch_lost(now).await?;
         let all_planned = self.plans.len() as u32 == self.stored.groups;
+        if all_planned && self.app.config.hedge {
+            self.hedge(now).await?;
+        }
         let total = self.plans.values().map(|p| p.tasks.len() as u64).sum();
         let progress = Progress {
+            heartbeat_ms: self.progress.heartbeat_ms,
             groups_planned: self.plans.len() as u32,
             tasks_total: total,
             tasks_done: self.done.len() as u64,
             cells_written: self.done.values().map(|d| d.cells_out).sum(),
         };
-        if progress != self.progress {
+        // Also the heartbeat a status request looks at, so written now and then even
+        // when nothing changed.
+        let beat = self.app.config.collector_stale.as_millis() as u64 / 4;
+        if progress != self.progress || now.saturating_sub(self.progress.heartbeat_ms) >= beat {
+            let progress = Progress {
+                heartbeat_ms: now,
+                ..progress
+            };
             put_json(&store, &keys.progress(), &progress).await?;
             self.progress = progress;
         }
-        let now = now_ms();
-        if all_planned && self.planned_at.is_none() {
-            self.planned_at = Some(now);
+        if all_planned && self.ledger.planned_at.is_none() {
+            self.ledger.planned_at = Some(now);
         }
         if all_planned && self.done.len() as u64 == total {
-            self.collected_at.get_or_insert(now);
+            self.ledger.collected_at.get_or_insert(now);
             if self.consolidate().await? {
                 return Ok(true);
             }
@@ -240,7 +277,9 @@ impl<'a> Collector<'a> {
         Ok(false)
     }
 
-    async fn read_plans(&mut self) -> Result<(), Error> {
+    /// Reads new plans; their tasks count as launched when the plan is first seen, since
+    /// the mapper invokes them right after writing it.
+    async fn read_plans(&mut self, now: u64) -> Result<(), Error> {
         if self.plans.len() as u32 == self.stored.groups {
             return Ok(());
         }
@@ -257,6 +296,13 @@ impl<'a> Collector<'a> {
             if !self.plans.contains_key(&group)
                 && let Some(plan) = get_json::<Plan>(&self.app.store, &o.key).await?
             {
+                self.ledger.finished(&format!("group-{group}"));
+                for t in &plan.tasks {
+                    let name = format!("task-{}", t.id);
+                    if !self.ledger.knows(&name) {
+                        self.ledger.launched(&name, 0, now);
+                    }
+                }
                 self.plans.insert(group, plan);
             }
         }
@@ -280,7 +326,29 @@ impl<'a> Collector<'a> {
             .try_collect()
             .await?;
         for m in markers.into_iter().flatten() {
+            self.ledger.finished(&format!("task-{}", m.task));
             self.done.insert(m.task.clone(), m);
+        }
+        Ok(())
+    }
+
+    /// Notes the invocations that started since the last look (one LIST).
+    async fn read_starts(&mut self, now: u64) -> Result<(), Error> {
+        for o in self.app.store.list(&self.keys.starts()).await? {
+            if self.starts.contains(&o.key) {
+                continue;
+            }
+            let parsed = o
+                .key
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.rsplit_once('.'))
+                .and_then(|(name, attempt)| Some((name.to_string(), attempt.parse().ok()?)));
+            if let Some((name, attempt)) = parsed {
+                self.ledger.started(&name, attempt, now);
+            }
+            self.starts.insert(o.key);
         }
         Ok(())
     }
@@ -293,13 +361,8 @@ impl<'a> Collector<'a> {
             let Some(marker) = get_json::<ErrorMarker>(&store, &o.key).await? else {
                 continue;
             };
-            let late = marker
-                .name
-                .strip_prefix("task-")
-                .and_then(|t| TaskId::parse(t).ok())
-                .is_some_and(|t| self.done.contains_key(&t));
-            if late {
-                // Another copy of the task finished: the failure no longer matters.
+            if self.ledger.is_finished(&marker.name) {
+                // Another copy finished: the failure no longer matters.
                 store.delete(&o.key).await?;
                 continue;
             }
@@ -310,24 +373,66 @@ impl<'a> Collector<'a> {
                     marker.message
                 )));
             }
-            let tried = self.retries.entry(marker.name.clone()).or_default();
-            let attempt = (marker.attempt + 1).max(*tried + 1);
-            *tried = attempt;
-            if attempt >= self.app.config.task_attempts {
+            let failures = self.ledger.failed(&marker.name);
+            if failures >= self.app.config.task_attempts {
                 return Ok(Some(format!(
                     "{} failed {} times; last error: {}",
                     describe(&marker.name),
-                    attempt,
+                    failures,
                     marker.message
                 )));
             }
             store.delete(&o.key).await?;
-            self.reinvoke(&marker.name, attempt).await?;
+            self.launch(&marker.name).await?;
         }
         Ok(None)
     }
 
-    async fn reinvoke(&self, name: &str, attempt: u32) -> Result<(), Error> {
+    /// Launches again what was invoked but never started (an event Lambda dropped),
+    /// up to a bound; past it the request's deadline ends the wait.
+    async fn relaunch_lost(&mut self, now: u64) -> Result<(), Error> {
+        let lost_after = self.app.config.lost_after.as_millis() as u64;
+        for name in self.ledger.lost(now, lost_after) {
+            if self.ledger.launches(&name) < self.max_launches() {
+                tracing::warn!(request = %self.keys.id(), name, "invocation lost; invoking it again");
+                self.launch(&name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A second copy of each straggler; the first copy to finish wins, the other writes
+    /// the same bytes.
+    async fn hedge(&mut self, now: u64) -> Result<(), Error> {
+        let mut durations: Vec<u64> = self.done.values().map(|d| d.duration_ms).collect();
+        durations.sort_unstable();
+        let median = durations.get(durations.len() / 2).copied();
+        let total = self.plans.values().map(|p| p.tasks.len()).sum();
+        let policy = HedgePolicy {
+            percent: self.app.config.hedge_percent,
+            factor: self.app.config.hedge_factor,
+        };
+        for name in self
+            .ledger
+            .stragglers(now, self.done.len(), total, median, policy)
+        {
+            if self.ledger.launches(&name) < self.max_launches() {
+                tracing::info!(request = %self.keys.id(), name, "hedging a slow task");
+                self.launch(&name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Launches beyond which lost or slow work is not invoked again: the first, the
+    /// retries, a hedge and one more.
+    fn max_launches(&self) -> u32 {
+        self.app.config.task_attempts.saturating_add(2)
+    }
+
+    /// Invokes `name` again, as its next attempt.
+    async fn launch(&mut self, name: &str) -> Result<(), Error> {
+        let attempt = self.ledger.next_attempt(name);
         let request_id = self.keys.id().clone();
         if let Some(task) = name.strip_prefix("task-") {
             let event = WorkerEvent {
@@ -335,7 +440,7 @@ impl<'a> Collector<'a> {
                 task_id: TaskId::parse(task)?,
                 attempt,
             };
-            self.invoke(Function::Worker, &event).await
+            self.invoke(Function::Worker, &event).await?;
         } else if let Some(group) = name
             .strip_prefix("group-")
             .and_then(|g| g.parse::<u32>().ok())
@@ -352,14 +457,16 @@ impl<'a> Collector<'a> {
                 request_id,
                 group,
                 bundles,
+                attempt,
             };
-            self.invoke(Function::Mapper, &event).await
+            self.invoke(Function::Mapper, &event).await?;
         } else if name == "convert" {
             let event = ReducerEvent {
                 request_id,
                 mode: ReducerMode::Convert,
+                attempt,
             };
-            self.invoke(Function::Reducer, &event).await
+            self.invoke(Function::Reducer, &event).await?;
         } else if let Some(shard) = name
             .strip_prefix("shard-")
             .and_then(|s| s.parse::<u32>().ok())
@@ -367,11 +474,14 @@ impl<'a> Collector<'a> {
             let event = ReducerEvent {
                 request_id,
                 mode: ReducerMode::Consolidate { shard },
+                attempt,
             };
-            self.invoke(Function::Reducer, &event).await
+            self.invoke(Function::Reducer, &event).await?;
         } else {
-            Ok(())
+            return Ok(());
         }
+        self.ledger.launched(name, attempt, now_ms());
+        Ok(())
     }
 
     async fn invoke<T: serde::Serialize>(
@@ -413,7 +523,7 @@ impl<'a> Collector<'a> {
             )
         } else if !tasks.is_empty() {
             format!("{} task(s) never finished: {}", tasks.len(), list(&tasks))
-        } else if self.convert_started {
+        } else if self.ledger.knows("convert") {
             "the conversion to the requested format never finished".into()
         } else {
             "the consolidation never finished".into()
@@ -430,62 +540,67 @@ impl<'a> Collector<'a> {
     /// Plans consolidation (once), starts the shards, and commits the result when they
     /// are all in; true once committed.
     async fn consolidate(&mut self) -> Result<bool, Error> {
-        let store = &self.app.store;
-        let plan = match get_json::<Consolidation>(store, &self.keys.consolidate()).await? {
+        let store = self.app.store.clone();
+        let plan = match get_json::<Consolidation>(&store, &self.keys.consolidate()).await? {
             Some(p) => p,
             None => {
                 // Computed from immutable markers, so a duplicate collector that wins
                 // the race stores the same plan.
                 let plan = self.consolidation_plan();
-                put_json_if_absent(store, &self.keys.consolidate(), &plan).await?;
+                put_json_if_absent(&store, &self.keys.consolidate(), &plan).await?;
                 plan
             }
         };
-        let shards_done = store.list(&self.keys.shards()).await?.len() as u32;
-        if shards_done < plan.shards {
-            if !self.shards_started {
-                // Every collector that gets here starts the shards once; a duplicate
-                // shard writes the same chunks.
-                for shard in 0..plan.shards {
-                    let event = ReducerEvent {
-                        request_id: self.keys.id().clone(),
-                        mode: ReducerMode::Consolidate { shard },
-                    };
-                    self.invoke(Function::Reducer, &event).await?;
+        let shards_done: HashSet<String> = store
+            .list(&self.keys.shards())
+            .await?
+            .iter()
+            .filter_map(|o| shard_of(&o.key))
+            .map(|n| format!("shard-{n}"))
+            .collect();
+        for name in &shards_done {
+            self.ledger.finished(name);
+        }
+        if (shards_done.len() as u32) < plan.shards {
+            // Every collector that gets here starts the shards once; a duplicate
+            // shard writes the same chunks.
+            for shard in 0..plan.shards {
+                let name = format!("shard-{shard}");
+                if !self.ledger.knows(&name) {
+                    self.launch(&name).await?;
                 }
-                self.shards_started = true;
             }
             return Ok(false);
         }
         if self.view.is_none() {
-            self.view = Some(RequestView::read(store, &self.keys).await?);
+            self.view = Some(RequestView::read(&store, &self.keys).await?);
         }
         let view = self.view.as_ref().expect("read above");
         if !self.finished {
-            finish(store, &self.keys, view, &plan).await?;
+            finish(&store, &self.keys, view, &plan).await?;
             self.finished = true;
         }
-        let conversion = match view.format {
+        let format = view.format;
+        let conversion = match format {
             Format::Zarr => None,
-            _ => match get_json::<Converted>(store, &self.keys.converted()).await? {
-                Some(c) => Some(c),
+            _ => match get_json::<Converted>(&store, &self.keys.converted()).await? {
+                Some(c) => {
+                    self.ledger.finished("convert");
+                    Some(c)
+                }
                 None => {
-                    if !self.convert_started {
-                        let event = ReducerEvent {
-                            request_id: self.keys.id().clone(),
-                            mode: ReducerMode::Convert,
-                        };
-                        self.invoke(Function::Reducer, &event).await?;
-                        self.convert_started = true;
+                    if !self.ledger.knows("convert") {
+                        self.launch("convert").await?;
                     }
                     return Ok(false);
                 }
             },
         };
+        let view = self.view.as_ref().expect("read above");
         let started = self.run.started_ms;
         let record = ResultRecord {
-            format: view.format.name().to_string(),
-            key: match view.format {
+            format: format.name().to_string(),
+            key: match format {
                 Format::Zarr => self.keys.output(),
                 _ => self.keys.results(),
             },
@@ -494,14 +609,24 @@ impl<'a> Collector<'a> {
             nnz: plan.nnz,
             started_ms: started,
             finished_ms: now_ms(),
-            planned_after_ms: self.planned_at.unwrap_or(started).saturating_sub(started),
-            collected_after_ms: self.collected_at.unwrap_or(started).saturating_sub(started),
+            planned_after_ms: self
+                .ledger
+                .planned_at
+                .unwrap_or(started)
+                .saturating_sub(started),
+            collected_after_ms: self
+                .ledger
+                .collected_at
+                .unwrap_or(started)
+                .saturating_sub(started),
             conversion,
         };
-        put_json_if_absent(store, &self.keys.result(), &record).await?;
+        put_json_if_absent(&store, &self.keys.result(), &record).await?;
+        if !self.app.config.keep_scratch {
+            scratch::remove(&store, &self.keys, Ending::Succeeded).await?;
+        }
         Ok(true)
     }
-
     fn consolidation_plan(&self) -> Consolidation {
         let mut parts = Vec::new();
         let (mut row, mut nz) = (0, 0);
@@ -534,6 +659,10 @@ impl<'a> Collector<'a> {
             shards: shards as u32,
         }
     }
+}
+
+fn shard_of(key: &str) -> Option<u32> {
+    key.rsplit('/').next()?.strip_suffix(".json")?.parse().ok()
 }
 
 fn task_of(key: &str) -> Option<TaskId> {
@@ -609,9 +738,10 @@ fn string_attrs() -> serde_json::Map<String, serde_json::Value> {
 /// Writes shard `shard`'s chunks of every output array, then its marker.
 async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Error> {
     let store = &app.store;
+    // No plan: the request ended and its scratch data went; nothing to do.
     let plan: Consolidation = get_json(store, &keys.consolidate())
         .await?
-        .ok_or_else(|| Error::NotFound(format!("consolidation plan of {}", keys.id())))?;
+        .ok_or_else(|| Error::Cancelled(format!("{}: consolidation plan removed", keys.id())))?;
     if shard >= plan.shards {
         return Err(Error::input(
             "consolidate event",
@@ -630,6 +760,8 @@ async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Err
             continue;
         }
         let w = ShardRange {
+            store,
+            plan_key: keys.consolidate(),
             out: &out,
             path: &path,
             len,
@@ -679,7 +811,8 @@ async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Err
             }
         }
     }
-    put_json(store, &keys.shard(shard), &json!({ "shard": shard })).await
+    put_json(store, &keys.shard(shard), &json!({ "shard": shard })).await?;
+    crate::scratch::after_write(store, keys, app.config.keep_scratch).await
 }
 
 /// The output rows a part holds.
@@ -694,6 +827,8 @@ fn nonzeros(p: &PartPlace) -> Range<u64> {
 
 /// One shard's chunk-aligned range of one output array.
 struct ShardRange<'a> {
+    store: &'a DynStore,
+    plan_key: String,
     out: &'a zarrs::storage::AsyncReadableWritableListableStorage,
     path: &'a str,
     len: u64,
@@ -708,6 +843,15 @@ impl ShardRange<'_> {
         values: &[T],
         attrs: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), Error> {
+        // The plan goes first when scratch data is removed: if it is still there, every
+        // part read before this point was whole (a late duplicate of this shard, after the
+        // result was committed and the parts removed, stops here).
+        if !crate::state::exists(self.store, &self.plan_key).await? {
+            return Err(Error::Cancelled(format!(
+                "{}: consolidation plan removed",
+                self.path
+            )));
+        }
         let array = array_handle::<T>(self.out, self.path, self.len, self.chunk, attrs)?;
         store_chunks(&array, self.chunk, self.first_chunk, values).await
     }

@@ -21,7 +21,8 @@ use crate::genes::GeneSpace;
 use crate::handlers::driver::feature_set;
 use crate::messages::WorkerEvent;
 use crate::state::{
-    BundleInfo, DoneMarker, Keys, StoredRequest, TaskSpec, get_json, peak_rss_bytes, put_json,
+    BundleInfo, DoneMarker, Keys, StoredRequest, TaskSpec, get_json, peak_rss_bytes,
+    put_json_if_absent,
 };
 use crate::store::DynStore;
 use crate::store::counting::Counting;
@@ -38,11 +39,14 @@ pub async fn handle(app: &App, event: WorkerEvent) -> Result<(), Error> {
     if crate::state::exists(&app.store, &keys.done(&event.task_id)).await? {
         return Ok(());
     }
+    let name = format!("task-{}", event.task_id);
+    if !crate::state::start(&app.store, &keys, &name, event.attempt).await? {
+        return Ok(());
+    }
     let outcome = run(app, &event, &keys).await;
     if let Err(e) = &outcome
         && !matches!(e, Error::Cancelled(_))
     {
-        let name = format!("task-{}", event.task_id);
         super::record_error(app, &keys, &name, event.attempt, e).await;
     }
     outcome
@@ -138,6 +142,7 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
         let b = &slice.bundle;
         part.add(b, &rows, &remaps[&b.feature_set], view.filter.as_ref())?;
     }
+    crate::fault::straggle(started).await;
     let stats = part.write(&store, &keys.part(&event.task_id)).await?;
     let marker = DoneMarker {
         task: event.task_id.clone(),
@@ -150,7 +155,9 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
         peak_rss_bytes: peak_rss_bytes(),
         attempt: event.attempt,
     };
-    put_json(&app.store, &keys.done(&event.task_id), &marker).await
+    // The first copy to finish says how long the task took; a later one changes nothing.
+    put_json_if_absent(&app.store, &keys.done(&event.task_id), &marker).await?;
+    crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await
 }
 
 /// Slices of a task read at once.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 pub mod conformance;
 pub mod counting;
 pub mod fs;
+pub mod retry;
 pub mod s3;
 pub mod writer;
 pub mod zarr;

@@ -1,0 +1,280 @@
+//! The collector's ledger of invocations: what was launched, what was seen to start,
+//! what finished and what failed. Pure logic, no store: from it the collector decides
+//! which invocations were lost and which tasks are stragglers worth a second copy.
+//!
+//! Names are those of the error markers: `group-{n}`, `task-{id}`, `shard-{n}`, `convert`.
+//! Times are the collector's clock in ms; a launch is "seen started" when the
+//! invocation's start marker (`started/{name}.{attempt}.json`) shows up in a listing.
+
+use std::collections::BTreeMap;
+
+/// Everything the collector knows about invocations; its checkpoint, so that a fresh
+/// collector after a hand-over goes on counting where the last one stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ledger {
+    /// Per invocation name.
+    pub entries: BTreeMap<String, Entry>,
+    /// Launches so far, numbering them in order.
+    pub seq: u64,
+    /// The highest launch number seen started.
+    pub last_started_seq: u64,
+    /// When every group was first seen planned.
+    pub planned_at: Option<u64>,
+    /// When every task was first seen done.
+    pub collected_at: Option<u64>,
+}
+
+/// One invocation name's launches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    /// Launches not seen started yet: attempt → (launch number, when).
+    pub pending: BTreeMap<u32, (u64, u64)>,
+    /// The attempt number the next launch gets.
+    pub next_attempt: u32,
+    /// Launches so far.
+    pub launches: u32,
+    /// Error markers seen so far.
+    pub failures: u32,
+    /// When a copy was first seen started.
+    pub started_ms: Option<u64>,
+    /// Whether a second copy was launched for being slow.
+    pub hedged: bool,
+    /// Whether it finished (a plan, a done marker, a shard marker, the conversion).
+    pub finished: bool,
+}
+
+/// When a task counts as a straggler.
+#[derive(Debug, Clone, Copy)]
+pub struct HedgePolicy {
+    /// The share of tasks done (in percent) from which every unfinished task that has
+    /// been going for longer than the median task gets a second copy.
+    pub percent: u32,
+    /// A started task going for longer than this many medians gets one at any time.
+    pub factor: u32,
+}
+
+impl Ledger {
+    /// Records a launch of `attempt` of `name` at `now`.
+    pub fn launched(&mut self, name: &str, attempt: u32, now: u64) {
+        self.seq += 1;
+        let e = self.entries.entry(name.to_string()).or_default();
+        e.pending.insert(attempt, (self.seq, now));
+        e.launches += 1;
+        e.next_attempt = e.next_attempt.max(attempt + 1);
+    }
+
+    /// Whether `name` was ever launched (as the ledger knows).
+    pub fn knows(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The attempt number for the next launch of `name`.
+    pub fn next_attempt(&self, name: &str) -> u32 {
+        self.entries.get(name).map_or(0, |e| e.next_attempt)
+    }
+
+    /// Launches of `name` so far.
+    pub fn launches(&self, name: &str) -> u32 {
+        self.entries.get(name).map_or(0, |e| e.launches)
+    }
+
+    /// A start marker of `attempt` of `name` was seen at `now`.
+    pub fn started(&mut self, name: &str, attempt: u32, now: u64) {
+        let e = self.entries.entry(name.to_string()).or_default();
+        e.next_attempt = e.next_attempt.max(attempt + 1);
+        e.started_ms.get_or_insert(now);
+        if let Some((seq, _)) = e.pending.remove(&attempt) {
+            self.last_started_seq = self.last_started_seq.max(seq);
+        }
+    }
+
+    /// `name` finished: nothing of it is pending any more.
+    pub fn finished(&mut self, name: &str) {
+        let e = self.entries.entry(name.to_string()).or_default();
+        e.finished = true;
+        e.pending.clear();
+    }
+
+    /// Whether `name` finished.
+    pub fn is_finished(&self, name: &str) -> bool {
+        self.entries.get(name).is_some_and(|e| e.finished)
+    }
+
+    /// One more failure of `name`; the failures so far.
+    pub fn failed(&mut self, name: &str) -> u32 {
+        let e = self.entries.entry(name.to_string()).or_default();
+        e.failures += 1;
+        e.failures
+    }
+
+    /// Invocations launched more than `lost_after` ago that have not started although
+    /// they should have: a later launch has started, or nothing launched before it is
+    /// still waiting and nothing is running (so no queue holds it back). Those launches
+    /// are forgotten; the caller launches the names again.
+    pub fn lost(&mut self, now: u64, lost_after: u64) -> Vec<String> {
+        let running = self
+            .entries
+            .values()
+            .filter(|e| !e.finished && e.started_ms.is_some())
+            .count();
+        let waiting: Vec<u64> = self
+            .entries
+            .values()
+            .filter(|e| !e.finished)
+            .flat_map(|e| e.pending.values().map(|&(seq, _)| seq))
+            .collect();
+        let oldest_waiting = waiting.iter().copied().min().unwrap_or(u64::MAX);
+        let last_started = self.last_started_seq;
+        let mut lost = Vec::new();
+        for (name, e) in &mut self.entries {
+            if e.finished {
+                continue;
+            }
+            let before = e.pending.len();
+            e.pending.retain(|_, &mut (seq, at)| {
+                let overdue = now.saturating_sub(at) > lost_after;
+                let passed = last_started > seq;
+                let head_of_idle_queue = seq == oldest_waiting && running == 0;
+                !(overdue && (passed || head_of_idle_queue))
+            });
+            if e.pending.len() < before {
+                lost.push(name.clone());
+            }
+        }
+        lost
+    }
+
+    /// Tasks worth a second copy: unfinished, not hedged yet, and going for longer than
+    /// the median task once `policy.percent` of the tasks are done, or for longer than
+    /// `policy.factor` medians since they started. Marked hedged.
+    pub fn stragglers(
+        &mut self,
+        now: u64,
+        done: usize,
+        total: usize,
+        median_ms: Option<u64>,
+        policy: HedgePolicy,
+    ) -> Vec<String> {
+        let Some(median) = median_ms else {
+            return Vec::new();
+        };
+        let most_done = total > 0 && done * 100 >= total * policy.percent as usize;
+        let mut slow = Vec::new();
+        for (name, e) in &mut self.entries {
+            if !name.starts_with("task-") || e.finished || e.hedged {
+                continue;
+            }
+            let since_start = e.started_ms.map(|s| now.saturating_sub(s));
+            let since_launch = e
+                .pending
+                .values()
+                .map(|&(_, at)| now.saturating_sub(at))
+                .max();
+            let going = since_start.or(since_launch).unwrap_or(0);
+            let straggling = since_start.is_some_and(|t| t > median * u64::from(policy.factor));
+            if (most_done && going > median) || straggling {
+                e.hedged = true;
+                slow.push(name.clone());
+            }
+        }
+        slow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: HedgePolicy = HedgePolicy {
+        percent: 90,
+        factor: 3,
+    };
+
+    #[test]
+    fn a_launch_passed_by_later_ones_is_lost_after_the_wait() {
+        let mut l = Ledger::default();
+        for t in ["task-a", "task-b", "task-c"] {
+            l.launched(t, 0, 0);
+        }
+        l.started("task-b", 0, 10);
+        assert!(l.lost(50, 100).is_empty(), "not overdue yet");
+        // a was launched before b, which started: a is lost; c is behind b, not passed.
+        assert_eq!(l.lost(200, 100), ["task-a"]);
+        assert!(l.lost(300, 100).is_empty(), "forgotten once reported");
+    }
+
+    #[test]
+    fn a_queued_launch_behind_running_work_is_not_lost() {
+        let mut l = Ledger::default();
+        l.launched("task-a", 0, 0);
+        l.launched("task-b", 0, 0);
+        l.started("task-a", 0, 1);
+        assert!(
+            l.lost(10_000, 100).is_empty(),
+            "a runs, b waits for its slot"
+        );
+        l.finished("task-a");
+        // Nothing runs and b is first in line: it should have started.
+        assert_eq!(l.lost(10_000, 100), ["task-b"]);
+    }
+
+    #[test]
+    fn finished_work_is_never_lost() {
+        let mut l = Ledger::default();
+        l.launched("group-0", 0, 0);
+        l.finished("group-0");
+        assert!(l.lost(10_000, 100).is_empty());
+        assert!(l.is_finished("group-0"));
+    }
+
+    #[test]
+    fn attempts_count_up_from_every_launch_and_start() {
+        let mut l = Ledger::default();
+        assert_eq!(l.next_attempt("task-a"), 0);
+        l.launched("task-a", 0, 0);
+        l.started("task-a", 4, 1);
+        assert_eq!(l.next_attempt("task-a"), 5);
+        assert_eq!(l.launches("task-a"), 1);
+        assert_eq!(l.failed("task-a"), 1);
+        assert_eq!(l.failed("task-a"), 2);
+    }
+
+    #[test]
+    fn stragglers_are_hedged_once_by_either_rule() {
+        let mut l = Ledger::default();
+        for t in 0..10 {
+            l.launched(&format!("task-{t}"), 0, 0);
+            l.started(&format!("task-{t}"), 0, 0);
+        }
+        // Nothing done, no median: nothing to compare with.
+        assert!(l.stragglers(1_000, 0, 10, None, POLICY).is_empty());
+        // task-0 runs 4 medians: slow by the factor rule, whatever else is done.
+        l.entries.get_mut("task-0").unwrap().started_ms = Some(600);
+        for t in 1..10 {
+            l.entries.get_mut(&format!("task-{t}")).unwrap().started_ms = Some(990);
+        }
+        assert_eq!(l.stragglers(1_000, 5, 10, Some(100), POLICY), ["task-0"]);
+        assert!(
+            l.stragglers(1_000, 5, 10, Some(100), POLICY).is_empty(),
+            "once"
+        );
+        // 90% done: every unfinished task going longer than the median gets a copy.
+        for t in 1..9 {
+            l.finished(&format!("task-{t}"));
+        }
+        assert!(
+            l.stragglers(1_050, 9, 10, Some(100), POLICY).is_empty(),
+            "too fresh"
+        );
+        assert_eq!(l.stragglers(1_200, 9, 10, Some(100), POLICY), ["task-9"]);
+    }
+
+    #[test]
+    fn the_ledger_survives_a_checkpoint() {
+        let mut l = Ledger::default();
+        l.launched("task-a", 0, 5);
+        l.failed("task-a");
+        let back: Ledger = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+    }
+}

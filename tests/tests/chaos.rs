@@ -1,0 +1,192 @@
+//! The seeded chaos test: a mixed 10x + SmartSeq2 request, run under many seeds with the
+//! faults Lambda and S3 produce (handler crashes, duplicate, dropped and delayed
+//! deliveries, store 503s and timeouts, a part write followed by a crash, stragglers ten
+//! times slower), must end Succeeded every time with output byte-identical to the
+//! fault-free run, and leave no scratch data behind. Prints the completion times with
+//! and without hedging.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cellmatrix::app::App;
+use cellmatrix::config::Config;
+use cellmatrix::fault::FaultPlan;
+use cellmatrix::state::Keys;
+use cellmatrix::store::DynStore;
+use cellmatrix::store::fs::FsStore;
+use cellmatrix_tests::{ingest_samples, moto_store, objects, run_request};
+use serde_json::json;
+
+const SEEDS: u64 = 30;
+
+fn config(faults: Option<FaultPlan>, hedge: bool) -> Config {
+    let mut c = Config::new("test");
+    c.poll_interval = Duration::from_millis(10);
+    // ~20 tasks over the 300-cell 10x bundle and the 40 one-cell SmartSeq2 bundles.
+    c.cells_per_worker = 16;
+    c.bundles_per_mapper = 16;
+    c.lost_after = Duration::from_millis(300);
+    c.collector_stale = Duration::from_secs(1);
+    c.request_timeout = Duration::from_secs(120);
+    c.hedge = hedge;
+    c.faults = faults;
+    c
+}
+
+/// The faults the issue asks for, and the rest of the model at lower rates.
+fn faults(seed: u64) -> FaultPlan {
+    FaultPlan {
+        seed,
+        crash: 0.10,
+        duplicate: 0.20,
+        drop: 0.05,
+        delay: 0.05,
+        delay_ms: 100,
+        store_error: 0.05,
+        store_timeout: 0.005,
+        timeout_ms: 50,
+        partial_write: 0.02,
+        straggler: 0.05,
+        slowdown: 10,
+    }
+}
+
+fn request() -> serde_json::Value {
+    json!({
+        "filter": {"op": ">=", "field": "cell.n_genes", "value": 300},
+        "fields": ["cell.n_genes", "bundle.assay", "cell.total_counts"],
+    })
+}
+
+async fn wipe(store: &DynStore) {
+    for prefix in ["requests/", "results/"] {
+        for o in store.list(prefix).await.unwrap() {
+            store.delete(&o.key).await.unwrap();
+        }
+    }
+}
+
+/// What is left of a request's scratch space after it succeeded.
+async fn leftovers(store: &DynStore, id: &str) -> Vec<String> {
+    let keys = Keys::new(&cellmatrix::messages::RequestId::parse(id).unwrap());
+    let prefix = keys.prefix();
+    let kept = [
+        "request.json",
+        "run.json",
+        "genes.json",
+        "progress.json",
+        "result.json",
+    ];
+    store
+        .list(&prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key[prefix.len()..].to_string())
+        .filter(|k| !kept.contains(&k.as_str()))
+        .collect()
+}
+
+fn summary(label: &str, times: &mut [f64]) -> String {
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "chaos {label}: n={} min={:.2}s p50={:.2}s p90={:.2}s max={:.2}s mean={:.2}s",
+        times.len(),
+        at(0.0),
+        at(0.5),
+        at(0.9),
+        at(1.0),
+        times.iter().sum::<f64>() / times.len() as f64
+    )
+}
+
+/// Runs the fault-free request, then every seed with `hedging`; returns the lines to print.
+async fn chaos(store: DynStore, label: &str, hedging: &[bool]) -> Vec<String> {
+    ingest_samples(&store).await;
+    let clean = App::in_process(config(None, true), store.clone(), |_| 4);
+    let (id, status) = run_request(&clean, &request()).await;
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    clean.idle().await;
+    let result = format!("results/{id}");
+    let want: BTreeMap<String, Vec<u8>> = objects(&store, &result).await;
+    assert!(want.len() > 10, "{} objects", want.len());
+    assert_eq!(leftovers(&store, &id).await, Vec::<String>::new());
+    let clean_invocations: u64 = clean.invoker.counts().values().sum();
+
+    let mut lines = Vec::new();
+    for &hedge in hedging {
+        let mut times = Vec::new();
+        let mut invocations = 0;
+        for seed in 0..SEEDS {
+            wipe(&store).await;
+            let app = App::in_process(config(Some(faults(seed)), hedge), store.clone(), |_| 4);
+            let started = Instant::now();
+            let (again, status) = run_request(&app, &request()).await;
+            times.push(started.elapsed().as_secs_f64());
+            eprintln!(
+                "{label} hedge={hedge} seed {seed}: {:.2}s",
+                started.elapsed().as_secs_f64()
+            );
+            assert_eq!(again, id);
+            assert_eq!(status["status"], "Succeeded", "seed {seed}: {status}");
+            // Late copies (stragglers, duplicates, retries) finish before anything is read.
+            app.idle().await;
+            let got = objects(&store, &result).await;
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>(),
+                "seed {seed}"
+            );
+            for (key, bytes) in &want {
+                assert!(&got[key] == bytes, "seed {seed}: {key} differs");
+            }
+            assert_eq!(
+                leftovers(&store, &id).await,
+                Vec::<String>::new(),
+                "seed {seed}: scratch data left"
+            );
+            invocations += app.invoker.counts().values().sum::<u64>();
+        }
+        lines.push(format!(
+            "{} invocations={:.1}/run (fault-free {clean_invocations})",
+            summary(
+                &format!("{label} hedging {}", if hedge { "on" } else { "off" }),
+                &mut times
+            ),
+            invocations as f64 / SEEDS as f64,
+        ));
+    }
+    lines
+}
+
+fn report(lines: &[String]) {
+    for line in lines {
+        println!("{line}");
+    }
+    if let Ok(path) = std::env::var("CELLMATRIX_TEST_FIGURES") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        for line in lines {
+            writeln!(f, "{line}").unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_on_the_embedded_stack_changes_no_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    report(&chaos(store, "fs", &[true, false]).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_on_moto_s3_changes_no_byte() {
+    let store: DynStore = Arc::new(moto_store("chaos", "svc").await.unwrap());
+    report(&chaos(store, "moto", &[true]).await);
+}
