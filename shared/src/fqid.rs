@@ -29,6 +29,11 @@ impl Fqid {
         if s.len() != 36 + 1 + VERSION_LEN {
             return Err(bad("wrong length"));
         }
+        // Before any slicing by byte offset: a multi-byte character across offset 36
+        // would otherwise panic in `split_at`.
+        if !s.is_ascii() {
+            return Err(bad("characters other than ASCII"));
+        }
         let (uuid, rest) = s.split_at(36);
         let version = rest
             .strip_prefix('.')
@@ -162,6 +167,10 @@ mod tests {
         ] {
             assert!(Fqid::parse(bad).is_err(), "{bad}");
         }
+        // 62 bytes with a two-byte character across the uuid's end.
+        let straddling = format!("{}\u{e9}{}", "a".repeat(35), "b".repeat(25));
+        assert_eq!(straddling.len(), 62);
+        assert!(Fqid::parse(&straddling).is_err());
         let long = "a".repeat(100_000);
         let msg = Fqid::parse(&long).unwrap_err().to_string();
         assert!(msg.len() < 400, "{msg}");
