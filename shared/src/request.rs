@@ -83,8 +83,19 @@ impl MatrixRequest {
                 ),
             });
         }
-        let body: Body = serde_json::from_slice(body)
+        let parsed: Body = serde_json::from_slice(body)
             .map_err(|e| Rejection::bad(format!("the request body is not valid: {e}")))?;
+        // serde reads a null as an absent field; the API document allows no nulls, and a
+        // null `filter` next to a list would otherwise pass as "only one source".
+        if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body)
+            && let Some((key, _)) = fields.iter().find(|(_, v)| v.is_null())
+        {
+            return Err(Rejection::bad(format!(
+                "{}: null is not allowed; leave the field out for its default",
+                clip(key)
+            )));
+        }
+        let body = parsed;
         let given = [
             body.bundle_fqids.is_some(),
             body.bundle_fqids_url.is_some(),
@@ -279,6 +290,20 @@ mod tests {
                 "only one of",
             ),
             (json!({}).to_string().into_bytes(), 400, "say which bundles"),
+            (
+                json!({"bundle_fqids": [A], "genes": null})
+                    .to_string()
+                    .into_bytes(),
+                400,
+                "genes: null",
+            ),
+            (
+                json!({"bundle_fqids": [A], "filter": null})
+                    .to_string()
+                    .into_bytes(),
+                400,
+                "filter: null",
+            ),
             (
                 json!({"bundle_fqids": [A, A]}).to_string().into_bytes(),
                 400,
