@@ -13,6 +13,7 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use cellmatrix::app::{App, default_limit};
 use cellmatrix::config::Config;
+use cellmatrix::handlers::driver;
 use cellmatrix::invoke::Function;
 use cellmatrix::request::MAX_BODY_BYTES;
 use serde_json::{Value, json};
@@ -109,9 +110,24 @@ async fn handle(State(app): State<Arc<App>>, method: Method, uri: Uri, body: Bod
             );
         }
     };
-    let answer =
-        cellmatrix::handlers::driver::handle(&app, method.as_str(), uri.path(), &bytes).await;
-    tracing::info!(%method, path = uri.path(), status = answer.status, "request");
+    // A task of its own, as a Lambda invocation runs to its end: a client that hangs up
+    // must not stop a submit between writing `request.json` and starting the request,
+    // and a panic must still get an answer (axum would drop the connection unanswered).
+    let path = uri.path().to_string();
+    let (m, p) = (method.clone(), path.clone());
+    let task = tokio::spawn(async move { driver::handle(&app, m.as_str(), &p, &bytes).await });
+    let answer = match task.await {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::error!(%method, %path, error = %e, "the driver failed");
+            return reply(
+                500,
+                json!({ "message": format!("internal error: the driver failed: {e}") }),
+                None,
+            );
+        }
+    };
+    tracing::info!(%method, %path, status = answer.status, "request");
     reply(answer.status, answer.body, answer.location.as_deref())
 }
 
