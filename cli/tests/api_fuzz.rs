@@ -1,0 +1,139 @@
+//! Fuzzes the HTTP API of the real `cellmatrix serve`, on a store with the shipped samples,
+//! with schemathesis against `docs/openapi.yaml`, after explicit key-injection cases
+//! (`tests/python/api_fuzz.py` says what each part checks). Needs the test venv's Python
+//! with schemathesis (`CELLMATRIX_TEST_PYTHON`, set by scripts/test).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncBufReadExt;
+
+const CELLMATRIX: &str = env!("CARGO_BIN_EXE_cellmatrix");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+fn python() -> String {
+    match std::env::var("CELLMATRIX_TEST_PYTHON") {
+        Ok(p) if !p.trim().is_empty() => p,
+        _ => panic!(
+            "CELLMATRIX_TEST_PYTHON is not set: run the tests with scripts/test, which \
+             prepares the Python venv (with schemathesis)"
+        ),
+    }
+}
+
+/// Runs `cellmatrix --store STORE ARGS` to its end; panics with its output when it fails.
+fn cellmatrix(store: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) {
+    let out = Command::new(CELLMATRIX)
+        .arg("--store")
+        .arg(store)
+        .args(args.iter().map(|a| a.as_ref()))
+        .env_remove("CELLMATRIX_STORE")
+        .output()
+        .expect("run cellmatrix");
+    assert!(
+        out.status.success(),
+        "cellmatrix failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_finds_no_failure_and_keys_cannot_be_injected() {
+    let python = python();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let samples = repo_root().join("samples");
+    cellmatrix(
+        &store,
+        &[
+            &"ingest",
+            &samples.join("pbmc3k_300"),
+            &"--metadata",
+            &samples.join("pbmc3k_300.json"),
+        ],
+    );
+    cellmatrix(
+        &store,
+        &[
+            &"ingest",
+            &samples.join("chung_smartseq2_40.tsv.gz"),
+            &"--one-bundle-per-cell",
+            &"--metadata",
+            &samples.join("chung_smartseq2_40.json"),
+        ],
+    );
+
+    let mut server = tokio::process::Command::new(CELLMATRIX)
+        .arg("--store")
+        .arg(&store)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("CELLMATRIX_STORE")
+        .env_remove("CELLMATRIX_ALLOW_PRIVATE_URLS")
+        // Cancelled and refused requests log warnings by the hundred; errors still show.
+        .env("CELLMATRIX_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cellmatrix serve");
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let base = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                return url.trim().to_string();
+            }
+        }
+        panic!("cellmatrix serve exited without listening");
+    })
+    .await
+    .expect("cellmatrix serve did not print its address in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let script = repo_root().join("tests/python/api_fuzz.py");
+    let started = Instant::now();
+    let out = tokio::process::Command::new(&python)
+        .arg(&script)
+        .arg("--url")
+        .arg(&base)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {} with {python}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "api_fuzz.py failed:\n{stdout}\n{stderr}"
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("ok api_fuzz:"))
+        .unwrap_or_else(|| panic!("no summary from api_fuzz.py:\n{stdout}\n{stderr}"));
+    eprintln!(
+        "{summary} ({:.0} s in all)",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The server is still up: no request took it down.
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "cellmatrix serve exited"
+    );
+    // Nothing written next to the store: only the canary list the script put there.
+    let mut beside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    beside.sort();
+    assert_eq!(beside, ["outside.tsv", "store"], "files beside the store");
+}
