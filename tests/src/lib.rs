@@ -206,6 +206,15 @@ pub async fn run_request(
     app: &cellmatrix::app::App,
     body: &serde_json::Value,
 ) -> (String, serde_json::Value) {
+    run_request_polling(app, body, std::time::Duration::from_millis(20)).await
+}
+
+/// [`run_request`], asking for the status every `every` (each ask is six store reads).
+pub async fn run_request_polling(
+    app: &cellmatrix::app::App,
+    body: &serde_json::Value,
+    every: std::time::Duration,
+) -> (String, serde_json::Value) {
     use cellmatrix::handlers::driver;
     let answer = driver::handle(app, "POST", "/v1/matrix", body.to_string().as_bytes()).await;
     assert!(
@@ -227,7 +236,7 @@ pub async fn run_request(
             "still running: {}",
             status.body
         );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

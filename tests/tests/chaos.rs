@@ -15,16 +15,26 @@ use cellmatrix::fault::FaultPlan;
 use cellmatrix::state::Keys;
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
-use cellmatrix_tests::{ingest_samples, moto_store, objects, run_request};
+use cellmatrix_tests::{ingest_samples, moto_store, objects, run_request_polling};
 use serde_json::json;
 
 const SEEDS: u64 = 30;
 
-fn config(faults: Option<FaultPlan>, hedge: bool) -> Config {
+/// How hard a store is driven: moto is one Python process, so there fewer, larger tasks
+/// and a slower collector keep it from being the bottleneck of every run.
+#[derive(Clone, Copy)]
+struct Pace {
+    /// The collector's poll, and the test's between status requests.
+    poll: Duration,
+    cells_per_worker: u64,
+}
+
+fn config(faults: Option<FaultPlan>, hedge: bool, pace: Pace) -> Config {
     let mut c = Config::new("test");
-    c.poll_interval = Duration::from_millis(10);
-    // ~20 tasks over the 300-cell 10x bundle and the 40 one-cell SmartSeq2 bundles.
-    c.cells_per_worker = 16;
+    c.poll_interval = pace.poll;
+    // 16 cells: ~20 tasks over the 300-cell 10x bundle and the 40 one-cell SmartSeq2
+    // bundles.
+    c.cells_per_worker = pace.cells_per_worker;
     c.bundles_per_mapper = 16;
     c.lost_after = Duration::from_millis(300);
     c.collector_stale = Duration::from_secs(1);
@@ -102,11 +112,28 @@ fn summary(label: &str, times: &mut [f64]) -> String {
     )
 }
 
-/// Runs the fault-free request, then every seed with `hedging`; returns the lines to print.
-async fn chaos(store: DynStore, label: &str, hedging: &[bool]) -> Vec<String> {
+/// One lane's figures: the fault-free output and time, and per hedging setting the
+/// completion times and invocations of its seeds.
+struct Lane {
+    want: BTreeMap<String, Vec<u8>>,
+    clean_secs: f64,
+    clean_invocations: u64,
+    runs: Vec<(Vec<f64>, u64)>,
+}
+
+/// Runs the fault-free request on `store`, then `seeds` under each of `hedging`.
+async fn lane(
+    store: DynStore,
+    label: String,
+    seeds: Vec<u64>,
+    hedging: Vec<bool>,
+    pace: Pace,
+) -> Lane {
     ingest_samples(&store).await;
-    let clean = App::in_process(config(None, true), store.clone(), |_| 4);
-    let (id, status) = run_request(&clean, &request()).await;
+    let clean = App::in_process(config(None, true, pace), store.clone(), |_| 4);
+    let started = Instant::now();
+    let (id, status) = run_request_polling(&clean, &request(), pace.poll).await;
+    let clean_secs = started.elapsed().as_secs_f64();
     assert_eq!(status["status"], "Succeeded", "{status}");
     clean.idle().await;
     let result = format!("results/{id}");
@@ -115,20 +142,22 @@ async fn chaos(store: DynStore, label: &str, hedging: &[bool]) -> Vec<String> {
     assert_eq!(leftovers(&store, &id).await, Vec::<String>::new());
     let clean_invocations: u64 = clean.invoker.counts().values().sum();
 
-    let mut lines = Vec::new();
-    for &hedge in hedging {
+    let mut runs = Vec::new();
+    for &hedge in &hedging {
         let mut times = Vec::new();
         let mut invocations = 0;
-        for seed in 0..SEEDS {
+        for &seed in &seeds {
             wipe(&store).await;
-            let app = App::in_process(config(Some(faults(seed)), hedge), store.clone(), |_| 4);
-            let started = Instant::now();
-            let (again, status) = run_request(&app, &request()).await;
-            times.push(started.elapsed().as_secs_f64());
-            eprintln!(
-                "{label} hedge={hedge} seed {seed}: {:.2}s",
-                started.elapsed().as_secs_f64()
+            let app = App::in_process(
+                config(Some(faults(seed)), hedge, pace),
+                store.clone(),
+                |_| 4,
             );
+            let started = Instant::now();
+            let (again, status) = run_request_polling(&app, &request(), pace.poll).await;
+            let secs = started.elapsed().as_secs_f64();
+            times.push(secs);
+            eprintln!("{label} hedge={hedge} seed {seed}: {secs:.2}s");
             assert_eq!(again, id);
             assert_eq!(status["status"], "Succeeded", "seed {seed}: {status}");
             // Late copies (stragglers, duplicates, retries) finish before anything is read.
@@ -149,13 +178,51 @@ async fn chaos(store: DynStore, label: &str, hedging: &[bool]) -> Vec<String> {
             );
             invocations += app.invoker.counts().values().sum::<u64>();
         }
+        runs.push((times, invocations));
+    }
+    Lane {
+        want,
+        clean_secs,
+        clean_invocations,
+        runs,
+    }
+}
+
+/// Runs seeds `0..SEEDS` spread over one lane per store, concurrently; every lane's
+/// output must be the same bytes. Returns the lines to print.
+async fn chaos(stores: Vec<DynStore>, label: &str, hedging: &[bool], pace: Pace) -> Vec<String> {
+    let n = stores.len() as u64;
+    let lanes = futures::future::join_all(stores.into_iter().enumerate().map(|(i, store)| {
+        let seeds: Vec<u64> = (0..SEEDS).filter(|s| s % n == i as u64).collect();
+        lane(
+            store,
+            format!("{label}[{i}]"),
+            seeds,
+            hedging.to_vec(),
+            pace,
+        )
+    }))
+    .await;
+    for other in &lanes[1..] {
+        assert!(
+            other.want == lanes[0].want,
+            "two stores gave different output"
+        );
+    }
+    let mut lines = Vec::new();
+    for (h, &hedge) in hedging.iter().enumerate() {
+        let mut times: Vec<f64> = lanes.iter().flat_map(|l| l.runs[h].0.clone()).collect();
+        let invocations: u64 = lanes.iter().map(|l| l.runs[h].1).sum();
         lines.push(format!(
-            "{} invocations={:.1}/run (fault-free {clean_invocations})",
+            "{} invocations={:.1}/run (fault-free: {:.2}s, {} invocations; {} lane(s) at once)",
             summary(
                 &format!("{label} hedging {}", if hedge { "on" } else { "off" }),
                 &mut times
             ),
             invocations as f64 / SEEDS as f64,
+            lanes[0].clean_secs,
+            lanes[0].clean_invocations,
+            lanes.len(),
         ));
     }
     lines
@@ -182,11 +249,20 @@ fn report(lines: &[String]) {
 async fn chaos_on_the_embedded_stack_changes_no_byte() {
     let dir = tempfile::tempdir().unwrap();
     let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
-    report(&chaos(store, "fs", &[true, false]).await);
+    let pace = Pace {
+        poll: Duration::from_millis(20),
+        cells_per_worker: 16,
+    };
+    report(&chaos(vec![store], "fs", &[true, false], pace).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_on_moto_s3_changes_no_byte() {
-    let store: DynStore = Arc::new(moto_store("chaos", "svc").await.unwrap());
-    report(&chaos(store, "moto", &[true]).await);
+    // One lane: moto is one Python process, and lanes side by side only slow it down.
+    let stores: Vec<DynStore> = vec![Arc::new(moto_store("chaos", "svc").await.unwrap())];
+    let pace = Pace {
+        poll: Duration::from_millis(250),
+        cells_per_worker: 64,
+    };
+    report(&chaos(stores, "moto", &[true], pace).await);
 }
