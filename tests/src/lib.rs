@@ -216,7 +216,18 @@ pub async fn run_request_polling(
     every: std::time::Duration,
 ) -> (String, serde_json::Value) {
     use cellmatrix::handlers::driver;
-    let answer = driver::handle(app, "POST", "/v1/matrix", body.to_string().as_bytes()).await;
+    // A 503 says "try again", as a client does (under injected store faults a call can
+    // fail all its store retries).
+    let mut answer;
+    let mut tries = 0;
+    loop {
+        answer = driver::handle(app, "POST", "/v1/matrix", body.to_string().as_bytes()).await;
+        tries += 1;
+        if answer.status != 503 || tries == 5 {
+            break;
+        }
+        tokio::time::sleep(every).await;
+    }
     assert!(
         answer.status == 202 || answer.status == 200,
         "POST answered {}: {}",
@@ -227,6 +238,10 @@ pub async fn run_request_polling(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
         let status = driver::handle(app, "GET", &format!("/v1/matrix/{id}"), b"").await;
+        if status.status == 503 {
+            tokio::time::sleep(every).await;
+            continue;
+        }
         assert_eq!(status.status, 200, "{}", status.body);
         if status.body["status"] != "Running" {
             return (id, status.body);
