@@ -379,3 +379,78 @@ pub async fn copy_store(source: &cellmatrix::store::DynStore, store: &cellmatrix
         store.put(&o.key, body).await.expect("put");
     }
 }
+
+/// A store passing every call to `inner`, that shows each write (its key and body, if
+/// any) to `on_write` first, which may fail it: the tests' fault and recording wrappers.
+pub struct Intercept<F> {
+    /// The store underneath.
+    pub inner: cellmatrix::store::DynStore,
+    /// Sees each put, put-if-absent and upload start before it happens.
+    pub on_write: F,
+}
+
+impl<F> std::fmt::Debug for Intercept<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intercept")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl<F> cellmatrix::store::BlobStore for Intercept<F>
+where
+    F: Fn(&str, Option<&bytes::Bytes>) -> cellmatrix::store::StoreResult<()> + Send + Sync,
+{
+    async fn get(&self, key: &str) -> cellmatrix::store::StoreResult<Option<bytes::Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> cellmatrix::store::StoreResult<Option<bytes::Bytes>> {
+        self.inner.get_range(key, range).await
+    }
+    async fn size(&self, key: &str) -> cellmatrix::store::StoreResult<Option<u64>> {
+        self.inner.size(key).await
+    }
+    async fn put(&self, key: &str, body: bytes::Bytes) -> cellmatrix::store::StoreResult<()> {
+        (self.on_write)(key, Some(&body))?;
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+    ) -> cellmatrix::store::StoreResult<cellmatrix::store::PutOutcome> {
+        (self.on_write)(key, Some(&body))?;
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> cellmatrix::store::StoreResult<Vec<cellmatrix::store::ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> cellmatrix::store::StoreResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn presign_get(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> cellmatrix::store::StoreResult<String> {
+        self.inner.presign_get(key, expires).await
+    }
+    async fn start_upload(
+        &self,
+        key: &str,
+    ) -> cellmatrix::store::StoreResult<std::sync::Arc<dyn cellmatrix::store::Upload>> {
+        (self.on_write)(key, None)?;
+        self.inner.start_upload(key).await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}

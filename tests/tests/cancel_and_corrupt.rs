@@ -9,7 +9,6 @@
 //! no `result.json` and no output are written; and a request over the other bundles
 //! still succeeds.
 
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,62 +18,10 @@ use cellmatrix::config::Config;
 use cellmatrix::handlers::driver;
 use cellmatrix::invoke::Function;
 use cellmatrix::state::{Keys, StartMarker, now_ms};
+use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
-use cellmatrix::store::{BlobStore, DynStore, ObjectMeta, PutOutcome, StoreResult, Upload};
-use cellmatrix_tests::{ingest_samples, moto_store, run_request};
+use cellmatrix_tests::{Intercept, ingest_samples, moto_store, run_request};
 use serde_json::json;
-
-/// Keeps a copy of every start marker written through it.
-#[derive(Debug)]
-struct RecordingStarts {
-    inner: DynStore,
-    starts: Mutex<Vec<StartMarker>>,
-}
-
-impl RecordingStarts {
-    fn note(&self, key: &str, body: &Bytes) {
-        if key.contains("/started/") {
-            let marker: StartMarker = serde_json::from_slice(body).expect("a start marker");
-            self.starts.lock().unwrap().push(marker);
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl BlobStore for RecordingStarts {
-    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Option<Bytes>> {
-        self.inner.get_range(key, range).await
-    }
-    async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
-        self.inner.size(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
-        self.note(key, &body);
-        self.inner.put(key, body).await
-    }
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> StoreResult<PutOutcome> {
-        self.note(key, &body);
-        self.inner.put_if_absent(key, body).await
-    }
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn presign_get(&self, key: &str, expires: Duration) -> StoreResult<String> {
-        self.inner.presign_get(key, expires).await
-    }
-    async fn start_upload(&self, key: &str) -> StoreResult<Arc<dyn Upload>> {
-        self.inner.start_upload(key).await
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-}
 
 fn config() -> Config {
     let mut c = Config::new("test");
@@ -96,9 +43,18 @@ async fn cancel_a_running_100k_cell_request(store: DynStore) {
     cellmatrix::synth::synth(&store, &spec, &Default::default())
         .await
         .unwrap();
-    let recording = Arc::new(RecordingStarts {
+    // Every start marker written, kept here: the cleanup removes them afterwards.
+    let starts: Arc<Mutex<Vec<StartMarker>>> = Arc::default();
+    let seen = starts.clone();
+    let recording = Arc::new(Intercept {
         inner: store.clone(),
-        starts: Mutex::new(Vec::new()),
+        on_write: move |key: &str, body: Option<&Bytes>| {
+            if let (true, Some(body)) = (key.contains("/started/"), body) {
+                let marker: StartMarker = serde_json::from_slice(body).expect("a start marker");
+                seen.lock().unwrap().push(marker);
+            }
+            Ok(())
+        },
     });
     // Two workers at a time over 50 tasks: the request is well under way, not done,
     // when it is cancelled.
@@ -133,7 +89,7 @@ async fn cancel_a_running_100k_cell_request(store: DynStore) {
 
     let status = driver::handle(&app, "GET", &path, b"").await;
     assert_eq!(status.body["status"], "Cancelled", "{}", status.body);
-    let starts = recording.starts.lock().unwrap().clone();
+    let starts = starts.lock().unwrap().clone();
     let tasks: std::collections::BTreeSet<&str> = starts
         .iter()
         .filter(|m| m.name.starts_with("task-"))

@@ -1,83 +1,38 @@
 //! The collector's handling of failed invocations: a retryable store error is retried,
-//! a corrupt bundle fails the request naming it, and the deadline ends a request that
-//! cannot finish, naming what is missing.
+//! and the deadline ends a request that cannot finish, naming what is missing (a
+//! corrupt bundle: `cancel_and_corrupt.rs`).
 
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use cellmatrix::app::App;
 use cellmatrix::config::Config;
-use cellmatrix::state::Keys;
 use cellmatrix::store::fs::FsStore;
-use cellmatrix::store::{
-    BlobStore, DynStore, ObjectMeta, PutOutcome, StoreError, StoreResult, Upload,
-};
-use cellmatrix_tests::{ingest_samples, run_request};
+use cellmatrix::store::{DynStore, StoreError};
+use cellmatrix_tests::{Intercept, ingest_samples, run_request};
 use serde_json::json;
 
 /// Fails the first `failures` writes of worker parts with a transient error (503-like).
-#[derive(Debug)]
-struct FlakyParts {
-    inner: DynStore,
-    failures: AtomicU64,
-}
-
-impl FlakyParts {
-    fn check(&self, key: &str) -> StoreResult<()> {
-        if key.contains("/parts/")
-            && self
-                .failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return Err(StoreError::Transient {
-                op: "put",
-                key: key.into(),
-                message: "SlowDown (injected)".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl BlobStore for FlakyParts {
-    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
-        self.inner.get(key).await
-    }
-    async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Option<Bytes>> {
-        self.inner.get_range(key, range).await
-    }
-    async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
-        self.inner.size(key).await
-    }
-    async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
-        self.check(key)?;
-        self.inner.put(key, body).await
-    }
-    async fn put_if_absent(&self, key: &str, body: Bytes) -> StoreResult<PutOutcome> {
-        self.check(key)?;
-        self.inner.put_if_absent(key, body).await
-    }
-    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.inner.delete(key).await
-    }
-    async fn presign_get(&self, key: &str, expires: Duration) -> StoreResult<String> {
-        self.inner.presign_get(key, expires).await
-    }
-    async fn start_upload(&self, key: &str) -> StoreResult<Arc<dyn Upload>> {
-        self.check(key)?;
-        self.inner.start_upload(key).await
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
+fn flaky_parts(inner: DynStore, failures: u64) -> DynStore {
+    let failures = AtomicU64::new(failures);
+    Arc::new(Intercept {
+        inner,
+        on_write: move |key: &str, _: Option<&bytes::Bytes>| {
+            if key.contains("/parts/")
+                && failures
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                return Err(StoreError::Transient {
+                    op: "put",
+                    key: key.into(),
+                    message: "SlowDown (injected)".into(),
+                });
+            }
+            Ok(())
+        },
+    })
 }
 
 fn config() -> Config {
@@ -107,10 +62,7 @@ async fn a_retryable_failure_is_retried_and_the_result_is_the_same() {
     for o in inner.list("results/").await.unwrap() {
         inner.delete(&o.key).await.unwrap();
     }
-    let flaky: DynStore = Arc::new(FlakyParts {
-        inner: inner.clone(),
-        failures: AtomicU64::new(2),
-    });
+    let flaky = flaky_parts(inner.clone(), 2);
     // One try per store call: the failures reach the worker, and the collector retries.
     let mut c = config();
     c.store_attempts = 1;
@@ -128,47 +80,11 @@ async fn a_retryable_failure_is_retried_and_the_result_is_the_same() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_corrupt_chunk_fails_the_request_naming_the_bundle() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
-    let bundles = ingest_samples(&store).await;
-    let tenx = &bundles[0].fqid;
-    let key = format!("bundles/{tenx}/matrix.zarr/X/data/c/0");
-    let mut bytes = store.get(&key).await.unwrap().unwrap().to_vec();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    store.put(&key, bytes.into()).await.unwrap();
-
-    let app = App::in_process(config(), store.clone(), |_| 2);
-    let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
-    let (id, status) = run_request(&app, &request).await;
-    assert_eq!(status["status"], "Failed", "{status}");
-    let message = status["message"].as_str().unwrap();
-    assert!(message.contains(tenx.as_str()), "{message}");
-    let keys = Keys::new(&cellmatrix::messages::RequestId::parse(&id).unwrap());
-    assert!(
-        !cellmatrix::state::exists(&store, &keys.result())
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .list(&format!("{}/", keys.output()))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn the_deadline_fails_a_request_that_cannot_finish() {
     let dir = tempfile::tempdir().unwrap();
     let inner: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
     ingest_samples(&inner).await;
-    let flaky: DynStore = Arc::new(FlakyParts {
-        inner,
-        failures: AtomicU64::new(u64::MAX),
-    });
+    let flaky = flaky_parts(inner, u64::MAX);
     let mut c = config();
     c.task_attempts = u32::MAX;
     c.request_timeout = Duration::from_secs(1);
