@@ -12,8 +12,8 @@ use crate::error::Error;
 use crate::invoke::{DynInvoker, Function, Invoker};
 
 /// Wraps an invoker with [`FaultPlan::drop`], [`FaultPlan::duplicate`] and
-/// [`FaultPlan::delay`]. Every call answers `Ok`, as Lambda's 202 does for an event it
-/// will lose.
+/// [`FaultPlan::delay`]. A dropped invocation still answers `Ok`, as Lambda's 202 does
+/// for an event it will lose. A delay holds the caller, not only the delivery.
 #[derive(Debug)]
 pub struct FaultyInvoker {
     inner: DynInvoker,
