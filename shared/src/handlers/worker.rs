@@ -2,7 +2,7 @@
 //! output gene space, writes its part and then its done marker.
 //!
 //! A task's part is a function of the task alone, so a duplicate, retried or hedged
-//! copy writes the same bytes, and whichever marker lands last says the same thing.
+//! copy writes the same bytes, and the first done marker (put-if-absent) stands.
 
 use std::collections::HashMap;
 use std::sync::Arc;
