@@ -1,12 +1,12 @@
 //! The HTTP API through the real `cellmatrix serve` on 127.0.0.1, and the client commands
 //! against it. No data is ingested: these are the answers that need none.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+
+#[path = "support/serve.rs"]
+mod serve;
 
 const MAX_BODY_BYTES: usize = 1 << 20;
 const UNKNOWN_FQID: &str = "0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z";
@@ -21,32 +21,9 @@ struct Server {
 
 async fn start() -> Server {
     let store = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cellmatrix"))
-        .arg("--store")
-        .arg(store.path().join("store"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_remove("CELLMATRIX_STORE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start cellmatrix serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                return url.trim().to_string();
-            }
-        }
-        panic!("cellmatrix serve exited without listening");
-    })
-    .await
-    .expect("cellmatrix serve did not print its address in time");
+    let (child, base) = serve::serve(&store.path().join("store"), &[]).await;
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     assert!(!base.ends_with(":0"), "the real port is printed: {base}");
-    // Keep reading stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Server {
         _child: child,
         _store: store,

@@ -4,10 +4,11 @@
 //! with schemathesis (`CELLMATRIX_TEST_PYTHON`, set by scripts/test).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-use tokio::io::AsyncBufReadExt;
+#[path = "support/serve.rs"]
+mod serve;
 
 const CELLMATRIX: &str = env!("CARGO_BIN_EXE_cellmatrix");
 
@@ -71,32 +72,8 @@ async fn schemathesis_finds_no_failure_and_keys_cannot_be_injected() {
         ],
     );
 
-    let mut server = tokio::process::Command::new(CELLMATRIX)
-        .arg("--store")
-        .arg(&store)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_remove("CELLMATRIX_STORE")
-        .env_remove("CELLMATRIX_ALLOW_PRIVATE_URLS")
-        // Cancelled and refused requests log warnings by the hundred; errors still show.
-        .env("CELLMATRIX_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start cellmatrix serve");
-    let mut lines = tokio::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    let base = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                return url.trim().to_string();
-            }
-        }
-        panic!("cellmatrix serve exited without listening");
-    })
-    .await
-    .expect("cellmatrix serve did not print its address in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Cancelled and refused requests log warnings by the hundred; errors still show.
+    let (mut server, base) = serve::serve(&store, &[("CELLMATRIX_LOG", "error")]).await;
 
     let script = repo_root().join("tests/python/api_fuzz.py");
     let started = Instant::now();

@@ -155,11 +155,14 @@ impl Config {
             "CELLMATRIX_REQUEST_TIMEOUT_SECS",
             c.request_timeout.as_secs(),
         )?);
-        c.poll_interval = Duration::from_millis(num(
-            &get,
-            "CELLMATRIX_POLL_MS",
-            c.poll_interval.as_millis() as u64,
-        )?);
+        let ms = |name: &str, default: Duration| -> Result<Duration> {
+            Ok(Duration::from_millis(num(
+                &get,
+                name,
+                default.as_millis() as u64,
+            )?))
+        };
+        c.poll_interval = ms("CELLMATRIX_POLL_MS", c.poll_interval)?;
         c.task_attempts = num(&get, "CELLMATRIX_TASK_ATTEMPTS", c.task_attempts)?;
         c.shard_nnz = num(&get, "CELLMATRIX_SHARD_NNZ", c.shard_nnz)?;
         c.allow_private_urls = get("CELLMATRIX_ALLOW_PRIVATE_URLS").is_some_and(|v| v == "1");
@@ -171,19 +174,11 @@ impl Config {
         c.csv_max_bytes = num(&get, "CELLMATRIX_CSV_MAX_BYTES", c.csv_max_bytes)?;
         c.loom_max_bytes = num(&get, "CELLMATRIX_LOOM_MAX_BYTES", c.loom_max_bytes)?;
         c.store_attempts = num(&get, "CELLMATRIX_STORE_ATTEMPTS", c.store_attempts)?;
-        c.lost_after = Duration::from_millis(num(
-            &get,
-            "CELLMATRIX_LOST_AFTER_MS",
-            c.lost_after.as_millis() as u64,
-        )?);
+        c.lost_after = ms("CELLMATRIX_LOST_AFTER_MS", c.lost_after)?;
         c.hedge = get("CELLMATRIX_HEDGE").is_none_or(|v| v.trim() != "0");
         c.hedge_percent = num(&get, "CELLMATRIX_HEDGE_PERCENT", c.hedge_percent)?.min(100);
         c.hedge_factor = num(&get, "CELLMATRIX_HEDGE_FACTOR", c.hedge_factor)?;
-        c.collector_stale = Duration::from_millis(num(
-            &get,
-            "CELLMATRIX_COLLECTOR_STALE_MS",
-            c.collector_stale.as_millis() as u64,
-        )?);
+        c.collector_stale = ms("CELLMATRIX_COLLECTOR_STALE_MS", c.collector_stale)?;
         c.keep_scratch = get("CELLMATRIX_KEEP_SCRATCH").is_some_and(|v| v.trim() == "1");
         if let Some(faults) = get("CELLMATRIX_FAULTS") {
             c.faults = Some(crate::fault::FaultPlan::parse(&faults)?);

@@ -36,6 +36,7 @@ const KEEP: [&str; 8] = [
 ];
 
 /// Deletes the scratch data of a request that ended; returns how many objects it deleted.
+/// After success that includes a `failed.json` or `cancel.json` that raced the result.
 /// After success the consolidated Zarr a conversion read from is kept: a late duplicate
 /// of the conversion still reads it, and writes the same bytes.
 pub async fn remove(store: &DynStore, keys: &Keys, ending: Ending) -> Result<usize, Error> {
@@ -51,7 +52,10 @@ pub async fn remove(store: &DynStore, keys: &Keys, ending: Ending) -> Result<usi
         .filter(|key| {
             let rest = key.strip_prefix(&prefix).unwrap_or(key);
             let converted_from = ending == Ending::Succeeded && rest.starts_with("matrix.zarr/");
-            !(KEEP.contains(&rest) || converted_from)
+            // The result stands: a failure or cancel that raced it is noise.
+            let overruled =
+                ending == Ending::Succeeded && matches!(rest, "failed.json" | "cancel.json");
+            overruled || !(KEEP.contains(&rest) || converted_from)
         })
         .collect();
     if ending == Ending::Cancelled && !exists(store, &keys.result()).await? {
@@ -79,11 +83,10 @@ pub async fn after_write(store: &DynStore, keys: &Keys, keep: bool) -> Result<()
     if keep {
         return Ok(());
     }
-    let (k_result, k_cancel) = (keys.result(), keys.cancel());
-    let (result, cancel) = futures::try_join!(exists(store, &k_result), exists(store, &k_cancel))?;
-    if result {
+    let end = crate::state::end(store, keys).await?;
+    if end.result {
         remove(store, keys, Ending::Succeeded).await?;
-    } else if cancel {
+    } else if end.cancelled {
         remove(store, keys, Ending::Cancelled).await?;
     }
     Ok(())

@@ -497,15 +497,42 @@ pub async fn exists(store: &DynStore, key: &str) -> Result<bool, Error> {
     Ok(store.size(key).await?.is_some())
 }
 
-/// Whether the request has ended: its result is committed, or it failed or was cancelled.
-pub async fn ended(store: &DynStore, keys: &Keys) -> Result<bool, Error> {
+/// Which of the records that end a request exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct End {
+    /// `result.json`: it succeeded.
+    pub result: bool,
+    /// `failed.json`.
+    pub failed: bool,
+    /// `cancel.json`.
+    pub cancelled: bool,
+}
+
+impl End {
+    /// Whether the request has ended at all.
+    pub fn any(self) -> bool {
+        self.result || self.failed || self.cancelled
+    }
+}
+
+/// Looks for the records that end a request, all at once.
+pub async fn end(store: &DynStore, keys: &Keys) -> Result<End, Error> {
     let (k_result, k_failed, k_cancel) = (keys.result(), keys.failed(), keys.cancel());
     let (result, failed, cancelled) = futures::try_join!(
         exists(store, &k_result),
         exists(store, &k_failed),
         exists(store, &k_cancel),
     )?;
-    Ok(result || failed || cancelled)
+    Ok(End {
+        result,
+        failed,
+        cancelled,
+    })
+}
+
+/// Whether the request has ended: its result is committed, or it failed or was cancelled.
+pub async fn ended(store: &DynStore, keys: &Keys) -> Result<bool, Error> {
+    Ok(end(store, keys).await?.any())
 }
 
 /// Resets this process's peak resident memory to its current size, so that a later

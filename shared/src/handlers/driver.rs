@@ -18,7 +18,7 @@ use crate::filter::{Field, FieldType, bundle_value};
 use crate::fqid::Fqid;
 use crate::genes::GeneSpace;
 use crate::invoke::Function;
-use crate::messages::{MapperEvent, ReducerEvent, ReducerMode, RequestId};
+use crate::messages::{MapperEvent, RequestId};
 use crate::request::{self, BundleSource, MatrixRequest, Rejection};
 use crate::state::{
     self, Failure, Keys, Progress, ResultRecord, RunInfo, StoredRequest, get_json, now_ms,
@@ -276,14 +276,7 @@ async fn start_or_fail(app: &App, stored: &StoredRequest) -> Result<(), Error> {
 async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
     let keys = Keys::new(&stored.id);
     put_json(&app.store, &keys.run(), &new_run(app)).await?;
-    let collect = ReducerEvent {
-        request_id: stored.id.clone(),
-        mode: ReducerMode::Collect,
-        attempt: 0,
-    };
-    app.invoker
-        .invoke(Function::Reducer, to_value(&collect)?)
-        .await?;
+    super::reducer::invoke_collector(app, &stored.id).await?;
     for (group, bundles) in stored.bundles.chunks(stored.bundles_per_mapper).enumerate() {
         let event = MapperEvent {
             request_id: stored.id.clone(),
@@ -710,16 +703,7 @@ async fn revive_if_silent(
         return;
     }
     tracing::warn!(request = %stored.id, silent_ms = now - heard, "collector silent; starting a new one");
-    let event = ReducerEvent {
-        request_id: stored.id.clone(),
-        mode: ReducerMode::Collect,
-        attempt: 0,
-    };
-    let invoked = match to_value(&event) {
-        Ok(payload) => app.invoker.invoke(Function::Reducer, payload).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = invoked {
+    if let Err(e) = super::reducer::invoke_collector(app, &stored.id).await {
         tracing::error!(request = %stored.id, error = %e, "cannot start a new collector");
     }
 }

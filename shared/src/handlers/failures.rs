@@ -9,7 +9,6 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::error::Error;
-use crate::invoke::Function;
 use crate::messages::{
     FailureRecord, MapperEvent, ReducerEvent, ReducerMode, RequestId, WorkerEvent,
 };
@@ -79,6 +78,8 @@ pub async fn handle(app: &App, record: &FailureRecord) -> Result<(), Error> {
         } => {
             let keys = Keys::new(&request);
             if crate::state::ended(&app.store, &keys).await? {
+                // What the lost invocation wrote may have come after the cleanup.
+                crate::scratch::after_write(&app.store, &keys, app.config.keep_scratch).await?;
                 return Ok(());
             }
             // Retryable unless the handler itself said otherwise: a crash or a timeout
@@ -103,14 +104,7 @@ pub async fn handle(app: &App, record: &FailureRecord) -> Result<(), Error> {
             let run = get_json::<RunInfo>(&app.store, &keys.run()).await?;
             if run.is_some_and(|r| now_ms() < r.deadline_ms) {
                 tracing::warn!(request = %keys.id(), %why, "collector lost; starting a new one");
-                let event = ReducerEvent {
-                    request_id: request,
-                    mode: ReducerMode::Collect,
-                    attempt: 0,
-                };
-                let payload = serde_json::to_value(&event)
-                    .map_err(|e| Error::Internal(format!("collector event: {e}")))?;
-                return app.invoker.invoke(Function::Reducer, payload).await;
+                return super::reducer::invoke_collector(app, &request).await;
             }
             tracing::error!(request = %keys.id(), %why, "collector lost");
             let failure = Failure::now(format!("the request's collector stopped: {why}"));

@@ -112,10 +112,12 @@ impl Ledger {
     /// still waiting and nothing is running (so no queue holds it back). Those launches
     /// are forgotten; the caller launches the names again.
     pub fn lost(&mut self, now: u64, lost_after: u64) -> Vec<String> {
+        // Started and not over: an entry relaunched after a failure waits again, unless
+        // its pending launch is a hedge beside a copy that still runs.
         let running = self
             .entries
             .values()
-            .filter(|e| !e.finished && e.started_ms.is_some())
+            .filter(|e| !e.finished && e.started_ms.is_some() && (e.pending.is_empty() || e.hedged))
             .count();
         let waiting: Vec<u64> = self
             .entries
@@ -216,6 +218,16 @@ mod tests {
         l.finished("task-a");
         // Nothing runs and b is first in line: it should have started.
         assert_eq!(l.lost(10_000, 100), ["task-b"]);
+    }
+
+    #[test]
+    fn a_relaunch_after_a_failure_is_not_held_back_by_the_failed_copy() {
+        let mut l = Ledger::default();
+        l.launched("shard-0", 0, 0);
+        l.started("shard-0", 0, 1);
+        // The copy failed; its relaunch was dropped.
+        l.launched("shard-0", 1, 10);
+        assert_eq!(l.lost(10_000, 100), ["shard-0"]);
     }
 
     #[test]

@@ -17,14 +17,12 @@ use crate::state::{BundleInfo, Keys, Plan, PlannedTask, SliceSpec, TaskSpec, put
 pub async fn handle(app: &App, event: MapperEvent) -> Result<(), Error> {
     let keys = Keys::new(&event.request_id);
     let name = format!("group-{}", event.group);
-    if !crate::state::start(&app.store, &keys, &name, event.attempt).await? {
+    if !super::begin(app, &keys, &name, event.attempt).await? {
         return Ok(());
     }
     let outcome = run(app, &event, &keys).await;
-    if let Err(e) = &outcome
-        && !matches!(e, Error::Cancelled(_))
-    {
-        super::record_error(app, &keys, &name, event.attempt, e).await;
+    if let Err(e) = &outcome {
+        super::stopped(app, &keys, &name, event.attempt, e).await;
     }
     outcome
 }

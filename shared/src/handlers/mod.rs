@@ -13,22 +13,36 @@ use crate::app::App;
 use crate::error::Error;
 use crate::state::{ErrorMarker, Keys, put_json};
 
-/// Records a failed invocation for the collector, which retries it or fails the request.
-/// Best effort: if even this write fails, the collector's deadline still ends the request.
-pub(crate) async fn record_error(app: &App, keys: &Keys, name: &str, attempt: u32, e: &Error) {
-    let marker = ErrorMarker {
-        name: name.to_string(),
-        retryable: e.is_retryable(),
-        message: e.to_string(),
-        attempt,
-    };
-    tracing::warn!(request = %keys.id(), name, attempt, error = %e, "invocation failed");
-    if let Err(write) = put_json(&app.store, &keys.error(name), &marker).await {
-        tracing::error!(request = %keys.id(), name, error = %write, "cannot record the failure");
+/// Starts invocation `name` (its start marker) unless the request has ended; `false`
+/// when it has. An invocation of an ended request cleans up instead: it may be the retry
+/// of a copy that crashed half-way through writing, after the request's cleanup.
+pub(crate) async fn begin(app: &App, keys: &Keys, name: &str, attempt: u32) -> Result<bool, Error> {
+    if crate::state::start(&app.store, keys, name, attempt).await? {
+        return Ok(true);
     }
-    // A late copy failing after the request ended (its parts removed under it, say)
-    // leaves no marker behind.
+    crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await?;
+    Ok(false)
+}
+
+/// An invocation that stopped with `e`. A failure is recorded for the collector, which
+/// retries it or fails the request (best effort: if even this write fails, the deadline
+/// still ends the request). A stop for a cancel or an ended request records nothing.
+/// Either way, if the request has ended, the invocation cleans up after itself: its start
+/// marker, at least, may have landed after the request's cleanup.
+pub(crate) async fn stopped(app: &App, keys: &Keys, name: &str, attempt: u32, e: &Error) {
+    if !matches!(e, Error::Cancelled(_)) {
+        let marker = ErrorMarker {
+            name: name.to_string(),
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+            attempt,
+        };
+        tracing::warn!(request = %keys.id(), name, attempt, error = %e, "invocation failed");
+        if let Err(write) = put_json(&app.store, &keys.error(name), &marker).await {
+            tracing::error!(request = %keys.id(), name, error = %write, "cannot record the failure");
+        }
+    }
     if let Err(e) = crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await {
-        tracing::warn!(request = %keys.id(), error = %e, "cannot clean up after a failure");
+        tracing::warn!(request = %keys.id(), error = %e, "cannot clean up after a stop");
     }
 }

@@ -22,7 +22,9 @@ use crate::genes::GeneSpace;
 use crate::handlers::ledger::{HedgePolicy, Ledger};
 use crate::handlers::worker::RequestView;
 use crate::invoke::Function;
-use crate::messages::{MapperEvent, ReducerEvent, ReducerInput, ReducerMode, TaskId, WorkerEvent};
+use crate::messages::{
+    MapperEvent, ReducerEvent, ReducerInput, ReducerMode, RequestId, TaskId, WorkerEvent,
+};
 use crate::scratch::{self, Ending};
 use crate::state::{
     Consolidation, Converted, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress,
@@ -70,37 +72,50 @@ pub async fn handle_until(
         ReducerMode::Collect => Collector::new(app, keys).await?.run(stop_at_ms).await,
         ReducerMode::Consolidate { shard } => {
             let name = format!("shard-{shard}");
-            if !crate::state::start(&app.store, &keys, &name, event.attempt).await? {
+            // Done already: nothing to start (and no start marker to leave behind).
+            if crate::state::exists(&app.store, &keys.shard(shard)).await?
+                || !super::begin(app, &keys, &name, event.attempt).await?
+            {
                 return Ok(());
             }
             let outcome = consolidate_shard(app, &keys, shard).await;
-            if let Err(e) = &outcome
-                && !matches!(e, Error::Cancelled(_))
-            {
-                super::record_error(app, &keys, &name, event.attempt, e).await;
+            if let Err(e) = &outcome {
+                super::stopped(app, &keys, &name, event.attempt, e).await;
             }
             outcome
         }
         ReducerMode::Convert => {
-            if !crate::state::start(&app.store, &keys, "convert", event.attempt).await? {
+            if crate::state::exists(&app.store, &keys.converted()).await?
+                || !super::begin(app, &keys, "convert", event.attempt).await?
+            {
                 return Ok(());
             }
             let outcome = convert(app, &keys).await;
             if let Err(e) = &outcome {
-                super::record_error(app, &keys, "convert", event.attempt, e).await;
+                super::stopped(app, &keys, "convert", event.attempt, e).await;
             }
             outcome
         }
     }
 }
 
+/// Starts a collector for `request`: at the start of a run, in place of one that handed
+/// over, was lost, or went silent.
+pub async fn invoke_collector(app: &App, request: &RequestId) -> Result<(), Error> {
+    let event = ReducerEvent {
+        request_id: request.clone(),
+        mode: ReducerMode::Collect,
+        attempt: 0,
+    };
+    let payload = serde_json::to_value(&event)
+        .map_err(|e| Error::Internal(format!("collector event: {e}")))?;
+    app.invoker.invoke(Function::Reducer, payload).await
+}
+
 /// Converts the consolidated Zarr to the requested format and records what it wrote,
 /// with the time and this process's peak memory while converting.
 async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
     let store = &app.store;
-    if crate::state::exists(store, &keys.converted()).await? {
-        return Ok(());
-    }
     let view = RequestView::read(store, keys).await?;
     let started = now_ms();
     crate::state::reset_peak_rss();
@@ -204,12 +219,7 @@ impl<'a> Collector<'a> {
             {
                 // The next collector goes on from this one's ledger.
                 put_json(&self.app.store, &self.keys.checkpoint(), &self.ledger).await?;
-                let event = ReducerEvent {
-                    request_id: self.keys.id().clone(),
-                    mode: ReducerMode::Collect,
-                    attempt: 0,
-                };
-                return self.invoke(Function::Reducer, &event).await;
+                return invoke_collector(self.app, self.keys.id()).await;
             }
             tokio::time::sleep(poll).await;
         }
@@ -219,11 +229,16 @@ impl<'a> Collector<'a> {
     async fn step(&mut self) -> Result<bool, Error> {
         let store = self.app.store.clone();
         let keys = self.keys.clone();
-        if crate::state::ended(&store, &keys).await? {
-            let cancelled = crate::state::exists(&store, &keys.cancel()).await?
-                && !crate::state::exists(&store, &keys.result()).await?;
-            if cancelled && !self.app.config.keep_scratch {
-                scratch::remove(&store, &keys, Ending::Cancelled).await?;
+        let end = crate::state::end(&store, &keys).await?;
+        if end.any() {
+            // A collector that sees the end (a duplicate, or the one after a cancel)
+            // cleans up, also what it may itself have written meanwhile.
+            if !self.app.config.keep_scratch {
+                if end.result {
+                    scratch::remove(&store, &keys, Ending::Succeeded).await?;
+                } else if end.cancelled {
+                    scratch::remove(&store, &keys, Ending::Cancelled).await?;
+                }
             }
             return Ok(true);
         }
@@ -747,9 +762,6 @@ async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Err
             "consolidate event",
             format!("no shard {shard}"),
         ));
-    }
-    if crate::state::exists(store, &keys.shard(shard)).await? {
-        return Ok(());
     }
     let view = RequestView::read(store, keys).await?;
     let out = ZarrStore::new(store.clone(), &keys.zarr(view.format)).into_storage();

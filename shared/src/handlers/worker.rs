@@ -40,14 +40,12 @@ pub async fn handle(app: &App, event: WorkerEvent) -> Result<(), Error> {
         return Ok(());
     }
     let name = format!("task-{}", event.task_id);
-    if !crate::state::start(&app.store, &keys, &name, event.attempt).await? {
+    if !super::begin(app, &keys, &name, event.attempt).await? {
         return Ok(());
     }
     let outcome = run(app, &event, &keys).await;
-    if let Err(e) = &outcome
-        && !matches!(e, Error::Cancelled(_))
-    {
-        super::record_error(app, &keys, &name, event.attempt, e).await;
+    if let Err(e) = &outcome {
+        super::stopped(app, &keys, &name, event.attempt, e).await;
     }
     outcome
 }
@@ -106,9 +104,13 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
     let started = Instant::now();
     let counting = Arc::new(Counting::new(app.store.clone()));
     let store: DynStore = counting.clone();
+    // The mapper writes the task before invoking it: missing, it was removed with the
+    // request's scratch data, and this is a late copy of a request that ended.
     let spec: TaskSpec = get_json(&store, &keys.task(&event.task_id))
         .await?
-        .ok_or_else(|| Error::NotFound(format!("task {}", event.task_id)))?;
+        .ok_or_else(|| {
+            Error::Cancelled(format!("{}: task {} removed", keys.id(), event.task_id))
+        })?;
     let view = RequestView::read(&store, keys).await?;
     let genes: GeneSpace = get_json(&store, &keys.genes())
         .await?
