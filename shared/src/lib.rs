@@ -31,8 +31,11 @@
 //!   Lambda crates so that the binaries, `cellmatrix serve` and the tests share them;
 //!   with the reducer's handling of Lambda's on-failure records.
 //! - [`synth`]: synthetic 10x-like and SmartSeq2-like bundles for benchmarks.
+//! - [`bench`]: benchmarks measured against a baseline in the same run: the worker
+//!   against this machine's bound for the same bytes, and the worker's peak memory.
 
 pub mod app;
+pub mod bench;
 pub mod bundle;
 pub mod catalog;
 pub mod coldstart;

@@ -269,6 +269,29 @@ mod tests {
     }
 
     #[test]
+    fn a_task_of_dense_cells_closes_on_bytes_before_cells() {
+        // The default budget.
+        let budget = Budget {
+            cells: 50_000,
+            bytes: 512 << 20,
+        };
+        // One-cell SmartSeq2 bundles detecting 6,000 genes: 48 KB a cell as the worker
+        // reads it (an int32 index and a u32 count per nonzero, and a row pointer).
+        let cell = 6_000 * 8 + 8;
+        let dense: Vec<PlanBundle> = (0..20_000).map(|i| bundle(i, 1, 1024, 6_000)).collect();
+        let tasks = plan(&dense, budget);
+        assert_eq!(tasks[0].cells, budget.bytes / cell);
+        assert!(tasks[0].cells < budget.cells / 4, "{}", tasks[0].cells);
+        assert!(tasks[0].bytes > budget.bytes - cell, "{}", tasks[0].bytes);
+        // 10x cells of 1,200 nonzeros (9.6 KB a cell) under the same budget: the cells
+        // run out first, at 48 row chunks, far below the bytes.
+        let sparse = vec![bundle(0, 200_000, 1024, 1_200)];
+        let tasks = plan(&sparse, budget);
+        assert_eq!(tasks[0].cells, 48 * 1024);
+        assert!(tasks[0].bytes < budget.bytes, "{}", tasks[0].bytes);
+    }
+
+    #[test]
     fn packs_smartseq2_and_splits_10x() {
         let mut bundles: Vec<PlanBundle> = (0..100).map(|i| bundle(i, 1, 1024, 5_000)).collect();
         bundles.push(bundle(100, 10_000, 1024, 1_000));

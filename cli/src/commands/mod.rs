@@ -1,5 +1,6 @@
 //! The subcommands; each file holds one.
 
+mod bench;
 mod cancel;
 mod catalog;
 mod client;
@@ -47,6 +48,8 @@ enum Command {
     Status(status::Args),
     /// Cancel a request on a server.
     Cancel(cancel::Args),
+    /// Benchmarks, each measured against a baseline in the same run.
+    Bench(bench::Args),
 }
 
 impl Cli {
@@ -63,6 +66,7 @@ impl Cli {
             Command::Query(a) => query::run(*a).await,
             Command::Status(a) => status::run(a).await,
             Command::Cancel(a) => cancel::run(a).await,
+            Command::Bench(a) => bench::run(&self.store, a).await,
         }
     }
 }
