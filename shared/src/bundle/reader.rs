@@ -146,7 +146,17 @@ impl BundleReader {
         )
         .map_err(|e| corrupt(fqid, e))?;
         let n_cols = self.shape.n_features as usize;
-        if indices.iter().any(|&i| i < 0 || i as usize >= n_cols) {
+        // Checked while converting, in place: one pass over the largest array a worker
+        // reads instead of two.
+        let mut out_of_range = false;
+        let indices: Vec<u32> = indices
+            .into_iter()
+            .map(|i| {
+                out_of_range |= i < 0 || i as usize >= n_cols;
+                i as u32
+            })
+            .collect();
+        if out_of_range {
             return Err(corrupt(
                 fqid,
                 Error::zarr("X/indices", "column index out of range"),
@@ -158,7 +168,7 @@ impl BundleReader {
                 n_rows: (end - start) as usize,
                 n_cols,
                 indptr: indptr.iter().map(|&p| p as u64 - p0).collect(),
-                indices: indices.into_iter().map(|i| i as u32).collect(),
+                indices,
                 values,
             },
             qc: Qc {

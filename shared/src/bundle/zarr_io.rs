@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use zarrs::array::{
-    Array, ArrayBuilder, Element, ElementOwned, FillValueMetadata, codec::ZstdCodec, data_type,
-};
+use zarrs::array::BytesToBytesCodecTraits;
+use zarrs::array::codec::{Crc32cCodec, ZstdCodec};
+use zarrs::array::{Array, ArrayBuilder, Element, ElementOwned, FillValueMetadata, data_type};
 use zarrs::group::GroupBuilder;
 use zarrs::storage::AsyncReadableWritableListableStorage;
 
@@ -103,6 +103,28 @@ impl Column for String {
     }
 }
 
+/// How an array's chunks are stored. Either way every chunk carries a checksum, so a
+/// flipped byte is an error naming the chunk, never a wrong count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkCodec {
+    /// zstd at level 3 with its checksum: what is kept (bundles, results).
+    Zstd,
+    /// Uncompressed, with a crc32c checksum: scratch data written once and read once
+    /// (a worker's part). Compressing it cost a worker more than decoding its whole
+    /// input (zstd compresses at a fraction of the speed it decodes), for bytes that
+    /// are deleted once the request is consolidated.
+    Checked,
+}
+
+impl ChunkCodec {
+    fn codecs(self) -> Vec<Arc<dyn BytesToBytesCodecTraits>> {
+        match self {
+            ChunkCodec::Zstd => vec![Arc::new(ZstdCodec::new(3, true))],
+            ChunkCodec::Checked => vec![Arc::new(Crc32cCodec::new())],
+        }
+    }
+}
+
 /// The array handle of a 1-D array of `len` elements, `chunk` per chunk, zstd-compressed
 /// with a checksum; building it writes nothing.
 pub fn array_handle<T: Column>(
@@ -112,11 +134,23 @@ pub fn array_handle<T: Column>(
     chunk: u64,
     attrs: Map<String, Value>,
 ) -> Result<ZArray, Error> {
+    array_handle_with::<T>(storage, path, len, chunk, attrs, ChunkCodec::Zstd)
+}
+
+/// [`array_handle`] with chunks stored as `codec` says.
+pub fn array_handle_with<T: Column>(
+    storage: &AsyncReadableWritableListableStorage,
+    path: &str,
+    len: u64,
+    chunk: u64,
+    attrs: Map<String, Value>,
+    codec: ChunkCodec,
+) -> Result<ZArray, Error> {
     configure_zarrs();
     let fill: FillValueMetadata =
         serde_json::from_value(T::fill_json()).map_err(|e| Error::zarr(path, e))?;
     let array = ArrayBuilder::new(vec![len], vec![chunk.max(1)], T::data_type(), fill)
-        .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(3, true))])
+        .bytes_to_bytes_codecs(codec.codecs())
         .attributes(attrs)
         .build(storage.clone(), path)
         .map_err(|e| zarr_err(path, e))?;
@@ -170,7 +204,19 @@ pub async fn write_array<T: Column>(
     chunk: u64,
     attrs: Map<String, Value>,
 ) -> Result<(), Error> {
-    let array = array_handle::<T>(storage, path, values.len() as u64, chunk, attrs)?;
+    write_array_with(storage, path, values, chunk, attrs, ChunkCodec::Zstd).await
+}
+
+/// [`write_array`] with chunks stored as `codec` says.
+pub async fn write_array_with<T: Column>(
+    storage: &AsyncReadableWritableListableStorage,
+    path: &str,
+    values: &[T],
+    chunk: u64,
+    attrs: Map<String, Value>,
+    codec: ChunkCodec,
+) -> Result<(), Error> {
+    let array = array_handle_with::<T>(storage, path, values.len() as u64, chunk, attrs, codec)?;
     store_chunks(&array, chunk, 0, values).await?;
     array
         .async_store_metadata()

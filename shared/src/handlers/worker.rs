@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use crate::app::App;
 use crate::bundle::reader::{BundleReader, BundleShape};
-use crate::bundle::zarr_io::{encoding, write_array};
+use crate::bundle::zarr_io::{ChunkCodec, encoding, write_array_with};
 use crate::bundle::{ValueType, Values};
 use crate::convert::source::{ColumnKind, ObsValues};
 use crate::error::Error;
@@ -230,6 +230,14 @@ impl PartBuilder {
             Some(None) => filter,
         };
         let m = &rows.matrix;
+        // Room for every row at once: growing a part of hundreds of MB by doubling
+        // copies it and touches fresh pages several times over.
+        self.indices.reserve(m.indices.len());
+        match &mut self.values {
+            Values::U32(v) => v.reserve(m.indices.len()),
+            Values::F32(v) => v.reserve(m.indices.len()),
+            Values::F64(v) => v.reserve(m.indices.len()),
+        }
         let mut row: Vec<(u32, usize)> = Vec::new();
         for r in 0..m.n_rows {
             let cell = CellValues {
@@ -255,10 +263,8 @@ impl PartBuilder {
             }
             // Bundle columns may map to the output in another order.
             row.sort_unstable_by_key(|&(c, _)| c);
-            for &(c, i) in &row {
-                self.indices.push(c as i32);
-                push_value(&mut self.values, &m.values, i)?;
-            }
+            self.indices.extend(row.iter().map(|&(c, _)| c as i32));
+            extend_values(&mut self.values, &m.values, &row)?;
             self.indptr.push(self.indices.len() as i64);
             self.index.push(format!("{}:{}", bundle.fqid, cell.barcode));
             for (field, col) in &mut self.columns {
@@ -279,37 +285,48 @@ impl PartBuilder {
     /// Writes the part; returns its cells and nonzeros.
     async fn write(self, store: &DynStore, prefix: &str) -> Result<(u64, u64), Error> {
         let storage = ZarrStore::new(store.clone(), prefix).into_storage();
+        // Parts are scratch: written once, read once by the consolidation, then deleted.
+        const PART: ChunkCodec = ChunkCodec::Checked;
         let attrs = || encoding("array", "0.2.0");
         let (rows, nnz) = (PART_ROWS_PER_CHUNK, PART_NNZ_PER_CHUNK);
         let n_cells = self.index.len() as u64;
         let n_nnz = self.indices.len() as u64;
-        write_array(&storage, "/indptr", &self.indptr, rows, attrs()).await?;
-        write_array(&storage, "/indices", &self.indices, nnz, attrs()).await?;
+        write_array_with(&storage, "/indptr", &self.indptr, rows, attrs(), PART).await?;
+        write_array_with(&storage, "/indices", &self.indices, nnz, attrs(), PART).await?;
         match &self.values {
-            Values::U32(v) => write_array(&storage, "/data", v, nnz, attrs()).await?,
-            Values::F32(v) => write_array(&storage, "/data", v, nnz, attrs()).await?,
-            Values::F64(v) => write_array(&storage, "/data", v, nnz, attrs()).await?,
+            Values::U32(v) => write_array_with(&storage, "/data", v, nnz, attrs(), PART).await?,
+            Values::F32(v) => write_array_with(&storage, "/data", v, nnz, attrs(), PART).await?,
+            Values::F64(v) => write_array_with(&storage, "/data", v, nnz, attrs(), PART).await?,
         }
-        write_array(&storage, "/obs/_index", &self.index, rows, attrs()).await?;
+        write_array_with(&storage, "/obs/_index", &self.index, rows, attrs(), PART).await?;
         for (field, col) in &self.columns {
             let path = format!("/obs/{}", field.column());
             match col {
-                ObsValues::Str(v) => write_array(&storage, &path, v, rows, attrs()).await?,
-                ObsValues::U32(v) => write_array(&storage, &path, v, rows, attrs()).await?,
-                ObsValues::F64(v) => write_array(&storage, &path, v, rows, attrs()).await?,
+                ObsValues::Str(v) => {
+                    write_array_with(&storage, &path, v, rows, attrs(), PART).await?
+                }
+                ObsValues::U32(v) => {
+                    write_array_with(&storage, &path, v, rows, attrs(), PART).await?
+                }
+                ObsValues::F64(v) => {
+                    write_array_with(&storage, &path, v, rows, attrs(), PART).await?
+                }
             }
         }
         Ok((n_cells, n_nnz))
     }
 }
 
-/// Appends value `i` of `from` to `to`, widening as the output type asks.
-fn push_value(to: &mut Values, from: &Values, i: usize) -> Result<(), Error> {
+/// Appends the values of `from` at the positions in `row` (output column, position) to
+/// `to`, widening as the output type asks. The types are matched once per row, not
+/// once per value.
+fn extend_values(to: &mut Values, from: &Values, row: &[(u32, usize)]) -> Result<(), Error> {
+    let at = row.iter().map(|&(_, i)| i);
     match (to, from) {
-        (Values::U32(t), Values::U32(f)) => t.push(f[i]),
-        (Values::F32(t), Values::U32(f)) => t.push(f[i] as f32),
-        (Values::F32(t), Values::F32(f)) => t.push(f[i]),
-        (Values::F64(t), f) => t.push(f.get_f64(i)),
+        (Values::U32(t), Values::U32(f)) => t.extend(at.map(|i| f[i])),
+        (Values::F32(t), Values::U32(f)) => t.extend(at.map(|i| f[i] as f32)),
+        (Values::F32(t), Values::F32(f)) => t.extend(at.map(|i| f[i])),
+        (Values::F64(t), f) => t.extend(at.map(|i| f.get_f64(i))),
         _ => {
             return Err(Error::Corrupt {
                 what: "request".into(),
