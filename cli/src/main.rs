@@ -18,9 +18,18 @@ async fn main() -> ExitCode {
     let cli = commands::Cli::parse();
     match cli.run().await {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`cellmatrix catalog | head`): done.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cellmatrix: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -36,7 +36,7 @@ pub struct Config {
     /// Retries of a task that failed with a retryable error (`CELLMATRIX_TASK_ATTEMPTS`,
     /// default 3).
     pub task_attempts: u32,
-    /// Nonzeros one consolidation shard writes (`CELLMATRIX_SHARD_NNZ`, default 2^26);
+    /// Nonzeros one consolidation shard writes (`CELLMATRIX_SHARD_NNZ`, default 2^24);
     /// a larger result is consolidated by several reducer invocations.
     pub shard_nnz: u64,
     /// Whether `bundle_fqids_url` may name a private or loopback host, or use plain http
@@ -95,7 +95,7 @@ impl Config {
             request_timeout: Duration::from_secs(900),
             poll_interval: Duration::from_millis(500),
             task_attempts: 3,
-            shard_nnz: 1 << 26,
+            shard_nnz: 1 << 24,
             allow_private_urls: false,
             url_expiry: Duration::from_secs(3600),
             csv_max_bytes: 2 << 30,
@@ -115,6 +115,18 @@ impl Config {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The settings of the embedded stack (`cellmatrix serve`, the benchmarks): every
+    /// `CELLMATRIX_*` setting from the environment except the store, which is given. In
+    /// one process the collector's look at the store is cheap, and a request should not
+    /// wait half a second for it: it polls every 50 ms unless told otherwise.
+    pub fn embedded(store: &str) -> Result<Self> {
+        Self::from_lookup(|name| match name {
+            "CELLMATRIX_STORE" => Some(store.to_string()),
+            "CELLMATRIX_POLL_MS" => std::env::var(name).ok().or_else(|| Some("50".into())),
+            _ => std::env::var(name).ok(),
+        })
     }
 
     /// Reads the settings through `lookup`, so tests need not mutate the process environment.

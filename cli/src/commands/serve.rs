@@ -43,15 +43,8 @@ pub struct Args {
 
 pub async fn run(store: &str, a: Args) -> anyhow::Result<()> {
     let addrs = listen_addrs(&a.listen, a.allow_remote).await?;
-    // Every CELLMATRIX_* setting comes from the environment, except the store, which
-    // is the --store option (itself defaulting to CELLMATRIX_STORE); flags win.
-    // In one process the collector's look at the store is cheap, and a request should
-    // not wait half a second for it: poll every 50 ms unless told otherwise.
-    let mut config = Config::from_lookup(|name| match name {
-        "CELLMATRIX_STORE" => Some(store.to_string()),
-        "CELLMATRIX_POLL_MS" => std::env::var(name).ok().or_else(|| Some("50".into())),
-        _ => std::env::var(name).ok(),
-    })?;
+    // The store is the --store option (itself defaulting to CELLMATRIX_STORE); flags win.
+    let mut config = Config::embedded(store)?;
     if let Some(n) = a.cells_per_worker {
         config.cells_per_worker = n;
     }

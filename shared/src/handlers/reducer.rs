@@ -882,6 +882,10 @@ impl ShardRange<'_> {
     }
 }
 
+/// Part reads a consolidation shard has in flight: a shard reads a piece of every part
+/// it overlaps, each an array open and a read, latency-bound on S3 one after another.
+const PART_READS_IN_FLIGHT: usize = 16;
+
 /// Opens the parts' arrays on demand, each once.
 struct PartReaders {
     store: DynStore,
@@ -898,14 +902,51 @@ impl PartReaders {
         }
     }
 
-    async fn array(&mut self, task: &TaskId, path: &str) -> Result<&ZArray, Error> {
-        let key = (task.clone(), path.to_string());
-        if !self.open.contains_key(&key) {
-            let storage = ZarrStore::new(self.store.clone(), &self.keys.part(task)).into_storage();
-            let array = open_array(&storage, path).await?;
-            self.open.insert(key.clone(), array);
+    /// Opens array `path` of every part in `parts` not yet open, concurrently: each open
+    /// reads the array's metadata, a round trip on S3.
+    async fn open_all(&mut self, parts: &[&PartPlace], path: &str) -> Result<(), Error> {
+        let missing: Vec<TaskId> = parts
+            .iter()
+            .map(|p| p.task.clone())
+            .filter(|t| !self.open.contains_key(&(t.clone(), path.to_string())))
+            .collect();
+        // Futures built eagerly for `Send`; `buffered` polls at most PART_READS_IN_FLIGHT.
+        let opens: Vec<_> = missing
+            .into_iter()
+            .map(|task| {
+                let storage =
+                    ZarrStore::new(self.store.clone(), &self.keys.part(&task)).into_storage();
+                let path = path.to_string();
+                async move { open_array(&storage, &path).await.map(|a| (task, a)) }
+            })
+            .collect();
+        let opened: Vec<(TaskId, ZArray)> = futures::stream::iter(opens)
+            .buffered(PART_READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (task, array) in opened {
+            self.open.insert((task, path.to_string()), array);
         }
-        Ok(&self.open[&key])
+        Ok(())
+    }
+
+    /// Reads `(part, local range)` pieces of array `path` concurrently, in order.
+    async fn read_pieces<T: zarrs::array::ElementOwned + Send + Sync>(
+        &mut self,
+        path: &str,
+        pieces: Vec<(&PartPlace, Range<u64>)>,
+    ) -> Result<Vec<Vec<T>>, Error> {
+        let parts: Vec<&PartPlace> = pieces.iter().map(|(p, _)| *p).collect();
+        self.open_all(&parts, path).await?;
+        let open = &self.open;
+        let reads: Vec<_> = pieces
+            .into_iter()
+            .map(|(p, range)| read_range::<T>(&open[&(p.task.clone(), path.to_string())], range))
+            .collect();
+        futures::stream::iter(reads)
+            .buffered(PART_READS_IN_FLIGHT)
+            .try_collect()
+            .await
     }
 
     /// Output elements `range` of the parts' array `path`, from the parts whose `span`
@@ -917,12 +958,17 @@ impl PartReaders {
         range: Range<u64>,
         span: fn(&PartPlace) -> Range<u64>,
     ) -> Result<Vec<T>, Error> {
+        let pieces = overlapping(&plan.parts, &range, span)
+            .into_iter()
+            .map(|p| {
+                let own = span(p);
+                let (a, b) = (range.start.max(own.start), range.end.min(own.end));
+                (p, a - own.start..b - own.start)
+            })
+            .collect();
         let mut out = Vec::with_capacity((range.end - range.start) as usize);
-        for p in overlapping(&plan.parts, &range, span) {
-            let own = span(p);
-            let (a, b) = (range.start.max(own.start), range.end.min(own.end));
-            let array = self.array(&p.task, path).await?;
-            out.extend(read_range::<T>(array, a - own.start..b - own.start).await?);
+        for piece in self.read_pieces::<T>(path, pieces).await? {
+            out.extend(piece);
         }
         Ok(out)
     }
@@ -932,10 +978,16 @@ impl PartReaders {
     async fn indptr(&mut self, plan: &Consolidation, range: Range<u64>) -> Result<Vec<i64>, Error> {
         let mut out = Vec::with_capacity((range.end - range.start) as usize);
         let rows = range.start..range.end.min(plan.n_cells);
-        for p in overlapping(&plan.parts, &rows, self::rows) {
-            let (a, b) = (rows.start.max(p.row), rows.end.min(p.row + p.cells));
-            let array = self.array(&p.task, "/indptr").await?;
-            let local: Vec<i64> = read_range(array, a - p.row..b - p.row).await?;
+        let parts = overlapping(&plan.parts, &rows, self::rows);
+        let pieces = parts
+            .iter()
+            .map(|&p| {
+                let (a, b) = (rows.start.max(p.row), rows.end.min(p.row + p.cells));
+                (p, a - p.row..b - p.row)
+            })
+            .collect();
+        let read = self.read_pieces::<i64>("/indptr", pieces).await?;
+        for (p, local) in parts.iter().zip(read) {
             out.extend(local.into_iter().map(|x| x + p.nz as i64));
         }
         if range.end > plan.n_cells {

@@ -27,8 +27,32 @@ pub struct Counts {
     pub bytes_written: u64,
 }
 
+/// A kind of request, in a [`Logged`] entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    /// A GET, whole or ranged, or a size lookup (a HEAD).
+    Get,
+    /// A PUT, conditional or not, or the start of an upload in parts.
+    Put,
+    /// A LIST.
+    List,
+    /// A DELETE.
+    Delete,
+}
+
+/// One request seen by a [`Counting::logging`] store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// What it was.
+    pub op: Op,
+    /// Its key (the prefix, for a LIST).
+    pub key: String,
+    /// Bytes returned or sent (0 for a LIST, a DELETE, a HEAD and an upload's start).
+    pub bytes: u64,
+}
+
 /// Wraps a store and counts what goes through it; `watch` records the GETs of keys that
-/// satisfy a predicate (manifest reads, say).
+/// satisfy a predicate (manifest reads, say), and a logging store records every request.
 pub struct Counting {
     inner: DynStore,
     gets: AtomicU64,
@@ -39,6 +63,7 @@ pub struct Counting {
     bytes_written: AtomicU64,
     watched: Mutex<Vec<String>>,
     watch: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    log: Option<Mutex<Vec<Logged>>>,
 }
 
 impl std::fmt::Debug for Counting {
@@ -68,6 +93,34 @@ impl Counting {
             bytes_written: AtomicU64::new(0),
             watched: Mutex::new(Vec::new()),
             watch: Box::new(watch),
+            log: None,
+        }
+    }
+
+    /// Counts requests to `inner` and records every one of them, for
+    /// [`take_log`](Self::take_log): a benchmark's breakdown by key.
+    pub fn logging(inner: DynStore) -> Self {
+        Counting {
+            log: Some(Mutex::new(Vec::new())),
+            ..Self::new(inner)
+        }
+    }
+
+    /// Takes the requests recorded so far (none unless [`logging`](Self::logging)).
+    pub fn take_log(&self) -> Vec<Logged> {
+        self.log
+            .as_ref()
+            .map(|l| std::mem::take(&mut *l.lock().expect("log lock")))
+            .unwrap_or_default()
+    }
+
+    fn record(&self, op: Op, key: &str, bytes: u64) {
+        if let Some(log) = &self.log {
+            log.lock().expect("log lock").push(Logged {
+                op,
+                key: key.to_string(),
+                bytes,
+            });
         }
     }
 
@@ -91,9 +144,9 @@ impl Counting {
 
     fn got(&self, key: &str, body: &Option<Bytes>) {
         self.gets.fetch_add(1, Ordering::Relaxed);
-        if let Some(b) = body {
-            self.bytes_read.fetch_add(b.len() as u64, Ordering::Relaxed);
-        }
+        let n = body.as_ref().map_or(0, |b| b.len() as u64);
+        self.bytes_read.fetch_add(n, Ordering::Relaxed);
+        self.record(Op::Get, key, n);
         if (self.watch)(key) {
             self.watched
                 .lock()
@@ -102,7 +155,8 @@ impl Counting {
         }
     }
 
-    fn put_bytes(&self, body: &Bytes) {
+    fn put_bytes(&self, key: &str, body: &Bytes) {
+        self.record(Op::Put, key, body.len() as u64);
         self.puts.fetch_add(1, Ordering::Relaxed);
         self.bytes_written
             .fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -125,26 +179,29 @@ impl BlobStore for Counting {
 
     async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
         self.gets.fetch_add(1, Ordering::Relaxed);
+        self.record(Op::Get, key, 0);
         self.inner.size(key).await
     }
 
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
-        self.put_bytes(&body);
+        self.put_bytes(key, &body);
         self.inner.put(key, body).await
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> StoreResult<PutOutcome> {
-        self.put_bytes(&body);
+        self.put_bytes(key, &body);
         self.inner.put_if_absent(key, body).await
     }
 
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
         self.lists.fetch_add(1, Ordering::Relaxed);
+        self.record(Op::List, prefix, 0);
         self.inner.list(prefix).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.deletes.fetch_add(1, Ordering::Relaxed);
+        self.record(Op::Delete, key, 0);
         self.inner.delete(key).await
     }
 
@@ -154,6 +211,7 @@ impl BlobStore for Counting {
 
     async fn start_upload(&self, key: &str) -> StoreResult<std::sync::Arc<dyn super::Upload>> {
         self.puts.fetch_add(1, Ordering::Relaxed);
+        self.record(Op::Put, key, 0);
         self.inner.start_upload(key).await
     }
 

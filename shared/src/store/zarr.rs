@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{
     AsyncListableStorageTraits, AsyncMaybeBytesIterator, AsyncReadableStorageTraits,
     AsyncReadableWritableListableStorage, AsyncWritableStorageTraits, Bytes, MaybeBytes,
@@ -115,6 +115,56 @@ pub fn store_error_in(e: &(dyn std::error::Error + 'static)) -> Option<StoreErro
     None
 }
 
+impl ZarrStore {
+    /// Reads ranges that start at an offset, without a size lookup; `None` if the
+    /// object does not exist.
+    async fn get_from_start<'a>(
+        &'a self,
+        blob_key: &str,
+        ranges: &[ByteRange],
+    ) -> Result<AsyncMaybeBytesIterator<'a>, StorageError> {
+        let mut out = Vec::with_capacity(ranges.len());
+        let mut whole: Option<bytes::Bytes> = None;
+        for (i, range) in ranges.iter().enumerate() {
+            let got = match *range {
+                ByteRange::FromStart(offset, Some(len)) => self
+                    .inner
+                    .get_range(blob_key, offset..offset + len)
+                    .await
+                    .map_err(wrap)?,
+                ByteRange::FromStart(offset, None) => {
+                    if whole.is_none() {
+                        whole = self.inner.get(blob_key).await.map_err(wrap)?;
+                    }
+                    match &whole {
+                        Some(all) if offset <= all.len() as u64 => {
+                            Some(all.slice(offset as usize..))
+                        }
+                        Some(all) => {
+                            return Err(StorageError::Other(format!(
+                                "byte range {range:?} is outside {blob_key} ({} bytes)",
+                                all.len()
+                            )));
+                        }
+                        None => None,
+                    }
+                }
+                ByteRange::Suffix(_) => unreachable!("suffixes are read after a size lookup"),
+            };
+            match got {
+                Some(bytes) => out.push(Ok(bytes)),
+                None if i == 0 => return Ok(None),
+                None => {
+                    return Err(StorageError::Other(format!(
+                        "{blob_key} vanished while being read"
+                    )));
+                }
+            }
+        }
+        Ok(Some(futures::stream::iter(out).boxed()))
+    }
+}
+
 #[async_trait::async_trait]
 impl AsyncReadableStorageTraits for ZarrStore {
     async fn get(&self, key: &StoreKey) -> Result<MaybeBytes, StorageError> {
@@ -127,11 +177,18 @@ impl AsyncReadableStorageTraits for ZarrStore {
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<AsyncMaybeBytesIterator<'a>, StorageError> {
         let blob_key = self.blob_key(key);
+        let ranges: Vec<ByteRange> = byte_ranges.collect();
+        // Only a suffix needs the object's size first. Anything else is read straight
+        // away: on S3 a size lookup is a round trip of its own, in series with the read,
+        // and a bundle's small arrays are read this way once per slice.
+        if !ranges.iter().any(|r| matches!(r, ByteRange::Suffix(_))) {
+            return self.get_from_start(&blob_key, &ranges).await;
+        }
         let Some(size) = self.inner.size(&blob_key).await.map_err(wrap)? else {
             return Ok(None);
         };
         let mut out = Vec::new();
-        for range in byte_ranges {
+        for range in ranges {
             let r = range.to_range(size);
             if range.end(size) > size || r.start > r.end {
                 return Err(StorageError::Other(format!(
