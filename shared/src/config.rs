@@ -25,6 +25,10 @@ pub struct Config {
     pub cells_per_worker: u64,
     /// Most bundle bytes one worker task reads (`CELLMATRIX_BYTES_PER_WORKER`, default 512 MiB).
     pub bytes_per_worker: u64,
+    /// Bytes the planner charges against `bytes_per_worker` for every slice a task opens
+    /// (`CELLMATRIX_SLICE_BYTES`, default 0), so that a task of many small bundles, each
+    /// a few request round trips, is split like one of a few large ones.
+    pub slice_bytes: u64,
     /// Worker invocations a mapper has in flight at once (`CELLMATRIX_INVOKE_CONCURRENCY`,
     /// default 16).
     pub invoke_concurrency: usize,
@@ -91,6 +95,7 @@ impl Config {
             bundles_per_mapper: 1000,
             cells_per_worker: 50_000,
             bytes_per_worker: 512 << 20,
+            slice_bytes: 0,
             invoke_concurrency: 16,
             request_timeout: Duration::from_secs(900),
             poll_interval: Duration::from_millis(500),
@@ -149,6 +154,7 @@ impl Config {
         c.bundles_per_mapper = num(&get, "CELLMATRIX_BUNDLES_PER_MAPPER", c.bundles_per_mapper)?;
         c.cells_per_worker = num(&get, "CELLMATRIX_CELLS_PER_WORKER", c.cells_per_worker)?;
         c.bytes_per_worker = num(&get, "CELLMATRIX_BYTES_PER_WORKER", c.bytes_per_worker)?;
+        c.slice_bytes = num(&get, "CELLMATRIX_SLICE_BYTES", c.slice_bytes)?;
         c.invoke_concurrency = num(&get, "CELLMATRIX_INVOKE_CONCURRENCY", c.invoke_concurrency)?;
         c.request_timeout = Duration::from_secs(num(
             &get,
