@@ -31,6 +31,8 @@
 //!   Lambda crates so that the binaries, `cellmatrix serve` and the tests share them;
 //!   with the reducer's handling of Lambda's on-failure records.
 //! - [`synth`]: synthetic 10x-like and SmartSeq2-like bundles for benchmarks.
+//! - [`simulate`]: a deterministic discrete-event simulation of a request on Lambda
+//!   and S3, replaying the real planner and the collector's real ledger.
 
 pub mod app;
 pub mod bundle;
@@ -52,6 +54,7 @@ pub mod plan;
 pub mod progress;
 pub mod request;
 pub mod scratch;
+pub mod simulate;
 pub mod state;
 pub mod store;
 pub mod synth;

@@ -8,6 +8,7 @@ mod ingest;
 mod query;
 mod serve;
 mod sigv4;
+mod simulate;
 mod status;
 mod synth;
 
@@ -47,6 +48,9 @@ enum Command {
     Status(status::Args),
     /// Cancel a request on a server.
     Cancel(cancel::Args),
+    /// Simulate requests on Lambda at scale: the real planner and collector over a
+    /// modelled Lambda and S3, p50/p99 completion time and cost.
+    Simulate(simulate::Args),
 }
 
 impl Cli {
@@ -63,6 +67,7 @@ impl Cli {
             Command::Query(a) => query::run(*a).await,
             Command::Status(a) => status::run(a).await,
             Command::Cancel(a) => cancel::run(a).await,
+            Command::Simulate(a) => simulate::run(a),
         }
     }
 }

@@ -161,7 +161,7 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
 }
 
 /// Slices of a task read at once.
-const SLICES_IN_FLIGHT: usize = 8;
+pub const SLICES_IN_FLIGHT: usize = 8;
 
 /// Reads one slice, unless the request was cancelled: the cancel marker is checked
 /// before each slice, not within one (a slice is the unit of work a cancel may waste).
