@@ -126,10 +126,11 @@ pub struct S3Model {
     /// Tries of one request by the SDK's standard retry mode. Default 3:
     /// `DEFAULT_MAX_ATTEMPTS` in `store/s3.rs`.
     pub sdk_attempts: u32,
-    /// The SDK's first backoff, doubled per retry (full jitter). Default 1 s: the
-    /// `initial_backoff` of `aws-smithy-types`' standard `RetryConfig`.
+    /// The SDK's first backoff, doubled per retry (full jitter). Default
+    /// `store::s3::SDK_INITIAL_BACKOFF` (50 ms), which the S3 store sets; the SDK's own
+    /// default is 1 s (`aws-smithy-types`' standard `RetryConfig`).
     pub sdk_backoff_s: f64,
-    /// The SDK's longest backoff. Default 20 s (same source).
+    /// The SDK's longest backoff. Default 20 s (the standard `RetryConfig`).
     pub sdk_max_backoff_s: f64,
     /// Tries of a store call by the service's `Retrying` wrapper, around the SDK's.
     /// Default 4: `store_attempts` in `config.rs`.
@@ -147,7 +148,7 @@ impl Default for S3Model {
             list: LogNormal::new(0.050, 0.7),
             bytes_per_s: 90e6,
             sdk_attempts: 3,
-            sdk_backoff_s: 1.0,
+            sdk_backoff_s: crate::store::s3::SDK_INITIAL_BACKOFF.as_secs_f64(),
             sdk_max_backoff_s: 20.0,
             store_attempts: 4,
             store_backoff_s: 0.020,
