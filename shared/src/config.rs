@@ -26,8 +26,11 @@ pub struct Config {
     /// Most bundle bytes one worker task reads (`CELLMATRIX_BYTES_PER_WORKER`, default 512 MiB).
     pub bytes_per_worker: u64,
     /// Bytes the planner charges against `bytes_per_worker` for every slice a task opens
-    /// (`CELLMATRIX_SLICE_BYTES`, default 0), so that a task of many small bundles, each
-    /// a few request round trips, is split like one of a few large ones.
+    /// (`CELLMATRIX_SLICE_BYTES`, default 2 MiB), so that a task of many small bundles,
+    /// each a few request round trips, is split like one of a few large ones. The
+    /// default is what a worker reads in the time a slice's requests take: four round
+    /// trips one after another (~200 ms at S3's tens of ms, the slowest of up to seven
+    /// at once) shared by `SLICES_IN_FLIGHT` (8) slices, at ~90 MB/s.
     pub slice_bytes: u64,
     /// Worker invocations a mapper has in flight at once (`CELLMATRIX_INVOKE_CONCURRENCY`,
     /// default 16).
@@ -100,7 +103,7 @@ impl Config {
             bundles_per_mapper: 1000,
             cells_per_worker: 50_000,
             bytes_per_worker: 512 << 20,
-            slice_bytes: 0,
+            slice_bytes: 2 << 20,
             invoke_concurrency: 16,
             request_timeout: Duration::from_secs(900),
             poll_interval: Duration::from_millis(500),
