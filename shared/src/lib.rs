@@ -32,7 +32,11 @@
 //!   with the reducer's handling of Lambda's on-failure records.
 //! - [`synth`]: synthetic 10x-like and SmartSeq2-like bundles for benchmarks.
 //! - [`bench`]: benchmarks measured against a baseline in the same run: the worker
-//!   against this machine's bound for the same bytes, and the worker's peak memory.
+//!   against this machine's bound for the same bytes and its peak memory, the whole
+//!   service against a Python (anndata) baseline, and a request's invocations and store
+//!   requests against the planner's optimum.
+//! - [`simulate`]: a deterministic discrete-event simulation of a request on Lambda
+//!   and S3, replaying the real planner and the collector's real ledger.
 
 pub mod app;
 pub mod bench;
@@ -55,6 +59,7 @@ pub mod plan;
 pub mod progress;
 pub mod request;
 pub mod scratch;
+pub mod simulate;
 pub mod state;
 pub mod store;
 pub mod synth;

@@ -35,8 +35,13 @@ pub struct PlanBundle {
 pub struct Budget {
     /// Most cells per task.
     pub cells: u64,
-    /// Most bytes of bundle data read per task.
+    /// Most bytes of bundle data read per task, with `slice_bytes` charged per slice.
     pub bytes: u64,
+    /// Bytes charged against `bytes` for every slice a task opens, on top of what it
+    /// reads: a slice costs a few request round trips whatever its size, so a task of
+    /// thousands of one-cell bundles is latency-bound long before it is byte-bound.
+    /// 0 charges nothing.
+    pub slice_bytes: u64,
 }
 
 /// Rows of one bundle that a task reads.
@@ -115,13 +120,25 @@ fn units(b: &PlanBundle, budget: Budget) -> impl Iterator<Item = Unit<'_>> {
 pub fn plan(bundles: &[PlanBundle], budget: Budget) -> Vec<Task> {
     let mut tasks = Vec::new();
     let mut current: Vec<Slice> = Vec::new();
-    let (mut cells, mut bytes) = (0u64, 0u64);
+    // `charged`: the bytes read plus `slice_bytes` per slice, held to the byte budget.
+    let (mut cells, mut bytes, mut charged) = (0u64, 0u64, 0u64);
     for unit in bundles.iter().flat_map(|b| units(b, budget)) {
         let n = unit.rows.end - unit.rows.start;
-        if !current.is_empty() && (cells + n > budget.cells || bytes + unit.bytes > budget.bytes) {
+        let extends = current
+            .last()
+            .is_some_and(|last| &last.fqid == unit.fqid && last.rows.end == unit.rows.start);
+        let charge = unit
+            .bytes
+            .saturating_add(if extends { 0 } else { budget.slice_bytes });
+        if !current.is_empty()
+            && (cells + n > budget.cells || charged.saturating_add(charge) > budget.bytes)
+        {
             tasks.push(finish(std::mem::take(&mut current), cells, bytes));
-            (cells, bytes) = (0, 0);
+            (cells, bytes, charged) = (0, 0, 0);
         }
+        let charge = unit
+            .bytes
+            .saturating_add(budget.slice_bytes * u64::from(!extends || current.is_empty()));
         match current.last_mut() {
             Some(last) if &last.fqid == unit.fqid && last.rows.end == unit.rows.start => {
                 last.rows.end = unit.rows.end
@@ -133,6 +150,7 @@ pub fn plan(bundles: &[PlanBundle], budget: Budget) -> Vec<Task> {
         }
         cells += n;
         bytes += unit.bytes;
+        charged = charged.saturating_add(charge);
     }
     if !current.is_empty() {
         tasks.push(finish(current, cells, bytes));
@@ -196,7 +214,7 @@ mod tests {
 
         #[test]
         fn covers_every_cell_once_within_budget_and_near_optimal(bundles in mixed(), cells in 40_000u64..120_000) {
-            let budget = Budget { cells, bytes: u64::MAX };
+            let budget = Budget { cells, bytes: u64::MAX, slice_bytes: 0 };
             let tasks = plan(&bundles, budget);
             // Every row of every bundle exactly once, slices on chunk boundaries.
             let mut seen: Vec<(Fqid, Range<u64>)> = tasks.iter().flat_map(|t| t.slices.iter().map(|s| (s.fqid.clone(), s.rows.clone()))).collect();
@@ -229,7 +247,7 @@ mod tests {
         fn the_byte_budget_holds_too(bundles in mixed(), mb in 100u64..1000) {
             // Budgets of at least four of the largest units (a 1,024-row chunk of the
             // densest bundle), as a real worker's memory is.
-            let budget = Budget { cells: u64::MAX, bytes: mb << 20 };
+            let budget = Budget { cells: u64::MAX, bytes: mb << 20, slice_bytes: 0 };
             let tasks = plan(&bundles, budget);
             let max_unit = 1024 * 3_000 * 8 + 1024 * 8;
             for t in &tasks {
@@ -249,6 +267,7 @@ mod tests {
         let budget = Budget {
             cells: 300,
             bytes: u64::MAX,
+            slice_bytes: 0,
         };
         let tasks = plan(&bundles, budget);
         assert!(tasks.iter().all(|t| t.cells <= 300), "{tasks:?}");
@@ -263,6 +282,7 @@ mod tests {
             Budget {
                 cells: u64::MAX,
                 bytes: 100_000,
+                slice_bytes: 0,
             },
         );
         assert!(by_bytes.iter().all(|t| t.bytes <= 100_000), "{by_bytes:?}");
@@ -270,10 +290,12 @@ mod tests {
 
     #[test]
     fn a_task_of_dense_cells_closes_on_bytes_before_cells() {
-        // The default budget.
+        // The default cell and byte budgets, without the per-slice charge (tested on
+        // its own), so that only the bytes of the cells count.
         let budget = Budget {
             cells: 50_000,
             bytes: 512 << 20,
+            slice_bytes: 0,
         };
         // One-cell SmartSeq2 bundles detecting 6,000 genes: 48 KB a cell as the worker
         // reads it (an int32 index and a u32 count per nonzero, and a row pointer).
@@ -300,6 +322,7 @@ mod tests {
             Budget {
                 cells: 4_096,
                 bytes: u64::MAX,
+                slice_bytes: 0,
             },
         );
         // 100 one-cell bundles and the first 3 chunks (3,072 rows) of the 10x bundle fill
@@ -315,5 +338,35 @@ mod tests {
         );
         assert_eq!(tasks[2].slices[0].rows, 7168..10_000);
         assert_eq!(tasks.len(), 3);
+    }
+
+    #[test]
+    fn a_per_slice_charge_splits_tasks_of_many_small_bundles() {
+        // 1,000 one-cell bundles of 40 kB: 249 to a task by bytes alone, but with 1 MB
+        // charged per slice each task holds 9 (9 × 1.04 MB ≤ 10 MB < 10 × 1.04 MB).
+        let bundles: Vec<PlanBundle> = (0..1000).map(|i| bundle(i, 1, 1024, 5_000)).collect();
+        let budget = |slice_bytes| Budget {
+            cells: u64::MAX,
+            bytes: 10_000_000,
+            slice_bytes,
+        };
+        assert_eq!(plan(&bundles, budget(0)).len(), 5);
+        let charged = plan(&bundles, budget(1_000_000));
+        assert!(
+            charged[..charged.len() - 1]
+                .iter()
+                .all(|t| t.slices.len() == 9)
+        );
+        assert_eq!(charged.len(), 1000usize.div_ceil(9));
+        // What a task reads is still its bytes, without the charge.
+        assert_eq!(charged[0].bytes, 9 * (5_000 * 8 + 8));
+        // The rows of one bundle in one task are one slice: charged once.
+        let big = vec![bundle(0, 10_000, 1024, 100)];
+        let tasks = plan(&big, budget(1_000_000));
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].slices.len(), 1);
+        // A charge larger than the budget still makes progress: a slice per task.
+        let tiny = plan(&bundles[..5], budget(u64::MAX));
+        assert_eq!(tiny.len(), 5);
     }
 }

@@ -58,6 +58,7 @@ async fn full_pbmc3k_h5ad_is_exactly_the_source() {
         cellmatrix::plan::Budget {
             cells: 2048,
             bytes: u64::MAX,
+            slice_bytes: 0,
         },
     );
     assert_eq!(

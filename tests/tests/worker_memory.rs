@@ -63,6 +63,7 @@ async fn the_largest_real_bundle_task_peaks_within_60_percent_of_the_worker_memo
     let budget = Budget {
         cells: config.cells_per_worker,
         bytes: config.bytes_per_worker,
+        slice_bytes: config.slice_bytes,
     };
     let tasks = prepare(&store, &fqids, budget).await.unwrap();
     assert_eq!(

@@ -9,6 +9,7 @@ mod ingest;
 mod query;
 mod serve;
 mod sigv4;
+mod simulate;
 mod status;
 mod synth;
 
@@ -50,6 +51,9 @@ enum Command {
     Cancel(cancel::Args),
     /// Benchmarks, each measured against a baseline in the same run.
     Bench(bench::Args),
+    /// Simulate requests on Lambda at scale: the real planner and collector over a
+    /// modelled Lambda and S3, p50/p99 completion time and cost.
+    Simulate(simulate::Args),
 }
 
 impl Cli {
@@ -67,6 +71,7 @@ impl Cli {
             Command::Status(a) => status::run(a).await,
             Command::Cancel(a) => cancel::run(a).await,
             Command::Bench(a) => bench::run(&self.store, a).await,
+            Command::Simulate(a) => simulate::run(a),
         }
     }
 }

@@ -342,6 +342,7 @@ mod tests {
         let budget = Budget {
             cells: 1 << 40,
             bytes: 1 << 40,
+            slice_bytes: 0,
         };
         let tasks = prepare(&store, &fqids, budget).await.unwrap();
         assert_eq!(tasks.len(), 1);

@@ -44,7 +44,7 @@ pub struct Entry {
 }
 
 /// When a task counts as a straggler.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HedgePolicy {
     /// The share of tasks done (in percent) from which every unfinished task that has
     /// been going for longer than the median task gets a second copy.

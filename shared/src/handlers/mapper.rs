@@ -49,6 +49,7 @@ async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
         Budget {
             cells: app.config.cells_per_worker,
             bytes: app.config.bytes_per_worker,
+            slice_bytes: app.config.slice_bytes,
         },
     );
     // A group holds up to `bundles_per_mapper` bundles and its plan as many slices: an

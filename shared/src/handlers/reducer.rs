@@ -884,7 +884,7 @@ impl ShardRange<'_> {
 
 /// Part reads a consolidation shard has in flight: a shard reads a piece of every part
 /// it overlaps, each an array open and a read, latency-bound on S3 one after another.
-const PART_READS_IN_FLIGHT: usize = 16;
+pub const PART_READS_IN_FLIGHT: usize = 16;
 
 /// Opens the parts' arrays on demand, each once.
 struct PartReaders {

@@ -164,7 +164,7 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
 }
 
 /// Slices of a task read at once.
-const SLICES_IN_FLIGHT: usize = 8;
+pub const SLICES_IN_FLIGHT: usize = 8;
 
 /// How often a running task looks for the cancel marker. Before every slice would be a
 /// GET per one-cell SmartSeq2 bundle, as many requests as the reads themselves; a

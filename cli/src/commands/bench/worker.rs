@@ -209,6 +209,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let one_task = Budget {
         cells: 1 << 40,
         bytes: 1 << 40,
+        slice_bytes: 0,
     };
     let mut cases = Vec::new();
     let mut synthetic = Vec::new();
@@ -447,6 +448,7 @@ async fn budget_task(
         Budget {
             cells: 1 << 40,
             bytes: budget_bytes,
+            slice_bytes: 0,
         },
     )
     .await?;

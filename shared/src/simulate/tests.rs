@@ -1,0 +1,154 @@
+//! Checks of the simulation as a whole, each able to fail.
+
+use super::cases::mix;
+use super::model::{Faults, LogNormal, Model};
+use super::*;
+
+fn fixed(s: f64) -> LogNormal {
+    LogNormal::new(s, 0.0)
+}
+
+/// No faults, no tails, no limits: every latency a round figure.
+fn plain() -> Model {
+    let mut m = Model {
+        faults: Faults::none(),
+        ..Model::default()
+    };
+    let l = &mut m.lambda;
+    l.runtime_init = fixed(0.100);
+    l.our_init = fixed(0.0);
+    l.delivery = fixed(0.0);
+    l.invoke_call = fixed(0.0);
+    l.account_concurrency = u32::MAX;
+    l.worker_reserved = None;
+    let s = &mut m.s3;
+    (s.get, s.put, s.list) = (fixed(0.010), fixed(0.010), fixed(0.010));
+    s.bytes_per_s = f64::INFINITY;
+    m.sizes.json_bytes_per_s = f64::INFINITY;
+    m.sizes.plan_s_per_bundle = 0.0;
+    m.calibration.smartseq2.bytes_per_s = f64::INFINITY;
+    m.calibration.tenx.bytes_per_s = f64::INFINITY;
+    m
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let m = Model::default();
+    let case = mix("small", 2, 3_000, 300, &m.calibration, String::new());
+    let p = Prepared::new(&case, &m);
+    for seed in [1, 7] {
+        assert_eq!(run(&m, &p, seed, true, true), run(&m, &p, seed, true, true));
+    }
+    assert_ne!(run(&m, &p, 1, true, true), run(&m, &p, 2, true, true));
+    assert_eq!(
+        simulate(&m, &case, false, true, 0..8),
+        simulate(&m, &case, false, true, 0..8)
+    );
+}
+
+#[test]
+fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
+    // One one-cell bundle: one group, one task of one slice, one shard. Every S3
+    // request 10 ms, a cold start 100 ms, everything else free. In ms:
+    // - driver: cold 100; catalog LIST+GET, feature set GET, 3 PUTs = 60 → invokes at 160;
+    //   the client's first poll at 160 + 250 = 410.
+    // - mapper: begins 260; start (HEADs, PUT) 20, catalog 20, task PUTs 10, plan PUT 10
+    //   → plan lands at 320; ended checks 10 + 10 → worker invoked at 340.
+    // - worker: begins 440; done HEAD 10, start 20 (run starts at 470), task, request,
+    //   genes, feature set 40, the slice's 4 rounds 40, 4 part arrays × 20 = 80 → done
+    //   marker at 640.
+    // - collector: begins 260; looks at 260 (ended 10, 4 LISTs 40, its first progress
+    //   PUT 10: nothing yet) → next at 820: ended 10, plans LIST + GET 20, done LIST +
+    //   GET 20, starts LIST 10, errors LIST 10, progress PUT 10, consolidation GET + PUT
+    //   + LIST 30 → shard invoked at 930.
+    // - shard: begins 1030; start 20, plan, marker, request 30, 4 arrays × 50 = 200 →
+    //   marker at 1290.
+    // - collector at 1430: ended 10, done, starts, errors LISTs 30, consolidation GET +
+    //   LIST 20, finish: 2 GETs, 12 metadata PUTs, result PUT = 150 → result at 1640.
+    // - client polls at 410, 670, 930, 1190, 1450 (each 10 ms + 250 ms apart), 1710: it
+    //   sees the result at 1710 + 10.
+    let m = plain();
+    let case = mix("one", 0, 0, 1, &m.calibration, String::new());
+    let p = Prepared::new(&case, &m);
+    assert_eq!((p.tasks.len(), p.groups.len(), p.shards), (1, 1, 1));
+    let o = run(&m, &p, 3, true, false);
+    assert!(o.succeeded);
+    assert_eq!(o.result_s, Some(1.640));
+    assert_eq!(o.seconds, 1.720);
+    // Driver (POST and 6 polls), mapper, worker, collector, shard.
+    assert_eq!(o.invocations, 5);
+    assert_eq!(o.status_polls, 6);
+}
+
+#[test]
+fn the_scaling_rate_holds_back_a_wide_request() {
+    // 3,000 one-cell tasks at once, no concurrency limit: 1,000 environments start in
+    // the first 10 s; the other invocations are throttled and retried (after 1 s, then
+    // 2 s) until environments the first ones leave warm take them.
+    let mut m = plain();
+    m.service.budget.cells = 1;
+    m.service.bundles_per_mapper = 3_000;
+    m.service.invoke_concurrency = 3_000;
+    let case = mix("wide", 0, 0, 3_000, &m.calibration, String::new());
+    let p = Prepared::new(&case, &m);
+    assert_eq!(p.tasks.len(), 3_000);
+    let o = run(&m, &p, 1, false, false);
+    assert!(o.succeeded);
+    assert_eq!(o.first_window_workers, 1_000);
+    m.lambda.scale_per_window = 100_000;
+    let free = run(&m, &p, 1, false, false);
+    assert_eq!(free.first_window_workers, 3_000);
+    let (held, free) = (o.collected_s.unwrap(), free.collected_s.unwrap());
+    assert!(
+        held > free + 2.5,
+        "1 s + 2 s of throttling: {held} vs {free}"
+    );
+}
+
+#[test]
+fn hedging_lowers_the_tail_when_stragglers_are_on() {
+    let mut m = Model {
+        faults: Faults {
+            straggler: 0.05,
+            slowdown: 10.0,
+            ..Faults::none()
+        },
+        ..Model::default()
+    };
+    m.service.budget.cells = 20;
+    let case = mix("hedge", 0, 0, 400, &m.calibration, String::new());
+    let off = simulate(&m, &case, false, true, 0..40);
+    let on = simulate(&m, &case, true, true, 0..40);
+    assert!(on.mean_hedges > 0.0);
+    // A straggler reads for ~6 s instead of ~0.6 s; its copy, started after three
+    // medians, saves seconds of it.
+    assert!(on.p50_collected <= off.p50_collected);
+    assert!(
+        on.p99 < off.p99 - 3.0,
+        "hedged p99 {} vs {}",
+        on.p99,
+        off.p99
+    );
+}
+
+#[test]
+fn dropped_invocations_are_recovered_through_the_lost_rule() {
+    let mut m = Model {
+        faults: Faults {
+            drop: 0.2,
+            ..Faults::none()
+        },
+        ..Model::default()
+    };
+    m.service.budget.cells = 50;
+    let case = mix("drops", 0, 0, 500, &m.calibration, String::new());
+    let p = Prepared::new(&case, &m);
+    let outcomes: Vec<Outcome> = (0..20).map(|s| run(&m, &p, s, false, true)).collect();
+    assert!(outcomes.iter().all(|o| o.succeeded));
+    let recovered: Vec<&Outcome> = outcomes.iter().filter(|o| o.relaunched > 0).collect();
+    assert!(!recovered.is_empty());
+    // A lost launch is taken for lost only after `lost_after` (60 s).
+    for o in recovered {
+        assert!(o.seconds > m.service.lost_after_s, "{o:?}");
+    }
+}

@@ -1,0 +1,421 @@
+//! What each handler does, as time: the S3 requests it makes one after another or at
+//! once, its compute, the invocations it makes and when its writes land. Mirrors
+//! `handlers::{driver, mapper, worker, reducer}`; the collector's decisions are in
+//! `run.rs`, on the real ledger.
+
+use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
+
+use super::engine::{Micros, secs};
+use super::lambda::{Func, Lambda};
+use super::model::Model;
+use super::s3::{Op, S3};
+
+/// An event one function sends another (ids only, as `messages`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Plan group `group`.
+    Mapper {
+        /// The group.
+        group: u32,
+        /// Its attempt.
+        attempt: u32,
+    },
+    /// Run task `task` (an index into the run's tasks).
+    Worker {
+        /// The task.
+        task: usize,
+        /// Its attempt.
+        attempt: u32,
+    },
+    /// Collect (the reducer in `Collect` mode).
+    Collect,
+    /// Consolidation shard `n`.
+    Shard {
+        /// The shard.
+        n: u32,
+        /// Its attempt.
+        attempt: u32,
+    },
+    /// Lambda's on-failure record of an event it gave up on, naming the invocation.
+    Failure {
+        /// `group-…`, `task-…`, `shard-…` or `collect`.
+        name: String,
+    },
+}
+
+impl Payload {
+    /// The function it goes to.
+    pub fn func(&self) -> Func {
+        match self {
+            Payload::Mapper { .. } => Func::Mapper,
+            Payload::Worker { .. } => Func::Worker,
+            Payload::Collect | Payload::Shard { .. } | Payload::Failure { .. } => Func::Reducer,
+        }
+    }
+}
+
+/// A write that changes what the collector sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// `started/{name}.{attempt}.json`.
+    Started {
+        /// Invocation name.
+        name: String,
+        /// Attempt.
+        attempt: u32,
+    },
+    /// `plans/{group}.json`.
+    Plan {
+        /// The group.
+        group: u32,
+    },
+    /// `done/{task}.json` (put-if-absent: the first stands).
+    Done {
+        /// The task.
+        task: usize,
+        /// The worker's measured duration.
+        duration_ms: u64,
+    },
+    /// `errors/{name}.json`, retryable (from an on-failure record).
+    Error {
+        /// Invocation name.
+        name: String,
+    },
+    /// `shards/{n}.json`.
+    Shard {
+        /// The shard.
+        n: u32,
+    },
+}
+
+/// A handler's run: when its writes land and its invocations are accepted, relative
+/// to its start, and how long it runs.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// Writes, at their offsets.
+    pub writes: Vec<(Micros, Write)>,
+    /// Invocations accepted, at their offsets.
+    pub invokes: Vec<(Micros, Payload)>,
+    /// The handler's duration.
+    pub duration: Micros,
+}
+
+/// One slice of a task, as the worker's time sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceCost {
+    /// Stored bytes read.
+    pub bytes: f64,
+    /// Seconds of one core to process them (bench's rate for the bundle's kind).
+    pub compute_s: f64,
+}
+
+/// A task, as the worker's time sees it.
+#[derive(Debug, Clone)]
+pub struct TaskCost {
+    /// The planner's id.
+    pub id: String,
+    /// Its group.
+    pub group: u32,
+    /// Its slices in order.
+    pub slices: Vec<SliceCost>,
+    /// Cells.
+    pub cells: u64,
+    /// Nonzeros.
+    pub nnz: u64,
+}
+
+impl TaskCost {
+    /// Stored bytes of its slices (also what its part weighs).
+    pub fn bytes(&self) -> f64 {
+        self.slices.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// A handler's context: the randomness, the model, S3 and Lambda.
+pub struct Ctx<'a, 'm> {
+    /// The run's generator.
+    pub rng: &'a mut Rng64,
+    /// The model.
+    pub model: &'m Model,
+    /// S3, counting requests.
+    pub s3: &'a mut S3<'m>,
+    /// Lambda, counting invoke calls.
+    pub lambda: &'a mut Lambda,
+}
+
+impl std::fmt::Debug for Ctx<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").finish_non_exhaustive()
+    }
+}
+
+impl Ctx<'_, '_> {
+    /// `state::ended`: three HEADs at once.
+    pub fn ended_check(&mut self) -> Micros {
+        self.s3.round(self.rng, Op::Get, 3, 0.0)
+    }
+
+    /// `state::start`: the ended check, then the start marker.
+    pub fn start(&mut self) -> Micros {
+        self.ended_check() + self.s3.request(self.rng, Op::Put, 0.0)
+    }
+
+    /// One small PUT.
+    pub fn put(&mut self) -> Micros {
+        self.s3.request(self.rng, Op::Put, 0.0)
+    }
+
+    fn parse(&self, bytes: f64) -> Micros {
+        secs(bytes / self.model.sizes.json_bytes_per_s)
+    }
+
+    /// The catalog: one LIST and one GET of `bundles` entries, parsed.
+    pub fn catalog(&mut self, bundles: usize) -> Micros {
+        let bytes = bundles as f64 * self.model.sizes.catalog_bytes_per_bundle;
+        self.s3.request(self.rng, Op::List, 0.0)
+            + self.s3.request(self.rng, Op::Get, bytes)
+            + self.parse(bytes)
+    }
+
+    /// A Zarr array written: its chunks `chunk_writes` at a time, then its metadata.
+    fn array(&mut self, chunks: u64, bytes: f64) -> Micros {
+        let at_once = self.model.sizes.chunk_writes;
+        self.s3
+            .batches(self.rng, Op::Put, chunks.max(1) as usize, at_once, bytes)
+            + self.s3.request(self.rng, Op::Put, 0.0)
+    }
+
+    /// The driver's `POST /v1/matrix` until it answers 202: catalog, gene space,
+    /// `genes.json`, `request.json`, `run.json`, then the collector and the mappers
+    /// invoked one after another.
+    pub fn driver(&mut self, bundles: usize, groups: u32) -> Timeline {
+        let mut t = self.catalog(bundles);
+        let fs = self.model.sizes.feature_set_bytes;
+        t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
+        t += self.s3.request(self.rng, Op::Put, fs);
+        t += self.s3.request(self.rng, Op::Put, 0.0);
+        t += self.s3.request(self.rng, Op::Put, 0.0);
+        let mut tl = Timeline::default();
+        t += self.lambda.invoke_call(self.rng, Func::Reducer);
+        tl.invokes.push((t, Payload::Collect));
+        for group in 0..groups {
+            t += self.lambda.invoke_call(self.rng, Func::Mapper);
+            tl.invokes.push((t, Payload::Mapper { group, attempt: 0 }));
+        }
+        tl.duration = t;
+        tl
+    }
+
+    /// A status request: five objects read at once.
+    pub fn status(&mut self) -> Micros {
+        self.s3.round(self.rng, Op::Get, 5, 0.0)
+    }
+
+    /// A mapper: start, catalog, plan, task documents, the plan, then the workers
+    /// `invoke_concurrency` at a time, each batch after an ended check.
+    pub fn mapper(
+        &mut self,
+        group: u32,
+        attempt: u32,
+        catalog_bundles: usize,
+        group_bundles: usize,
+        tasks: &[usize],
+    ) -> Timeline {
+        let mut tl = Timeline::default();
+        let name = format!("group-{group}");
+        let mut t = self.start();
+        tl.writes.push((t, Write::Started { name, attempt }));
+        t += self.catalog(catalog_bundles);
+        t += secs(group_bundles as f64 * self.model.sizes.plan_s_per_bundle);
+        let at_once = self.model.service.invoke_concurrency;
+        t += self
+            .s3
+            .batches(self.rng, Op::Put, tasks.len(), at_once, 0.0);
+        t += self.s3.request(self.rng, Op::Put, 0.0);
+        tl.writes.push((t, Write::Plan { group }));
+        t += self.ended_check();
+        for batch in tasks.chunks(at_once) {
+            t += self.ended_check();
+            let mut slowest = 0;
+            for &task in batch {
+                let call = self.lambda.invoke_call(self.rng, Func::Worker);
+                slowest = slowest.max(call);
+                tl.invokes
+                    .push((t + call, Payload::Worker { task, attempt: 0 }));
+            }
+            t += slowest;
+        }
+        tl.duration = t;
+        tl
+    }
+
+    /// A worker that found its done marker: one HEAD.
+    pub fn worker_already_done(&mut self) -> Timeline {
+        Timeline {
+            duration: self.s3.request(self.rng, Op::Get, 0.0),
+            ..Timeline::default()
+        }
+    }
+
+    /// A worker running task `index`, `slowdown` times slower in its reads when a
+    /// straggler. Slices go through three stages: request latency (`slices_in_flight`
+    /// at once: a cancel check, the 7 array-metadata GETs at once, `indptr`, then the
+    /// 6 data and obs GETs at once), the invocation's S3 bandwidth (one slice's bytes
+    /// after another), and one core (the bench's rate for the slice's kind, which
+    /// includes decoding, filtering, remapping and writing on a local store). Each
+    /// stage overlaps the others, as `buffered(SLICES_IN_FLIGHT)` does.
+    pub fn worker(
+        &mut self,
+        index: usize,
+        task: &TaskCost,
+        attempt: u32,
+        slowdown: f64,
+    ) -> Timeline {
+        let mut tl = Timeline::default();
+        let mut t = self.s3.request(self.rng, Op::Get, 0.0);
+        t += self.start();
+        tl.writes.push((
+            t,
+            Write::Started {
+                name: format!("task-{}", task.id),
+                attempt,
+            },
+        ));
+        let run_start = t;
+        let fs = self.model.sizes.feature_set_bytes;
+        t += self.s3.request(self.rng, Op::Get, 0.0);
+        t += self.s3.request(self.rng, Op::Get, 0.0);
+        t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
+        t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
+        let cores = self.lambda.vcpus(Func::Worker).min(1.0);
+        let lanes = self.model.service.slices_in_flight.max(1);
+        let n = task.slices.len();
+        // yielded[i]: when slice i left the buffer (its lane is free again).
+        let mut yielded: Vec<Micros> = Vec::with_capacity(n);
+        let (mut net_free, mut core_free) = (t, t);
+        for (i, s) in task.slices.iter().enumerate() {
+            let begin = if i >= lanes { yielded[i - lanes] } else { t };
+            let latency = self.s3.request(self.rng, Op::Get, 0.0)
+                + self.s3.round(self.rng, Op::Get, 7, 0.0)
+                + self.s3.request(self.rng, Op::Get, 0.0)
+                + self.s3.round(self.rng, Op::Get, 6, 0.0);
+            let fetched = (begin + latency).max(net_free) + secs(self.s3.transfer(s.bytes));
+            net_free = fetched;
+            let consumed = fetched.max(core_free);
+            yielded.push(consumed);
+            core_free = consumed + secs(s.compute_s / cores);
+        }
+        let read_end = core_free.max(t);
+        let read = read_end - run_start;
+        t = read_end + secs(read as f64 / 1e6 * (slowdown - 1.0).max(0.0));
+        // The part: indptr and obs by rows (65,536 a chunk), indices and data by
+        // nonzeros (2^20 a chunk), bytes shared out evenly.
+        let arrays = self.model.sizes.arrays.max(1);
+        let per_array = task.bytes() / f64::from(arrays);
+        let row_chunks = task
+            .cells
+            .div_ceil(crate::handlers::worker::PART_ROWS_PER_CHUNK);
+        let nnz_chunks = task
+            .nnz
+            .div_ceil(crate::handlers::worker::PART_NNZ_PER_CHUNK);
+        for a in 0..arrays {
+            let chunks = if a == 1 || a == 2 {
+                nnz_chunks
+            } else {
+                row_chunks
+            };
+            t += self.array(chunks, per_array);
+        }
+        let duration_ms = (t - run_start) / 1_000;
+        t += self.s3.request(self.rng, Op::Put, 0.0);
+        tl.writes.push((
+            t,
+            Write::Done {
+                task: index,
+                duration_ms,
+            },
+        ));
+        t += self.ended_check();
+        tl.duration = t;
+        tl
+    }
+
+    /// A consolidation shard: start, plan, request; then per output array, the parts
+    /// overlapping its range (their metadata, then their ranges, a batch at a time), and
+    /// its chunks written; then its marker.
+    pub fn shard(
+        &mut self,
+        n: u32,
+        attempt: u32,
+        shards: u32,
+        parts: usize,
+        total_bytes: f64,
+        already_done: bool,
+    ) -> Timeline {
+        let mut tl = Timeline::default();
+        let mut t = self.start();
+        tl.writes.push((
+            t,
+            Write::Started {
+                name: format!("shard-{n}"),
+                attempt,
+            },
+        ));
+        t += self.s3.request(self.rng, Op::Get, 0.0);
+        t += self.s3.request(self.rng, Op::Get, 0.0);
+        if already_done {
+            tl.duration = t;
+            return tl;
+        }
+        t += self.s3.request(self.rng, Op::Get, 0.0);
+        let shards = shards.max(1) as usize;
+        let overlapping = if shards == 1 {
+            parts
+        } else {
+            (parts.div_ceil(shards) + 1).min(parts)
+        };
+        let bytes = total_bytes / shards as f64;
+        let arrays = self.model.sizes.arrays.max(1);
+        let per_array = bytes / f64::from(arrays);
+        let at_once = self.model.service.part_reads_in_flight;
+        for _ in 0..arrays {
+            // The overlapping parts' metadata, then their ranges, `at_once` at a time.
+            t += self
+                .s3
+                .batches(self.rng, Op::Get, overlapping, at_once, 0.0);
+            t += self
+                .s3
+                .batches(self.rng, Op::Get, overlapping, at_once, per_array);
+            t += self.s3.request(self.rng, Op::Get, 0.0);
+            let chunks = (per_array / 4e6).ceil().max(1.0) as u64;
+            t += self.array(chunks, per_array);
+        }
+        // Decoding and re-encoding: at the 10x worker rate per core, which also
+        // filters and remaps, so an upper bound.
+        let rate = self.model.calibration.tenx.bytes_per_s * self.lambda.vcpus(Func::Reducer);
+        t += secs(bytes / rate);
+        t += self.s3.request(self.rng, Op::Put, 0.0);
+        tl.writes.push((t, Write::Shard { n }));
+        t += self.ended_check();
+        tl.duration = t;
+        tl
+    }
+
+    /// `finish`: the output's metadata written one document after another, the gene
+    /// space read, then `result.json`.
+    pub fn finish(&mut self) -> Micros {
+        let fs = self.model.sizes.feature_set_bytes;
+        let mut t = self.s3.request(self.rng, Op::Get, 0.0);
+        t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
+        for _ in 0..self.model.sizes.finish_writes {
+            t += self.s3.request(self.rng, Op::Put, 0.0);
+        }
+        t + self.s3.request(self.rng, Op::Put, 0.0)
+    }
+
+    /// `scratch::remove` after success: a LIST per prefix, then deletes 16 at a time.
+    pub fn cleanup(&mut self, objects: usize) -> Micros {
+        let lists = self.s3.round(self.rng, Op::List, 6, 0.0);
+        lists + self.s3.batches(self.rng, Op::Delete, objects, 16, 0.0)
+    }
+}
