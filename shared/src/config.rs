@@ -133,11 +133,15 @@ impl Config {
     /// The settings of the embedded stack (`cellmatrix serve`, the benchmarks): every
     /// `CELLMATRIX_*` setting from the environment except the store, which is given. In
     /// one process the collector's look at the store is cheap, and a request should not
-    /// wait half a second for it: it polls every 50 ms unless told otherwise.
+    /// wait half a second for it: it polls every 50 ms unless told otherwise. Nor does
+    /// the in-process invoker lose invocations, while tasks may queue for long behind its
+    /// concurrency limit: a launch counts as lost after 60 s unless told otherwise (at
+    /// Lambda's 5 s, a million-cell run re-invoked 76 queued tasks and shards).
     pub fn embedded(store: &str) -> Result<Self> {
         Self::from_lookup(|name| match name {
             "CELLMATRIX_STORE" => Some(store.to_string()),
             "CELLMATRIX_POLL_MS" => std::env::var(name).ok().or_else(|| Some("50".into())),
+            "CELLMATRIX_LOST_AFTER_MS" => std::env::var(name).ok().or_else(|| Some("60000".into())),
             _ => std::env::var(name).ok(),
         })
     }
@@ -242,6 +246,21 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_stack_polls_often_and_waits_long_for_a_queued_launch() {
+        if std::env::var_os("CELLMATRIX_POLL_MS").is_some()
+            || std::env::var_os("CELLMATRIX_LOST_AFTER_MS").is_some()
+        {
+            return;
+        }
+        let c = Config::embedded("somewhere").unwrap();
+        assert_eq!(c.store, "somewhere");
+        assert_eq!(c.poll_interval, Duration::from_millis(50));
+        assert_eq!(c.lost_after, Duration::from_secs(60));
+        // Lambda's default stays short.
+        assert_eq!(Config::new("x").lost_after, Duration::from_secs(5));
+    }
 
     #[test]
     fn config_requires_a_store_and_defaults_function_names() {

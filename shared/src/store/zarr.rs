@@ -127,11 +127,24 @@ impl ZarrStore {
         let mut whole: Option<bytes::Bytes> = None;
         for (i, range) in ranges.iter().enumerate() {
             let got = match *range {
-                ByteRange::FromStart(offset, Some(len)) => self
-                    .inner
-                    .get_range(blob_key, offset..offset + len)
-                    .await
-                    .map_err(wrap)?,
+                ByteRange::FromStart(offset, Some(len)) => {
+                    let got = self
+                        .inner
+                        .get_range(blob_key, offset..offset + len)
+                        .await
+                        .map_err(wrap)?;
+                    // A store returns what there is of a range that runs past the end
+                    // (S3 does); zarrs takes that for an error, as the size check did.
+                    if let Some(bytes) = &got
+                        && bytes.len() as u64 != len
+                    {
+                        return Err(StorageError::Other(format!(
+                            "byte range {range:?} is outside {blob_key} ({} bytes from {offset})",
+                            bytes.len()
+                        )));
+                    }
+                    got
+                }
                 ByteRange::FromStart(offset, None) => {
                     if whole.is_none() {
                         whole = self.inner.get(blob_key).await.map_err(wrap)?;
