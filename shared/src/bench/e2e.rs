@@ -82,11 +82,7 @@ pub struct Ours {
 /// ([`Config::embedded`]: the environment's settings, a 50 ms poll), after removing any
 /// earlier request and result, which would otherwise answer it at once.
 pub async fn run_ours(store: DynStore, progress: bool) -> Result<Ours, Error> {
-    for prefix in ["requests/", "results/"] {
-        for object in store.list(prefix).await? {
-            store.delete(&object.key).await?;
-        }
-    }
+    super::run::forget_requests(&store).await?;
     let config = Config::embedded(&store.describe())?;
     let app = App::in_process(config, Arc::clone(&store), default_limit);
     let ended =

@@ -9,6 +9,17 @@ use crate::app::App;
 use crate::error::Error;
 use crate::handlers::driver;
 
+/// Deletes every request and result in `store` (a benchmark's own), so that the same
+/// request runs again instead of being answered from its earlier result.
+pub async fn forget_requests(store: &crate::store::DynStore) -> Result<(), Error> {
+    for prefix in ["requests/", "results/"] {
+        for object in store.list(prefix).await? {
+            store.delete(&object.key).await?;
+        }
+    }
+    Ok(())
+}
+
 /// A request that ended.
 #[derive(Debug, Clone)]
 pub struct Ended {

@@ -54,13 +54,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         ..SynthOptions::default()
     };
     synth(&store, &spec, &opts).await?;
-    // A reused store still holds the last run's request, which would be answered from
-    // its result without running.
-    for prefix in ["requests/", "results/"] {
-        for object in store.list(prefix).await? {
-            store.delete(&object.key).await?;
-        }
-    }
+    // A reused store still holds the last run's request.
+    cellmatrix::bench::run::forget_requests(&store).await?;
     let mut config = Config::embedded(&store.describe())?;
     config.cells_per_worker = a.cells_per_worker;
     let request = json!({

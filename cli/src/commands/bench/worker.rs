@@ -288,14 +288,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         bound: "one thread: read each stored chunk file, zstd-decode it, copy the decoded bytes into one buffer",
     };
     print_table(&report);
-    if let Some(parent) = a.out.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::write(&a.out, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", a.out.display()))?;
-    println!("figures written to {}", a.out.display());
-    Ok(())
+    super::write_json(&a.out, &report)
 }
 
 /// Plans `fqids` as one task, which must hold them whole.
