@@ -146,22 +146,17 @@ impl BundleReader {
         )
         .map_err(|e| corrupt(fqid, e))?;
         let n_cols = self.shape.n_features as usize;
-        // Checked while converting, in place: one pass over the largest array a worker
-        // reads instead of two.
-        let mut out_of_range = false;
-        let indices: Vec<u32> = indices
-            .into_iter()
-            .map(|i| {
-                out_of_range |= i < 0 || i as usize >= n_cols;
-                i as u32
-            })
-            .collect();
-        if out_of_range {
+        // Checked in one read-only pass, then reinterpreted: the indices are the largest
+        // array a worker reads, and a converted copy cost a pass and fresh pages.
+        // A negative index is a large u32, out of range too.
+        let limit = self.shape.n_features.min(i32::MAX as u64) as u32;
+        if indices.iter().any(|&i| i as u32 >= limit) {
             return Err(corrupt(
                 fqid,
                 Error::zarr("X/indices", "column index out of range"),
             ));
         }
+        let indices: Vec<u32> = bytemuck::allocation::cast_vec(indices);
         Ok(Rows {
             cells,
             matrix: Csr {

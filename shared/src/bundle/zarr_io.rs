@@ -170,21 +170,27 @@ pub async fn store_chunks<T: Column>(
     let path = array.path().as_str().to_string();
     let n_chunks = (values.len() as u64).div_ceil(chunk);
     let path = &path;
-    // Batches of futures built eagerly, each owning its chunk: a lazily mapped stream of
-    // borrowing closures is not `Send` (which the Lambda runtime needs), and a batch at
-    // a time keeps the copies to a few chunks.
+    // Batches of futures built eagerly: a lazily mapped stream of borrowing closures is
+    // not `Send` (which the Lambda runtime needs). Full chunks are borrowed; only the
+    // padded last one is a copy.
     let batch = WRITE_CONCURRENCY as u64;
     for first in (0..n_chunks).step_by(WRITE_CONCURRENCY) {
         let writes: Vec<_> = (first..(first + batch).min(n_chunks))
             .map(|i| {
                 let start = (i * chunk) as usize;
                 let end = (start + chunk as usize).min(values.len());
-                let mut part: Vec<T> = values[start..end].to_vec();
-                // A regular grid's last chunk is full size on disk, padded with the fill value.
-                part.resize(chunk as usize, T::fill());
+                let part: std::borrow::Cow<'_, [T]> = if end - start == chunk as usize {
+                    std::borrow::Cow::Borrowed(&values[start..end])
+                } else {
+                    // A regular grid's last chunk is full size on disk, padded with the
+                    // fill value.
+                    let mut last = values[start..end].to_vec();
+                    last.resize(chunk as usize, T::fill());
+                    std::borrow::Cow::Owned(last)
+                };
                 async move {
                     array
-                        .async_store_chunk(&[first_chunk + i], part)
+                        .async_store_chunk(&[first_chunk + i], part.as_ref())
                         .await
                         .map_err(|e| zarr_err(path, e))
                 }

@@ -265,7 +265,8 @@ impl PartBuilder {
             Values::F32(v) => v.reserve(m.indices.len()),
             Values::F64(v) => v.reserve(m.indices.len()),
         }
-        let mut row: Vec<(u32, usize)> = Vec::new();
+        // Positions in the bundle's row of the values kept, reused across rows.
+        let mut kept: Vec<usize> = Vec::new();
         for r in 0..m.n_rows {
             let cell = CellValues {
                 n_genes: u64::from(rows.qc.n_genes[r]),
@@ -276,22 +277,47 @@ impl PartBuilder {
             if per_cell.is_some_and(|f| !f.eval_cell(&meta, &cell)) {
                 continue;
             }
-            row.clear();
-            for i in m.row_range(r) {
+            let range = m.row_range(r);
+            let first = self.indices.len();
+            kept.clear();
+            // Output columns usually come out ascending (a bundle's feature set in the
+            // output's order); only a row that does not is sorted.
+            let mut ascending = true;
+            let mut last = -1i64;
+            for i in range.clone() {
                 let col = m.indices[i] as usize;
-                let Some(out) = remap.get(col).copied().ok_or_else(|| Error::Corrupt {
-                    what: format!("bundle {}", bundle.fqid),
-                    message: format!("column {col} outside its feature set"),
-                })?
-                else {
+                let Some(&out) = remap.get(col) else {
+                    return Err(Error::Corrupt {
+                        what: format!("bundle {}", bundle.fqid),
+                        message: format!("column {col} outside its feature set"),
+                    });
+                };
+                let Some(out) = out else {
                     continue;
                 };
-                row.push((out, i));
+                ascending &= i64::from(out) > last;
+                last = i64::from(out);
+                self.indices.push(out as i32);
+                kept.push(i);
             }
-            // Bundle columns may map to the output in another order.
-            row.sort_unstable_by_key(|&(c, _)| c);
-            self.indices.extend(row.iter().map(|&(c, _)| c as i32));
-            extend_values(&mut self.values, &m.values, &row)?;
+            if !ascending {
+                // Bundle columns may map to the output in another order.
+                let mut row: Vec<(i32, usize)> = self.indices[first..]
+                    .iter()
+                    .copied()
+                    .zip(kept.iter().copied())
+                    .collect();
+                row.sort_unstable_by_key(|&(c, _)| c);
+                for (k, (c, i)) in row.into_iter().enumerate() {
+                    self.indices[first + k] = c;
+                    kept[k] = i;
+                }
+            }
+            if ascending && kept.len() == range.len() {
+                extend_values_from(&mut self.values, &m.values, range)?;
+            } else {
+                extend_values(&mut self.values, &m.values, &kept)?;
+            }
             self.indptr.push(self.indices.len() as i64);
             self.index.push(format!("{}:{}", bundle.fqid, cell.barcode));
             for (field, col) in &mut self.columns {
@@ -344,22 +370,124 @@ impl PartBuilder {
     }
 }
 
-/// Appends the values of `from` at the positions in `row` (output column, position) to
-/// `to`, widening as the output type asks. The types are matched once per row, not
-/// once per value.
-fn extend_values(to: &mut Values, from: &Values, row: &[(u32, usize)]) -> Result<(), Error> {
-    let at = row.iter().map(|&(_, i)| i);
+/// Appends the values of `from` at `positions` to `to`, widening as the output type
+/// asks. The types are matched once per row, not once per value.
+fn extend_values(to: &mut Values, from: &Values, positions: &[usize]) -> Result<(), Error> {
+    let at = positions.iter().copied();
     match (to, from) {
         (Values::U32(t), Values::U32(f)) => t.extend(at.map(|i| f[i])),
         (Values::F32(t), Values::U32(f)) => t.extend(at.map(|i| f[i] as f32)),
         (Values::F32(t), Values::F32(f)) => t.extend(at.map(|i| f[i])),
         (Values::F64(t), f) => t.extend(at.map(|i| f.get_f64(i))),
-        _ => {
-            return Err(Error::Corrupt {
-                what: "request".into(),
-                message: "a bundle's counts are wider than the output type".into(),
-            });
-        }
+        _ => return Err(wider_than_output()),
     }
     Ok(())
+}
+
+/// [`extend_values`] for a whole row kept in order: a copy where the types agree.
+fn extend_values_from(
+    to: &mut Values,
+    from: &Values,
+    range: std::ops::Range<usize>,
+) -> Result<(), Error> {
+    match (to, from) {
+        (Values::U32(t), Values::U32(f)) => t.extend_from_slice(&f[range]),
+        (Values::F32(t), Values::F32(f)) => t.extend_from_slice(&f[range]),
+        (Values::F64(t), Values::F64(f)) => t.extend_from_slice(&f[range]),
+        (Values::F32(t), Values::U32(f)) => t.extend(f[range].iter().map(|&v| v as f32)),
+        (Values::F64(t), Values::U32(f)) => t.extend(f[range].iter().map(|&v| f64::from(v))),
+        (Values::F64(t), Values::F32(f)) => t.extend(f[range].iter().map(|&v| f64::from(v))),
+        _ => return Err(wider_than_output()),
+    }
+    Ok(())
+}
+
+fn wider_than_output() -> Error {
+    Error::Corrupt {
+        what: "request".into(),
+        message: "a bundle's counts are wider than the output type".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::Csr;
+    use crate::bundle::qc::Qc;
+    use crate::bundle::reader::Rows;
+
+    const GENES: usize = 6;
+
+    fn bundle() -> BundleInfo {
+        BundleInfo {
+            fqid: crate::fqid::Fqid::parse(
+                "0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z",
+            )
+            .unwrap(),
+            n_cells: 40,
+            n_features: GENES as u64,
+            nnz: 0,
+            value_type: ValueType::Uint32,
+            feature_set: "fs".into(),
+            metadata: Default::default(),
+        }
+    }
+
+    /// 40 cells over 6 genes, about half of the counts zero.
+    fn dense() -> Vec<u32> {
+        (0..40 * GENES as u32)
+            .map(|i| (i * 7 + 3) % 5 / 2)
+            .collect()
+    }
+
+    fn rows(dense: &[u32]) -> Rows {
+        let n = dense.len() / GENES;
+        Rows {
+            cells: (0..n).map(|i| format!("c{i}")).collect(),
+            matrix: Csr::from_dense_rows(n, GENES, &Values::U32(dense.to_vec())),
+            qc: Qc {
+                n_genes: vec![1; n],
+                total_counts: vec![1.0; n],
+                pct_mito: vec![0.0; n],
+            },
+        }
+    }
+
+    /// Each remap path (in order and whole, in order with genes left out, out of order)
+    /// and each value path (same type, widened) gives the dense counts moved to their
+    /// output columns, each row's columns ascending.
+    #[test]
+    fn rows_land_in_their_output_columns_in_order() {
+        let dense = dense();
+        let n = dense.len() / GENES;
+        let remaps: Vec<Vec<Option<u32>>> = vec![
+            (0..GENES as u32).map(Some).collect(),
+            vec![Some(0), None, Some(1), Some(2), None, Some(3)],
+            vec![Some(5), Some(3), Some(4), None, Some(0), Some(1)],
+        ];
+        for remap in &remaps {
+            for value_type in [ValueType::Uint32, ValueType::Float64] {
+                let mut part = PartBuilder::new(value_type, &[]);
+                part.add(&bundle(), &rows(&dense), remap, None).unwrap();
+                assert_eq!(part.indptr.len(), n + 1);
+                let width = remap.iter().flatten().max().unwrap() + 1;
+                for r in 0..n {
+                    let mut want = vec![0.0; width as usize];
+                    for (g, out) in remap.iter().enumerate() {
+                        if let Some(out) = out {
+                            want[*out as usize] = f64::from(dense[r * GENES + g]);
+                        }
+                    }
+                    let mut got = vec![0.0; width as usize];
+                    let span = part.indptr[r] as usize..part.indptr[r + 1] as usize;
+                    let cols = &part.indices[span.clone()];
+                    assert!(cols.windows(2).all(|w| w[0] < w[1]), "{remap:?} row {r}");
+                    for i in span {
+                        got[part.indices[i] as usize] = part.values.get_f64(i);
+                    }
+                    assert_eq!(got, want, "{remap:?} {value_type:?} row {r}");
+                }
+            }
+        }
+    }
 }
