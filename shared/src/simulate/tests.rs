@@ -147,8 +147,8 @@ fn dropped_invocations_are_recovered_through_the_lost_rule() {
     assert!(outcomes.iter().all(|o| o.succeeded));
     let recovered: Vec<&Outcome> = outcomes.iter().filter(|o| o.relaunched > 0).collect();
     assert!(!recovered.is_empty());
-    // A lost launch is taken for lost only after `lost_after` (60 s).
+    // A lost launch is taken for lost only after `lost_passed_after` at the least.
     for o in recovered {
-        assert!(o.seconds > m.service.lost_after_s, "{o:?}");
+        assert!(o.seconds > m.service.lost_passed_after_s, "{o:?}");
     }
 }
