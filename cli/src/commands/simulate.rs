@@ -46,6 +46,13 @@ pub struct Args {
     /// see the planner without it.
     #[arg(long)]
     slice_bytes: Option<u64>,
+    /// Override the nonzeros per consolidation shard (`CELLMATRIX_SHARD_NNZ`).
+    #[arg(long)]
+    shard_nnz: Option<u64>,
+    /// Override how long a launch passed by a later one may go without starting
+    /// (`CELLMATRIX_LOST_PASSED_AFTER_MS`).
+    #[arg(long)]
+    lost_passed_after_ms: Option<u64>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -56,6 +63,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     if let Some(b) = a.slice_bytes {
         model.service.budget.slice_bytes = b;
+    }
+    if let Some(n) = a.shard_nnz {
+        model.service.shard_nnz = n.max(1);
+    }
+    if let Some(ms) = a.lost_passed_after_ms {
+        model.service.lost_passed_after_s = ms as f64 / 1e3;
     }
     let c = &model.calibration;
     println!("calibration: {}", c.source);

@@ -120,9 +120,26 @@ impl BundleReader {
         let fqid = &self.shape.fqid;
         let end = rows.end.min(self.shape.n_cells);
         let start = rows.start.min(end);
-        let indptr: Vec<i64> = retrieve(&self.indptr, start..end + 1)
-            .await
-            .map_err(|e| corrupt(fqid, e))?;
+        // A whole bundle's nonzeros are `0..nnz` by the catalog, so they are read with
+        // the row pointers, one round trip instead of two: a one-cell SmartSeq2 bundle
+        // is a few tens of kB, bound by request latency. The row pointers still decide;
+        // where they disagree, the nonzeros they name are read after them.
+        let whole = (start == 0 && end == self.shape.n_cells).then_some(0..self.shape.nnz);
+        let (indptr, early, cells, n_genes, total_counts, pct_mito) = futures::join!(
+            retrieve::<i64>(&self.indptr, start..end + 1),
+            async {
+                match &whole {
+                    Some(range) => Some(self.nonzeros(range.clone()).await),
+                    None => None,
+                }
+            },
+            retrieve::<String>(&self.cell_ids, start..end),
+            retrieve::<u32>(&self.n_genes, start..end),
+            retrieve::<f64>(&self.total_counts, start..end),
+            retrieve::<f64>(&self.pct_mito, start..end),
+        );
+        let what = |e| corrupt(fqid, e);
+        let indptr = indptr.map_err(what)?;
         let (p0, p1) = (indptr[0] as u64, indptr[indptr.len() - 1] as u64);
         if indptr.windows(2).any(|w| w[0] > w[1]) || p1 > self.shape.nnz {
             return Err(corrupt(
@@ -130,21 +147,17 @@ impl BundleReader {
                 Error::zarr("X/indptr", "not a non-decreasing sequence within nnz"),
             ));
         }
-        let (indices, values, cells, n_genes, total_counts, pct_mito) = futures::try_join!(
-            retrieve::<i32>(&self.indices, p0..p1),
-            async {
-                Ok(match self.shape.value_type {
-                    ValueType::Uint32 => Values::U32(retrieve(&self.data, p0..p1).await?),
-                    ValueType::Float32 => Values::F32(retrieve(&self.data, p0..p1).await?),
-                    ValueType::Float64 => Values::F64(retrieve(&self.data, p0..p1).await?),
-                })
-            },
-            retrieve::<String>(&self.cell_ids, start..end),
-            retrieve::<u32>(&self.n_genes, start..end),
-            retrieve::<f64>(&self.total_counts, start..end),
-            retrieve::<f64>(&self.pct_mito, start..end),
-        )
-        .map_err(|e| corrupt(fqid, e))?;
+        let (cells, n_genes, total_counts, pct_mito) = (
+            cells.map_err(what)?,
+            n_genes.map_err(what)?,
+            total_counts.map_err(what)?,
+            pct_mito.map_err(what)?,
+        );
+        let (indices, values) = match early {
+            Some(read) if whole == Some(p0..p1) => read,
+            _ => self.nonzeros(p0..p1).await,
+        }
+        .map_err(what)?;
         let n_cols = self.shape.n_features as usize;
         // Checked in one read-only pass, then reinterpreted: the indices are the largest
         // array a worker reads, and a converted copy cost a pass and fresh pages.
@@ -171,6 +184,17 @@ impl BundleReader {
                 total_counts,
                 pct_mito,
             },
+        })
+    }
+
+    /// The column indices and values of nonzeros `range`.
+    async fn nonzeros(&self, range: Range<u64>) -> Result<(Vec<i32>, Values), Error> {
+        futures::try_join!(retrieve::<i32>(&self.indices, range.clone()), async {
+            Ok(match self.shape.value_type {
+                ValueType::Uint32 => Values::U32(retrieve(&self.data, range).await?),
+                ValueType::Float32 => Values::F32(retrieve(&self.data, range).await?),
+                ValueType::Float64 => Values::F64(retrieve(&self.data, range).await?),
+            })
         })
     }
 }

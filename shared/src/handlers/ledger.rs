@@ -107,11 +107,15 @@ impl Ledger {
         e.failures
     }
 
-    /// Invocations launched more than `lost_after` ago that have not started although
-    /// they should have: a later launch has started, or nothing launched before it is
-    /// still waiting and nothing is running (so no queue holds it back). Those launches
-    /// are forgotten; the caller launches the names again.
-    pub fn lost(&mut self, now: u64, lost_after: u64) -> Vec<String> {
+    /// Invocations that have not started although they should have: launched more than
+    /// `passed_after` ago while a later launch has started, or more than `lost_after`
+    /// ago while nothing launched before them is still waiting and nothing is running
+    /// (so no queue holds them back). A later launch that started is evidence that the
+    /// queue delivers, so the first rule may wait less; `passed_after` is held to at
+    /// most `lost_after`. Those launches are forgotten; the caller launches the names
+    /// again.
+    pub fn lost(&mut self, now: u64, lost_after: u64, passed_after: u64) -> Vec<String> {
+        let passed_after = passed_after.min(lost_after);
         // Started and not over: an entry relaunched after a failure waits again, unless
         // its pending launch is a hedge beside a copy that still runs.
         let running = self
@@ -134,10 +138,10 @@ impl Ledger {
             }
             let before = e.pending.len();
             e.pending.retain(|_, &mut (seq, at)| {
-                let overdue = now.saturating_sub(at) > lost_after;
-                let passed = last_started > seq;
-                let head_of_idle_queue = seq == oldest_waiting && running == 0;
-                !(overdue && (passed || head_of_idle_queue))
+                let age = now.saturating_sub(at);
+                let passed = last_started > seq && age > passed_after;
+                let head_of_idle_queue = seq == oldest_waiting && running == 0 && age > lost_after;
+                !(passed || head_of_idle_queue)
             });
             if e.pending.len() < before {
                 lost.push(name.clone());
@@ -199,10 +203,33 @@ mod tests {
             l.launched(t, 0, 0);
         }
         l.started("task-b", 0, 10);
-        assert!(l.lost(50, 100).is_empty(), "not overdue yet");
+        assert!(l.lost(50, 100, 100).is_empty(), "not overdue yet");
         // a was launched before b, which started: a is lost; c is behind b, not passed.
-        assert_eq!(l.lost(200, 100), ["task-a"]);
-        assert!(l.lost(300, 100).is_empty(), "forgotten once reported");
+        assert_eq!(l.lost(200, 100, 100), ["task-a"]);
+        assert!(l.lost(300, 100, 100).is_empty(), "forgotten once reported");
+    }
+
+    #[test]
+    fn a_passed_launch_is_lost_sooner_than_one_nothing_passed() {
+        let mut l = Ledger::default();
+        l.launched("task-a", 0, 0);
+        l.launched("task-b", 0, 0);
+        l.launched("task-c", 0, 0);
+        l.started("task-c", 0, 10);
+        // b was passed by c: lost after the short wait; a is too, c not being a queue.
+        assert!(l.lost(20, 100, 20).is_empty(), "not overdue yet");
+        assert_eq!(l.lost(30, 100, 20), ["task-a", "task-b"]);
+        let mut l = Ledger::default();
+        l.launched("task-a", 0, 0);
+        // Nothing passed a: it waits the long rule.
+        assert!(l.lost(50, 100, 20).is_empty());
+        assert_eq!(l.lost(150, 100, 20), ["task-a"]);
+        // The short wait is never longer than the long one.
+        let mut l = Ledger::default();
+        l.launched("task-a", 0, 0);
+        l.launched("task-b", 0, 0);
+        l.started("task-b", 0, 1);
+        assert_eq!(l.lost(150, 100, 1_000), ["task-a"]);
     }
 
     #[test]
@@ -212,12 +239,12 @@ mod tests {
         l.launched("task-b", 0, 0);
         l.started("task-a", 0, 1);
         assert!(
-            l.lost(10_000, 100).is_empty(),
+            l.lost(10_000, 100, 100).is_empty(),
             "a runs, b waits for its slot"
         );
         l.finished("task-a");
         // Nothing runs and b is first in line: it should have started.
-        assert_eq!(l.lost(10_000, 100), ["task-b"]);
+        assert_eq!(l.lost(10_000, 100, 100), ["task-b"]);
     }
 
     #[test]
@@ -227,7 +254,7 @@ mod tests {
         l.started("shard-0", 0, 1);
         // The copy failed; its relaunch was dropped.
         l.launched("shard-0", 1, 10);
-        assert_eq!(l.lost(10_000, 100), ["shard-0"]);
+        assert_eq!(l.lost(10_000, 100, 100), ["shard-0"]);
     }
 
     #[test]
@@ -235,7 +262,7 @@ mod tests {
         let mut l = Ledger::default();
         l.launched("group-0", 0, 0);
         l.finished("group-0");
-        assert!(l.lost(10_000, 100).is_empty());
+        assert!(l.lost(10_000, 100, 100).is_empty());
         assert!(l.is_finished("group-0"));
     }
 

@@ -406,8 +406,10 @@ impl<'a> Collector<'a> {
     /// Launches again what was invoked but never started (an event Lambda dropped),
     /// up to a bound; past it the request's deadline ends the wait.
     async fn relaunch_lost(&mut self, now: u64) -> Result<(), Error> {
-        let lost_after = self.app.config.lost_after.as_millis() as u64;
-        for name in self.ledger.lost(now, lost_after) {
+        let c = &self.app.config;
+        let lost_after = c.lost_after.as_millis() as u64;
+        let passed_after = c.lost_passed_after.as_millis() as u64;
+        for name in self.ledger.lost(now, lost_after, passed_after) {
             if self.ledger.launches(&name) < self.max_launches() {
                 tracing::warn!(request = %self.keys.id(), name, "invocation lost; invoking it again");
                 self.launch(&name).await?;
@@ -499,6 +501,47 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
+    /// Launches the shards not launched yet, `invoke_concurrency` at a time: a large
+    /// result has hundreds of them, each an `Invoke` call of tens of ms. One whose call
+    /// failed is not recorded, so the next look launches it.
+    async fn launch_shards(&mut self, shards: u32) -> Result<(), Error> {
+        let fresh: Vec<(u32, String)> = (0..shards)
+            .map(|n| (n, format!("shard-{n}")))
+            .filter(|(_, name)| !self.ledger.knows(name))
+            .collect();
+        let this = &*self;
+        // Futures built eagerly for `Send`; `buffered` polls at most `invoke_concurrency`.
+        let calls: Vec<_> = fresh
+            .into_iter()
+            .map(|(shard, name)| {
+                let attempt = this.ledger.next_attempt(&name);
+                let event = ReducerEvent {
+                    request_id: this.keys.id().clone(),
+                    mode: ReducerMode::Consolidate { shard },
+                    attempt,
+                };
+                async move {
+                    let called = this.invoke(Function::Reducer, &event).await;
+                    (name, attempt, called)
+                }
+            })
+            .collect();
+        let called: Vec<_> = futures::stream::iter(calls)
+            .buffered(self.app.config.invoke_concurrency.max(1))
+            .collect()
+            .await;
+        let mut first_error = None;
+        for (name, attempt, outcome) in called {
+            match outcome {
+                Ok(()) => self.ledger.launched(&name, attempt, now_ms()),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     async fn invoke<T: serde::Serialize>(
         &self,
         function: Function,
@@ -579,12 +622,7 @@ impl<'a> Collector<'a> {
         if (shards_done.len() as u32) < plan.shards {
             // Every collector that gets here starts the shards once; a duplicate
             // shard writes the same chunks.
-            for shard in 0..plan.shards {
-                let name = format!("shard-{shard}");
-                if !self.ledger.knows(&name) {
-                    self.launch(&name).await?;
-                }
-            }
+            self.launch_shards(plan.shards).await?;
             return Ok(false);
         }
         if self.view.is_none() {
@@ -661,17 +699,14 @@ impl<'a> Collector<'a> {
                 nz += m.nnz;
             }
         }
-        let shard_nnz = self.app.config.shard_nnz.max(1);
-        let nnz_per_chunk = OUT_NNZ_PER_CHUNK.min(shard_nnz).min(nz).max(1);
-        let nnz_chunks = nz.div_ceil(nnz_per_chunk);
-        let shards = nz.div_ceil(shard_nnz).clamp(1, nnz_chunks.max(1));
+        let (nnz_per_chunk, shards) = shard_layout(nz, self.app.config.shard_nnz);
         Consolidation {
             parts,
             n_cells: row,
             nnz: nz,
             rows_per_chunk: OUT_ROWS_PER_CHUNK,
             nnz_per_chunk,
-            shards: shards as u32,
+            shards,
         }
     }
 }
@@ -735,8 +770,20 @@ enum Kind {
     Obs(String, ColumnKind),
 }
 
+/// The output's nonzeros per chunk and the consolidation's shard count, for `nz`
+/// nonzeros and `shard_nnz` (`Config::shard_nnz`) nonzeros per shard. The chunk depends
+/// on `shard_nnz` only below `OUT_NNZ_PER_CHUNK`, so the output's bytes do not depend
+/// on how many shards write them.
+pub fn shard_layout(nz: u64, shard_nnz: u64) -> (u64, u32) {
+    let shard_nnz = shard_nnz.max(1);
+    let nnz_per_chunk = OUT_NNZ_PER_CHUNK.min(shard_nnz).min(nz).max(1);
+    let nnz_chunks = nz.div_ceil(nnz_per_chunk);
+    let shards = nz.div_ceil(shard_nnz).clamp(1, nnz_chunks.max(1));
+    (nnz_per_chunk, shards as u32)
+}
+
 /// The chunks of an array of `n_chunks` that shard `shard` of `shards` writes.
-fn shard_chunks(n_chunks: u64, shard: u32, shards: u32) -> Range<u64> {
+pub fn shard_chunks(n_chunks: u64, shard: u32, shards: u32) -> Range<u64> {
     let s = u64::from(shards.max(1));
     let i = u64::from(shard);
     (n_chunks * i / s)..(n_chunks * (i + 1) / s)

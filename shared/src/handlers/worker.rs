@@ -127,14 +127,15 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
     }
     // Slices are read a few at a time (a task of one-cell SmartSeq2 bundles is hundreds
     // of small reads, latency-bound on S3) and added in order, so the part is the same.
-    // Futures built eagerly for `Send`; `buffered` polls at most SLICES_IN_FLIGHT.
+    // Futures built eagerly for `Send`; `buffered` polls at most `in_flight`.
     let cancel = CancelCheck::new(started);
+    let in_flight = slices_in_flight(spec.slices.iter().map(slice_bytes).max().unwrap_or(0));
     let reads: Vec<_> = spec
         .slices
         .iter()
         .map(|slice| read_slice(&store, keys, slice, &cancel))
         .collect();
-    let mut reads = futures::stream::iter(reads).buffered(SLICES_IN_FLIGHT);
+    let mut reads = futures::stream::iter(reads).buffered(in_flight);
     let mut cells_in = 0;
     for slice in &spec.slices {
         let rows = reads
@@ -163,13 +164,39 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
     crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await
 }
 
-/// Slices of a task read at once.
+/// Slices of a task read at once when they are large (10x): each is mostly bytes.
 pub const SLICES_IN_FLIGHT: usize = 8;
+/// Most slices of a task read at once when they are small: a one-cell SmartSeq2 slice
+/// is a few request round trips for tens of kB, so the task is bound by latency and
+/// overlaps as many as it may. Each slice has up to seven requests open, so 32 slices
+/// stay within a few hundred connections.
+pub const MAX_SLICES_IN_FLIGHT: usize = 32;
+/// Decoded bytes of slices a task holds in flight at most, between the two bounds:
+/// read-ahead for small slices, not memory for large ones.
+pub const SLICE_BYTES_IN_FLIGHT: u64 = 64 << 20;
+
+/// Slices a task reads at once, when its largest slice holds `largest` decoded bytes.
+pub fn slices_in_flight(largest: u64) -> usize {
+    let n = SLICE_BYTES_IN_FLIGHT / largest.max(1);
+    n.clamp(SLICES_IN_FLIGHT as u64, MAX_SLICES_IN_FLIGHT as u64) as usize
+}
+
+/// Decoded bytes of a slice as the planner counts them (an index and a value per
+/// nonzero, a row pointer per row), at its bundle's average density.
+pub fn slice_bytes(slice: &crate::state::SliceSpec) -> u64 {
+    let b = &slice.bundle;
+    let rows = slice.rows.end.saturating_sub(slice.rows.start);
+    let nnz = u128::from(b.nnz) * u128::from(rows) / u128::from(b.n_cells.max(1));
+    let per_nnz = 4 + b.value_type.size() as u64;
+    (nnz as u64)
+        .saturating_mul(per_nnz)
+        .saturating_add(rows.saturating_mul(8))
+}
 
 /// How often a running task looks for the cancel marker. Before every slice would be a
 /// GET per one-cell SmartSeq2 bundle, as many requests as the reads themselves; a
 /// cancel wastes at most this long of a task's work.
-const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(500);
+pub const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// When a task last looked for the cancel marker (its start, where `begin` looked).
 struct CancelCheck(std::sync::Mutex<Instant>);

@@ -241,6 +241,8 @@ pub struct ServiceModel {
     pub poll_s: f64,
     /// `lost_after`, seconds.
     pub lost_after_s: f64,
+    /// `lost_passed_after`, seconds.
+    pub lost_passed_after_s: f64,
     /// `task_attempts`.
     pub task_attempts: u32,
     /// `hedge_percent` and `hedge_factor`.
@@ -249,8 +251,6 @@ pub struct ServiceModel {
     pub shard_nnz: u64,
     /// `collector_stale`, seconds: a status request past it starts a new collector.
     pub collector_stale_s: f64,
-    /// Slices a worker reads at once (`SLICES_IN_FLIGHT` in `handlers/worker.rs`).
-    pub slices_in_flight: usize,
     /// Done markers the collector reads at once (16 in `handlers/reducer.rs`).
     pub marker_reads: usize,
     /// Part arrays a consolidation shard opens, then reads, at once
@@ -274,6 +274,7 @@ impl ServiceModel {
             invoke_concurrency: config.invoke_concurrency.max(1),
             poll_s: config.poll_interval.as_secs_f64(),
             lost_after_s: config.lost_after.as_secs_f64(),
+            lost_passed_after_s: config.lost_passed_after.as_secs_f64(),
             task_attempts: config.task_attempts,
             hedge_policy: HedgePolicy {
                 percent: config.hedge_percent,
@@ -281,7 +282,6 @@ impl ServiceModel {
             },
             shard_nnz: config.shard_nnz.max(1),
             collector_stale_s: config.collector_stale.as_secs_f64(),
-            slices_in_flight: crate::handlers::worker::SLICES_IN_FLIGHT,
             marker_reads: 16,
             part_reads_in_flight: crate::handlers::reducer::PART_READS_IN_FLIGHT,
             client_poll_s: 0.25,
@@ -316,6 +316,10 @@ pub struct Sizes {
     pub arrays: u32,
     /// Zarr chunks written at once (`store_chunks` batches of 16).
     pub chunk_writes: usize,
+    /// Stored bytes per row of an output row array (`X/indptr`, `obs/_index`).
+    /// Default 64: an assumption, an 8-byte row pointer or an index of `fqid:barcode`
+    /// (about 60 characters) before compression.
+    pub row_bytes: f64,
     /// Metadata documents `finish` writes one after another (arrays, groups, var).
     /// Default 12: the arrays, `X`, `obs`, `var` and its arrays, and the root.
     pub finish_writes: u32,
@@ -330,6 +334,7 @@ impl Default for Sizes {
             plan_s_per_bundle: 2e-6,
             arrays: 4,
             chunk_writes: 16,
+            row_bytes: 64.0,
             finish_writes: 12,
         }
     }

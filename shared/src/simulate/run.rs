@@ -16,7 +16,7 @@ use super::engine::{Engine, MS, Micros, SEC, secs};
 use super::lambda::{Admit, Func, Lambda};
 use super::model::{Faults, Model};
 use super::s3::{Op, Requests, S3};
-use super::work::{Ctx, Payload, SliceCost, TaskCost, Timeline, Write};
+use super::work::{Ctx, Layout, Payload, SliceCost, TaskCost, Timeline, Write};
 
 /// How long a request may run (`request_timeout`'s default).
 const REQUEST_TIMEOUT: Micros = 900 * SEC;
@@ -38,6 +38,8 @@ pub struct Prepared {
     pub shards: u32,
     /// Stored bytes of the whole output (the parts together).
     pub output_bytes: f64,
+    /// Where the parts go in the output.
+    pub layout: Layout,
 }
 
 impl Prepared {
@@ -62,6 +64,7 @@ impl Prepared {
                         SliceCost {
                             bytes,
                             compute_s: bytes / rate.bytes_per_s,
+                            whole: s.rows.start == 0 && s.rows.end == by_fqid[&s.fqid].n_cells,
                         }
                     })
                     .collect();
@@ -75,6 +78,19 @@ impl Prepared {
                         (rows * total / b.n_cells.max(1) as f64) as u64
                     })
                     .sum();
+                // As `worker::slice_bytes`, from the catalog's figures.
+                let largest = t
+                    .slices
+                    .iter()
+                    .map(|s| {
+                        let b = by_fqid[&s.fqid];
+                        let rows = s.rows.end - s.rows.start;
+                        let total = b.chunk_offsets.last().copied().unwrap_or(0);
+                        let nnz = total * rows / b.n_cells.max(1);
+                        nnz * b.bytes_per_nnz + rows * 8
+                    })
+                    .max()
+                    .unwrap_or(0);
                 ids.push(tasks.len());
                 tasks.push(TaskCost {
                     id: t.id,
@@ -82,20 +98,19 @@ impl Prepared {
                     slices,
                     cells: t.cells,
                     nnz,
+                    in_flight: crate::handlers::worker::slices_in_flight(largest),
                 });
             }
             groups.push((bundles.len(), ids));
         }
-        // As `Collector::consolidation_plan`.
+        // As `Collector::consolidation_plan`: every task's part in plan order.
         let nz: u64 = tasks.iter().map(|t| t.nnz).sum();
-        let shard_nnz = model.service.shard_nnz.max(1);
-        let per_chunk = crate::handlers::reducer::OUT_NNZ_PER_CHUNK
-            .min(shard_nnz)
-            .min(nz)
-            .max(1);
-        let shards = nz
-            .div_ceil(shard_nnz)
-            .clamp(1, nz.div_ceil(per_chunk).max(1)) as u32;
+        let (nnz_per_chunk, shards) =
+            crate::handlers::reducer::shard_layout(nz, model.service.shard_nnz);
+        let layout = Layout {
+            parts: tasks.iter().map(|t| (t.cells, t.nnz)).collect(),
+            nnz_per_chunk,
+        };
         let output_bytes = tasks.iter().map(TaskCost::bytes).sum();
         Prepared {
             name: case.name,
@@ -105,6 +120,7 @@ impl Prepared {
             groups,
             shards,
             output_bytes,
+            layout,
         }
     }
 }
@@ -488,9 +504,8 @@ impl<'m> World<'m> {
                 }
                 Payload::Shard { n, attempt } => {
                     let done = self.store.shards.contains(n);
-                    let (shards, parts, bytes) =
-                        (self.p.shards, self.p.tasks.len(), self.p.output_bytes);
-                    self.ctx().shard(*n, *attempt, shards, parts, bytes, done)
+                    let prepared = self.p;
+                    self.ctx().shard(*n, *attempt, prepared, done)
                 }
                 Payload::Failure { name } => {
                     // `handlers::failures`: an error marker unless one is there; a
@@ -676,7 +691,8 @@ impl<'m> World<'m> {
             }
         }
         let lost_after = secs(svc.lost_after_s) / MS;
-        for name in c.ledger.lost(now_ms, lost_after) {
+        let passed_after = secs(svc.lost_passed_after_s) / MS;
+        for name in c.ledger.lost(now_ms, lost_after, passed_after) {
             if c.ledger.launches(&name) < max_launches {
                 self.relaunched += 1;
                 self.launch(c, &name, &mut t);
@@ -742,11 +758,25 @@ impl<'m> World<'m> {
             c.ledger.finished(&format!("shard-{n}"));
         }
         if (self.store.shards.len() as u32) < shards {
-            for n in 0..shards {
-                let name = format!("shard-{n}");
-                if !c.ledger.knows(&name) {
-                    self.launch(c, &name, t);
+            // As `launch_shards`: `invoke_concurrency` calls at a time, recorded after.
+            let fresh: Vec<u32> = (0..shards)
+                .filter(|n| !c.ledger.knows(&format!("shard-{n}")))
+                .collect();
+            let mut launched = Vec::with_capacity(fresh.len());
+            for batch in fresh.chunks(self.m.service.invoke_concurrency.max(1)) {
+                let mut slowest = 0;
+                for &n in batch {
+                    let attempt = c.ledger.next_attempt(&format!("shard-{n}"));
+                    let call = self.lambda.invoke_call(&mut self.rng, Func::Reducer);
+                    slowest = slowest.max(call);
+                    self.q
+                        .at(*t + call, Ev::Invoke(Payload::Shard { n, attempt }));
+                    launched.push((n, attempt));
                 }
+                *t += slowest;
+            }
+            for (n, attempt) in launched {
+                c.ledger.launched(&format!("shard-{n}"), attempt, *t / MS);
             }
             return false;
         }

@@ -107,6 +107,9 @@ pub struct SliceCost {
     pub bytes: f64,
     /// Seconds of one core to process them (bench's rate for the bundle's kind).
     pub compute_s: f64,
+    /// Whether it is its whole bundle, whose nonzeros the reader reads with the row
+    /// pointers.
+    pub whole: bool,
 }
 
 /// A task, as the worker's time sees it.
@@ -122,12 +125,89 @@ pub struct TaskCost {
     pub cells: u64,
     /// Nonzeros.
     pub nnz: u64,
+    /// Slices its worker reads at once (`worker::slices_in_flight` of its largest).
+    pub in_flight: usize,
 }
 
 impl TaskCost {
     /// Stored bytes of its slices (also what its part weighs).
     pub fn bytes(&self) -> f64 {
         self.slices.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// Where the parts go in the output, as `Consolidation` places them.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Per part in plan order, its cells and nonzeros.
+    pub parts: Vec<(u64, u64)>,
+    /// The output's nonzeros per chunk (`reducer::shard_layout`).
+    pub nnz_per_chunk: u64,
+}
+
+/// One output array, as a shard sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct OutArray {
+    /// Elements.
+    pub len: u64,
+    /// Elements per chunk.
+    pub chunk: u64,
+    /// Whether parts are placed in it by nonzeros (else by rows).
+    pub by_nnz: bool,
+    /// Its stored bytes.
+    pub bytes: f64,
+}
+
+impl Layout {
+    fn totals(&self) -> (u64, u64) {
+        self.parts
+            .iter()
+            .fold((0, 0), |(r, z), &(c, n)| (r + c, z + n))
+    }
+
+    /// The output arrays of `output_arrays` without extra fields: indptr, indices,
+    /// data, obs index. The nonzeros' arrays share the parts' stored bytes; a row
+    /// array weighs `row_bytes` a row.
+    pub fn arrays(&self, output_bytes: f64, row_bytes: f64) -> [OutArray; 4] {
+        let (rows, nnz) = self.totals();
+        let rows_chunk = crate::handlers::reducer::OUT_ROWS_PER_CHUNK;
+        let by_rows = |len: u64| OutArray {
+            len,
+            chunk: rows_chunk,
+            by_nnz: false,
+            bytes: rows as f64 * row_bytes,
+        };
+        let by_nnz = OutArray {
+            len: nnz,
+            chunk: self.nnz_per_chunk,
+            by_nnz: true,
+            bytes: output_bytes / 2.0,
+        };
+        [by_rows(rows + 1), by_nnz, by_nnz, by_rows(rows)]
+    }
+
+    /// For shard `n` of `shards`: the parts its range of `array` overlaps and the
+    /// stored bytes of that range; `None` when it writes none of the array.
+    pub fn shard_range(&self, array: &OutArray, n: u32, shards: u32) -> Option<(usize, f64)> {
+        let chunks = crate::handlers::reducer::shard_chunks(
+            array.len.div_ceil(array.chunk.max(1)),
+            n,
+            shards,
+        );
+        if chunks.is_empty() {
+            return None;
+        }
+        let range = chunks.start * array.chunk..(chunks.end * array.chunk).min(array.len);
+        let (mut at, mut overlapping) = (0u64, 0usize);
+        for &(cells, nnz) in &self.parts {
+            let size = if array.by_nnz { nnz } else { cells };
+            if size > 0 && at < range.end && range.start < at + size {
+                overlapping += 1;
+            }
+            at += size;
+        }
+        let share = (range.end - range.start) as f64 / array.len.max(1) as f64;
+        Some((overlapping, array.bytes * share))
     }
 }
 
@@ -258,12 +338,14 @@ impl Ctx<'_, '_> {
     }
 
     /// A worker running task `index`, `slowdown` times slower in its reads when a
-    /// straggler. Slices go through three stages: request latency (`slices_in_flight`
-    /// at once: a cancel check, the 7 array-metadata GETs at once, `indptr`, then the
-    /// 6 data and obs GETs at once), the invocation's S3 bandwidth (one slice's bytes
-    /// after another), and one core (the bench's rate for the slice's kind, which
-    /// includes decoding, filtering, remapping and writing on a local store). Each
-    /// stage overlaps the others, as `buffered(SLICES_IN_FLIGHT)` does.
+    /// straggler. Slices go through three stages: request latency (the task's
+    /// `in_flight` at once: a cancel check once per `CANCEL_CHECK_EVERY`, the 7
+    /// array-metadata GETs at once, then `indptr` and the 4 obs GETs at once, with the
+    /// 2 nonzero GETs when the slice is its whole bundle, after them otherwise), the
+    /// invocation's S3 bandwidth (one slice's bytes after another), and one core (the
+    /// bench's rate for the slice's kind, which includes decoding, filtering, remapping
+    /// and writing on a local store). Each stage overlaps the others, as
+    /// `buffered(in_flight)` does.
     pub fn worker(
         &mut self,
         index: usize,
@@ -288,17 +370,28 @@ impl Ctx<'_, '_> {
         t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
         t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
         let cores = self.lambda.vcpus(Func::Worker).min(1.0);
-        let lanes = self.model.service.slices_in_flight.max(1);
+        let lanes = task.in_flight.max(1);
         let n = task.slices.len();
+        let every = secs(crate::handlers::worker::CANCEL_CHECK_EVERY.as_secs_f64());
+        // Cancel checks count from the task's start, where `begin` looked.
+        let mut checked = run_start;
         // yielded[i]: when slice i left the buffer (its lane is free again).
         let mut yielded: Vec<Micros> = Vec::with_capacity(n);
         let (mut net_free, mut core_free) = (t, t);
         for (i, s) in task.slices.iter().enumerate() {
             let begin = if i >= lanes { yielded[i - lanes] } else { t };
-            let latency = self.s3.request(self.rng, Op::Get, 0.0)
-                + self.s3.round(self.rng, Op::Get, 7, 0.0)
-                + self.s3.request(self.rng, Op::Get, 0.0)
-                + self.s3.round(self.rng, Op::Get, 6, 0.0);
+            let mut latency = 0;
+            if begin.saturating_sub(checked) >= every {
+                checked = begin;
+                latency += self.s3.request(self.rng, Op::Get, 0.0);
+            }
+            latency += self.s3.round(self.rng, Op::Get, 7, 0.0);
+            if s.whole {
+                latency += self.s3.round(self.rng, Op::Get, 7, 0.0);
+            } else {
+                latency += self.s3.round(self.rng, Op::Get, 5, 0.0)
+                    + self.s3.round(self.rng, Op::Get, 2, 0.0);
+            }
             let fetched = (begin + latency).max(net_free) + secs(self.s3.transfer(s.bytes));
             net_free = fetched;
             let consumed = fetched.max(core_free);
@@ -340,16 +433,15 @@ impl Ctx<'_, '_> {
         tl
     }
 
-    /// A consolidation shard: start, plan, request; then per output array, the parts
-    /// overlapping its range (their metadata, then their ranges, a batch at a time), and
-    /// its chunks written; then its marker.
+    /// A consolidation shard: start, plan, request; then per output array, its
+    /// chunk-aligned range (`reducer::shard_chunks`): the parts overlapping it (their
+    /// metadata, then their ranges, a batch at a time), and its chunks written; then its
+    /// marker.
     pub fn shard(
         &mut self,
         n: u32,
         attempt: u32,
-        shards: u32,
-        parts: usize,
-        total_bytes: f64,
+        prepared: &super::run::Prepared,
         already_done: bool,
     ) -> Timeline {
         let mut tl = Timeline::default();
@@ -368,27 +460,24 @@ impl Ctx<'_, '_> {
             return tl;
         }
         t += self.s3.request(self.rng, Op::Get, 0.0);
-        let shards = shards.max(1) as usize;
-        let overlapping = if shards == 1 {
-            parts
-        } else {
-            (parts.div_ceil(shards) + 1).min(parts)
-        };
-        let bytes = total_bytes / shards as f64;
-        let arrays = self.model.sizes.arrays.max(1);
-        let per_array = bytes / f64::from(arrays);
+        let layout = &prepared.layout;
         let at_once = self.model.service.part_reads_in_flight;
-        for _ in 0..arrays {
+        let mut bytes = 0.0;
+        for array in layout.arrays(prepared.output_bytes, self.model.sizes.row_bytes) {
+            let Some((overlapping, share)) = layout.shard_range(&array, n, prepared.shards) else {
+                continue;
+            };
             // The overlapping parts' metadata, then their ranges, `at_once` at a time.
             t += self
                 .s3
                 .batches(self.rng, Op::Get, overlapping, at_once, 0.0);
             t += self
                 .s3
-                .batches(self.rng, Op::Get, overlapping, at_once, per_array);
+                .batches(self.rng, Op::Get, overlapping, at_once, share);
             t += self.s3.request(self.rng, Op::Get, 0.0);
-            let chunks = (per_array / 4e6).ceil().max(1.0) as u64;
-            t += self.array(chunks, per_array);
+            let chunks = (share / 4e6).ceil().max(1.0) as u64;
+            t += self.array(chunks, share);
+            bytes += share;
         }
         // Decoding and re-encoding: at the 10x worker rate per core, which also
         // filters and remaps, so an upper bound.
