@@ -374,8 +374,15 @@ async fn the_real_binaries_serve_a_request_under_cargo_lambda_watch() {
     }
     print!("{figures}");
     // The test command prints them after the run, which captures a passing test's output.
+    // Appended: other tests (chaos) leave their figures in the same file.
     if let Ok(path) = std::env::var("CELLMATRIX_TEST_FIGURES") {
-        std::fs::write(path, &figures).unwrap();
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(figures.as_bytes()).unwrap();
     }
 }
 
