@@ -54,11 +54,7 @@ async fn the_largest_real_bundle_task_peaks_within_60_percent_of_the_worker_memo
     )
     .await
     .unwrap();
-    let fqids: Vec<_> = report
-        .bundles
-        .iter()
-        .map(|b| b.manifest().fqid.clone())
-        .collect();
+    let fqids = report.fqids();
     let config = cellmatrix::config::Config::new("");
     let budget = Budget {
         cells: config.cells_per_worker,

@@ -116,6 +116,16 @@ pub struct IngestReport {
     pub total_seconds: f64,
 }
 
+impl IngestReport {
+    /// The bundles' ids, in input order.
+    pub fn fqids(&self) -> Vec<Fqid> {
+        self.bundles
+            .iter()
+            .map(|b| b.manifest().fqid.clone())
+            .collect()
+    }
+}
+
 /// Reads an input into memory without writing anything.
 pub fn read_input(path: &Path, opts: &IngestOptions) -> Result<(InputFormat, SourceMatrix), Error> {
     let format = match opts.format {

@@ -311,7 +311,7 @@ async fn ingest_real(store: &DynStore, dir: &Path) -> anyhow::Result<Vec<(String
     if pbmc.exists() {
         eprintln!("ingesting {}", pbmc.display());
         let r = ingest(store, &pbmc, &IngestOptions::default()).await?;
-        out.push(("10x-real".to_string(), fqids(&r)));
+        out.push(("10x-real".to_string(), r.fqids()));
     }
     let chung = dir.join("chung_counts.tsv");
     if chung.exists() {
@@ -322,7 +322,7 @@ async fn ingest_real(store: &DynStore, dir: &Path) -> anyhow::Result<Vec<(String
             ..IngestOptions::default()
         };
         let r = ingest(store, &chung, &opts).await?;
-        out.push(("smartseq2-real".to_string(), fqids(&r)));
+        out.push(("smartseq2-real".to_string(), r.fqids()));
     }
     if out.is_empty() {
         bail!(
@@ -331,13 +331,6 @@ async fn ingest_real(store: &DynStore, dir: &Path) -> anyhow::Result<Vec<(String
         );
     }
     Ok(out)
-}
-
-fn fqids(r: &cellmatrix::ingest::IngestReport) -> Vec<Fqid> {
-    r.bundles
-        .iter()
-        .map(|b| b.manifest().fqid.clone())
-        .collect()
 }
 
 /// Runs the task in a fresh child process of this command.
