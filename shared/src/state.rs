@@ -366,6 +366,16 @@ pub struct Consolidation {
     pub nnz_per_chunk: u64,
     /// Number of shards.
     pub shards: u32,
+    /// When the run started, ms since the epoch (for the result record, which the last
+    /// shard to finish may write).
+    #[serde(default)]
+    pub started_ms: u64,
+    /// When the collector saw every group planned, ms after start.
+    #[serde(default)]
+    pub planned_after_ms: u64,
+    /// When the collector saw every task done, ms after start.
+    #[serde(default)]
+    pub collected_after_ms: u64,
 }
 
 /// Why and when a request ended without a result: `failed.json`, and `cancel.json`.

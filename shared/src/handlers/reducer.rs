@@ -630,7 +630,11 @@ impl<'a> Collector<'a> {
         }
         let view = self.view.as_ref().expect("read above");
         if !self.finished {
-            finish(&store, &self.keys, view, &plan).await?;
+            // The last shard to finish may have written the metadata (and, for Zarr, the
+            // result: the next look sees it); the root group is written last.
+            if !finished(&store, &self.keys, view.format).await? {
+                finish(&store, &self.keys, view, &plan).await?;
+            }
             self.finished = true;
         }
         let format = view.format;
@@ -650,31 +654,12 @@ impl<'a> Collector<'a> {
             },
         };
         let view = self.view.as_ref().expect("read above");
-        let started = self.run.started_ms;
-        let record = ResultRecord {
-            format: format.name().to_string(),
-            key: match format {
-                Format::Zarr => self.keys.output(),
-                _ => self.keys.results(),
-            },
-            n_cells: plan.n_cells,
-            n_genes: view.stored.n_genes,
-            nnz: plan.nnz,
-            started_ms: started,
-            finished_ms: now_ms(),
-            planned_after_ms: self
-                .ledger
-                .planned_at
-                .unwrap_or(started)
-                .saturating_sub(started),
-            collected_after_ms: self
-                .ledger
-                .collected_at
-                .unwrap_or(started)
-                .saturating_sub(started),
-            conversion,
-        };
-        put_json_if_absent(&store, &self.keys.result(), &record).await?;
+        put_json_if_absent(
+            &store,
+            &self.keys.result(),
+            &result_record(&self.keys, view, &plan, conversion),
+        )
+        .await?;
         if !self.app.config.keep_scratch {
             scratch::remove(&store, &self.keys, Ending::Succeeded).await?;
         }
@@ -700,6 +685,8 @@ impl<'a> Collector<'a> {
             }
         }
         let (nnz_per_chunk, shards) = shard_layout(nz, self.app.config.shard_nnz);
+        let started = self.run.started_ms;
+        let after = |at: Option<u64>| at.unwrap_or(started).saturating_sub(started);
         Consolidation {
             parts,
             n_cells: row,
@@ -707,6 +694,9 @@ impl<'a> Collector<'a> {
             rows_per_chunk: OUT_ROWS_PER_CHUNK,
             nnz_per_chunk,
             shards,
+            started_ms: started,
+            planned_after_ms: after(self.ledger.planned_at),
+            collected_after_ms: after(self.ledger.collected_at),
         }
     }
 }
@@ -770,15 +760,21 @@ enum Kind {
     Obs(String, ColumnKind),
 }
 
+/// Shards a consolidation has at least, when the output has that many nonzero chunks:
+/// a result of a few `shard_nnz` would otherwise be one or two shards each copying
+/// tens of MB one after another, while the shards all run at once.
+pub const MIN_SHARDS: u64 = 16;
+
 /// The output's nonzeros per chunk and the consolidation's shard count, for `nz`
-/// nonzeros and `shard_nnz` (`Config::shard_nnz`) nonzeros per shard. The chunk depends
-/// on `shard_nnz` only below `OUT_NNZ_PER_CHUNK`, so the output's bytes do not depend
-/// on how many shards write them.
+/// nonzeros and `shard_nnz` (`Config::shard_nnz`) nonzeros per shard, but at least
+/// [`MIN_SHARDS`] (never more than a chunk each). The chunk depends on `shard_nnz` only
+/// below `OUT_NNZ_PER_CHUNK`, so the output's bytes do not depend on how many shards
+/// write them.
 pub fn shard_layout(nz: u64, shard_nnz: u64) -> (u64, u32) {
     let shard_nnz = shard_nnz.max(1);
     let nnz_per_chunk = OUT_NNZ_PER_CHUNK.min(shard_nnz).min(nz).max(1);
-    let nnz_chunks = nz.div_ceil(nnz_per_chunk);
-    let shards = nz.div_ceil(shard_nnz).clamp(1, nnz_chunks.max(1));
+    let nnz_chunks = nz.div_ceil(nnz_per_chunk).max(1);
+    let shards = nz.div_ceil(shard_nnz).max(MIN_SHARDS).clamp(1, nnz_chunks);
     (nnz_per_chunk, shards as u32)
 }
 
@@ -812,66 +808,93 @@ async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Err
     }
     let view = RequestView::read(store, keys).await?;
     let out = ZarrStore::new(store.clone(), &keys.zarr(view.format)).into_storage();
-    let mut parts = PartReaders::new(store.clone(), keys.clone());
-    for (path, kind, len, chunk) in output_arrays(&view, &plan) {
-        let chunks = shard_chunks(len.div_ceil(chunk), shard, plan.shards);
-        if chunks.is_empty() {
-            continue;
-        }
-        let w = ShardRange {
-            store,
-            plan_key: keys.consolidate(),
-            out: &out,
-            path: &path,
-            len,
-            chunk,
-            first_chunk: chunks.start,
-            range: chunks.start * chunk..(chunks.end * chunk).min(len),
-        };
-        match &kind {
-            Kind::Indptr => {
-                let values = parts.indptr(&plan, w.range.clone()).await?;
-                w.store::<i64>(&values, attrs()).await?
+    // The arrays' ranges are independent: copied at once, a shard is as slow as its
+    // largest range, not the sum of every array's round trips.
+    let arrays = output_arrays(&view, &plan);
+    let copies: Vec<_> = arrays
+        .iter()
+        .filter_map(|(path, kind, len, chunk)| {
+            let chunks = shard_chunks(len.div_ceil(*chunk), shard, plan.shards);
+            if chunks.is_empty() {
+                return None;
             }
-            Kind::Indices => {
-                w.copy::<i32>(&mut parts, &plan, "/indices", nonzeros, attrs())
-                    .await?
-            }
-            Kind::Data => match view.stored.value_type {
-                ValueType::Uint32 => {
-                    w.copy::<u32>(&mut parts, &plan, "/data", nonzeros, attrs())
-                        .await?
-                }
-                ValueType::Float32 => {
-                    w.copy::<f32>(&mut parts, &plan, "/data", nonzeros, attrs())
-                        .await?
-                }
-                ValueType::Float64 => {
-                    w.copy::<f64>(&mut parts, &plan, "/data", nonzeros, attrs())
-                        .await?
-                }
-            },
-            Kind::Obs(name, ty) => {
-                let from = format!("/obs/{name}");
-                match ty {
-                    ColumnKind::Str => {
-                        w.copy::<String>(&mut parts, &plan, &from, rows, string_attrs())
-                            .await?
-                    }
-                    ColumnKind::U32 => {
-                        w.copy::<u32>(&mut parts, &plan, &from, rows, attrs())
-                            .await?
-                    }
-                    ColumnKind::F64 => {
-                        w.copy::<f64>(&mut parts, &plan, &from, rows, attrs())
-                            .await?
-                    }
-                }
-            }
-        }
-    }
+            let w = ShardRange {
+                store,
+                plan_key: keys.consolidate(),
+                out: &out,
+                path,
+                len: *len,
+                chunk: *chunk,
+                first_chunk: chunks.start,
+                range: chunks.start * chunk..(chunks.end * chunk).min(*len),
+            };
+            Some(w.write(kind, &plan, view.stored.value_type, keys))
+        })
+        .collect();
+    futures::future::try_join_all(copies).await?;
     put_json(store, &keys.shard(shard), &json!({ "shard": shard })).await?;
+    commit_if_last(store, keys, &view, &plan).await?;
     crate::scratch::after_write(store, keys, app.config.keep_scratch).await
+}
+
+/// After a shard's marker: if every shard's marker is there, this shard finished last
+/// (or with the last), so it writes the output's metadata and, for Zarr, the result,
+/// instead of waiting for the collector's next look. Each shard writes its marker
+/// before it lists, so at least one sees them all; two that do write the same bytes.
+async fn commit_if_last(
+    store: &DynStore,
+    keys: &Keys,
+    view: &RequestView,
+    plan: &Consolidation,
+) -> Result<(), Error> {
+    let done = store
+        .list(&keys.shards())
+        .await?
+        .iter()
+        .filter_map(|o| shard_of(&o.key))
+        .filter(|&n| n < plan.shards)
+        .collect::<HashSet<u32>>()
+        .len();
+    if (done as u32) < plan.shards || crate::state::ended(store, keys).await? {
+        return Ok(());
+    }
+    if !finished(store, keys, view.format).await? {
+        finish(store, keys, view, plan).await?;
+    }
+    if view.format == Format::Zarr {
+        let record = result_record(keys, view, plan, None);
+        put_json_if_absent(store, &keys.result(), &record).await?;
+    }
+    Ok(())
+}
+
+/// The result record of a consolidated request.
+fn result_record(
+    keys: &Keys,
+    view: &RequestView,
+    plan: &Consolidation,
+    conversion: Option<Converted>,
+) -> ResultRecord {
+    ResultRecord {
+        format: view.format.name().to_string(),
+        key: match view.format {
+            Format::Zarr => keys.output(),
+            _ => keys.results(),
+        },
+        n_cells: plan.n_cells,
+        n_genes: view.stored.n_genes,
+        nnz: plan.nnz,
+        started_ms: plan.started_ms,
+        finished_ms: now_ms(),
+        planned_after_ms: plan.planned_after_ms,
+        collected_after_ms: plan.collected_after_ms,
+        conversion,
+    }
+}
+
+/// Whether [`finish`] has run to its end: the output's root group, written last.
+async fn finished(store: &DynStore, keys: &Keys, format: Format) -> Result<bool, Error> {
+    crate::state::exists(store, &format!("{}/zarr.json", keys.zarr(format))).await
 }
 
 /// The output rows a part holds.
@@ -897,6 +920,53 @@ struct ShardRange<'a> {
 }
 
 impl ShardRange<'_> {
+    /// Copies this range of an output array of `kind` from the parts.
+    async fn write(
+        self,
+        kind: &Kind,
+        plan: &Consolidation,
+        value_type: ValueType,
+        keys: &Keys,
+    ) -> Result<(), Error> {
+        let mut parts = PartReaders::new(self.store.clone(), keys.clone());
+        let parts = &mut parts;
+        match kind {
+            Kind::Indptr => {
+                let values = parts.indptr(plan, self.range.clone()).await?;
+                self.store::<i64>(&values, attrs()).await
+            }
+            Kind::Indices => {
+                self.copy::<i32>(parts, plan, "/indices", nonzeros, attrs())
+                    .await
+            }
+            Kind::Data => match value_type {
+                ValueType::Uint32 => {
+                    self.copy::<u32>(parts, plan, "/data", nonzeros, attrs())
+                        .await
+                }
+                ValueType::Float32 => {
+                    self.copy::<f32>(parts, plan, "/data", nonzeros, attrs())
+                        .await
+                }
+                ValueType::Float64 => {
+                    self.copy::<f64>(parts, plan, "/data", nonzeros, attrs())
+                        .await
+                }
+            },
+            Kind::Obs(name, ty) => {
+                let from = format!("/obs/{name}");
+                match ty {
+                    ColumnKind::Str => {
+                        self.copy::<String>(parts, plan, &from, rows, string_attrs())
+                            .await
+                    }
+                    ColumnKind::U32 => self.copy::<u32>(parts, plan, &from, rows, attrs()).await,
+                    ColumnKind::F64 => self.copy::<f64>(parts, plan, &from, rows, attrs()).await,
+                }
+            }
+        }
+    }
+
     async fn store<T: Column>(
         &self,
         values: &[T],
@@ -1059,7 +1129,8 @@ fn overlapping<'p>(
 }
 
 /// Writes the metadata of every array, var, and the groups; the root group last, so
-/// the output is an AnnData object only once complete.
+/// the output is an AnnData object only once complete. The documents are independent
+/// of each other, so written at once: three round trips, not a dozen.
 async fn finish(
     store: &DynStore,
     keys: &Keys,
@@ -1067,63 +1138,79 @@ async fn finish(
     plan: &Consolidation,
 ) -> Result<(), Error> {
     let out = ZarrStore::new(store.clone(), &keys.zarr(view.format)).into_storage();
-    for (path, kind, len, chunk) in output_arrays(view, plan) {
-        let array = match (&kind, view.stored.value_type) {
-            (Kind::Indptr, _) => array_handle::<i64>(&out, &path, len, chunk, attrs())?,
-            (Kind::Indices, _) => array_handle::<i32>(&out, &path, len, chunk, attrs())?,
-            (Kind::Data, ValueType::Uint32) => {
-                array_handle::<u32>(&out, &path, len, chunk, attrs())?
-            }
-            (Kind::Data, ValueType::Float32) => {
-                array_handle::<f32>(&out, &path, len, chunk, attrs())?
-            }
-            (Kind::Data, ValueType::Float64) => {
-                array_handle::<f64>(&out, &path, len, chunk, attrs())?
-            }
-            (Kind::Obs(_, ColumnKind::Str), _) => {
-                array_handle::<String>(&out, &path, len, chunk, string_attrs())?
-            }
-            (Kind::Obs(_, ColumnKind::U32), _) => {
-                array_handle::<u32>(&out, &path, len, chunk, attrs())?
-            }
-            (Kind::Obs(_, ColumnKind::F64), _) => {
-                array_handle::<f64>(&out, &path, len, chunk, attrs())?
-            }
-        };
-        array
-            .async_store_metadata()
-            .await
-            .map_err(|e| crate::bundle::zarr_io::zarr_err(&path, e))?;
-    }
-    let genes: GeneSpace = get_json(store, &keys.genes())
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
+    let out = &out;
+    let arrays: Vec<_> = output_arrays(view, plan)
+        .into_iter()
+        .map(|(path, kind, len, chunk)| async move {
+            let array = match (&kind, view.stored.value_type) {
+                (Kind::Indptr, _) => array_handle::<i64>(out, &path, len, chunk, attrs())?,
+                (Kind::Indices, _) => array_handle::<i32>(out, &path, len, chunk, attrs())?,
+                (Kind::Data, ValueType::Uint32) => {
+                    array_handle::<u32>(out, &path, len, chunk, attrs())?
+                }
+                (Kind::Data, ValueType::Float32) => {
+                    array_handle::<f32>(out, &path, len, chunk, attrs())?
+                }
+                (Kind::Data, ValueType::Float64) => {
+                    array_handle::<f64>(out, &path, len, chunk, attrs())?
+                }
+                (Kind::Obs(_, ColumnKind::Str), _) => {
+                    array_handle::<String>(out, &path, len, chunk, string_attrs())?
+                }
+                (Kind::Obs(_, ColumnKind::U32), _) => {
+                    array_handle::<u32>(out, &path, len, chunk, attrs())?
+                }
+                (Kind::Obs(_, ColumnKind::F64), _) => {
+                    array_handle::<f64>(out, &path, len, chunk, attrs())?
+                }
+            };
+            array
+                .async_store_metadata()
+                .await
+                .map_err(|e| crate::bundle::zarr_io::zarr_err(&path, e))
+        })
+        .collect();
+    let genes_key = keys.genes();
+    let (genes, _) = futures::try_join!(
+        get_json::<GeneSpace>(store, &genes_key),
+        futures::future::try_join_all(arrays),
+    )?;
+    let genes = genes.ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
     let mut x_attrs = encoding("csr_matrix", "0.1.0");
     x_attrs.insert("shape".into(), json!([plan.n_cells, genes.len()]));
-    write_group(&out, "/X", x_attrs).await?;
     let mut obs_attrs = encoding("dataframe", "0.2.0");
     obs_attrs.insert("_index".into(), json!("_index"));
     obs_attrs.insert(
         "column-order".into(),
         json!(view.fields.iter().map(|f| f.column()).collect::<Vec<_>>()),
     );
-    write_group(&out, "/obs", obs_attrs).await?;
     let var_chunk = (genes.len() as u64).clamp(1, OUT_ROWS_PER_CHUNK * 4);
     let mut var_attrs = encoding("dataframe", "0.2.0");
     var_attrs.insert("_index".into(), json!("_index"));
     var_attrs.insert("column-order".into(), json!(["feature_name"]));
-    write_group(&out, "/var", var_attrs).await?;
-    write_array(&out, "/var/_index", &genes.ids, var_chunk, string_attrs()).await?;
-    write_array(
-        &out,
-        "/var/feature_name",
-        &genes.names,
-        var_chunk,
-        string_attrs(),
-    )
-    .await?;
+    type Write<'a> = futures::future::BoxFuture<'a, Result<(), Error>>;
+    let mut writes: Vec<Write<'_>> = vec![
+        Box::pin(write_group(out, "/X", x_attrs)),
+        Box::pin(write_group(out, "/obs", obs_attrs)),
+        Box::pin(write_group(out, "/var", var_attrs)),
+        Box::pin(write_array(
+            out,
+            "/var/_index",
+            &genes.ids,
+            var_chunk,
+            string_attrs(),
+        )),
+        Box::pin(write_array(
+            out,
+            "/var/feature_name",
+            &genes.names,
+            var_chunk,
+            string_attrs(),
+        )),
+    ];
     for empty in ["/layers", "/obsm", "/obsp", "/varm", "/varp", "/uns"] {
-        write_group(&out, empty, encoding("dict", "0.1.0")).await?;
+        writes.push(Box::pin(write_group(out, empty, encoding("dict", "0.1.0"))));
     }
-    write_group(&out, "/", encoding("anndata", "0.1.0")).await
+    futures::future::try_join_all(writes).await?;
+    write_group(out, "/", encoding("anndata", "0.1.0")).await
 }

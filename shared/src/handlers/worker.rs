@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::app::App;
 use crate::bundle::reader::{BundleReader, BundleShape};
@@ -106,25 +106,33 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
     let store: DynStore = counting.clone();
     // The mapper writes the task before invoking it: missing, it was removed with the
     // request's scratch data, and this is a late copy of a request that ended.
-    let spec: TaskSpec = get_json(&store, &keys.task(&event.task_id))
-        .await?
-        .ok_or_else(|| {
-            Error::Cancelled(format!("{}: task {} removed", keys.id(), event.task_id))
-        })?;
-    let view = RequestView::read(&store, keys).await?;
-    let genes: GeneSpace = get_json(&store, &keys.genes())
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
+    // The three documents are independent: one round trip, not three.
+    let (task_key, genes_key) = (keys.task(&event.task_id), keys.genes());
+    let (spec, view, genes) = futures::try_join!(
+        get_json::<TaskSpec>(&store, &task_key),
+        RequestView::read(&store, keys),
+        get_json::<GeneSpace>(&store, &genes_key),
+    )?;
+    let spec = spec.ok_or_else(|| {
+        Error::Cancelled(format!("{}: task {} removed", keys.id(), event.task_id))
+    })?;
+    let genes = genes.ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
 
     let mut part = PartBuilder::new(view.stored.value_type, &view.fields);
-    let mut remaps: HashMap<String, Vec<Option<u32>>> = HashMap::new();
-    for slice in &spec.slices {
-        let set = &slice.bundle.feature_set;
-        if !remaps.contains_key(set) {
-            let features = feature_set(app, set).await?;
-            remaps.insert(set.clone(), genes.remap(&features));
-        }
-    }
+    let mut sets: Vec<&String> = spec.slices.iter().map(|s| &s.bundle.feature_set).collect();
+    sets.sort_unstable();
+    sets.dedup();
+    // Futures built eagerly for `Send`.
+    let reads: Vec<_> = sets.iter().map(|set| feature_set(app, set)).collect();
+    let features: Vec<_> = futures::stream::iter(reads)
+        .buffered(FEATURE_SETS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let remaps: HashMap<String, Vec<Option<u32>>> = sets
+        .iter()
+        .zip(features)
+        .map(|(set, features)| ((*set).clone(), genes.remap(&features)))
+        .collect();
     // Slices are read a few at a time (a task of one-cell SmartSeq2 bundles is hundreds
     // of small reads, latency-bound on S3) and added in order, so the part is the same.
     // Futures built eagerly for `Send`; `buffered` polls at most `in_flight`.
@@ -164,13 +172,16 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
     crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await
 }
 
+/// Feature sets a worker reads at once (a task of many bundles may name many).
+const FEATURE_SETS_IN_FLIGHT: usize = 16;
+
 /// Slices of a task read at once when they are large (10x): each is mostly bytes.
 pub const SLICES_IN_FLIGHT: usize = 8;
 /// Most slices of a task read at once when they are small: a one-cell SmartSeq2 slice
 /// is a few request round trips for tens of kB, so the task is bound by latency and
-/// overlaps as many as it may. Each slice has up to seven requests open, so 32 slices
-/// stay within a few hundred connections.
-pub const MAX_SLICES_IN_FLIGHT: usize = 32;
+/// overlaps as many as it may. Each slice has up to seven requests open, so 64 slices
+/// stay under 450 connections, within Lambda's 1,024 file descriptors.
+pub const MAX_SLICES_IN_FLIGHT: usize = 64;
 /// Decoded bytes of slices a task holds in flight at most, between the two bounds:
 /// read-ahead for small slices, not memory for large ones.
 pub const SLICE_BYTES_IN_FLIGHT: u64 = 64 << 20;
@@ -371,28 +382,62 @@ impl PartBuilder {
         let (rows, nnz) = (PART_ROWS_PER_CHUNK, PART_NNZ_PER_CHUNK);
         let n_cells = self.index.len() as u64;
         let n_nnz = self.indices.len() as u64;
-        write_array_with(&storage, "/indptr", &self.indptr, rows, attrs(), PART).await?;
-        write_array_with(&storage, "/indices", &self.indices, nnz, attrs(), PART).await?;
-        match &self.values {
-            Values::U32(v) => write_array_with(&storage, "/data", v, nnz, attrs(), PART).await?,
-            Values::F32(v) => write_array_with(&storage, "/data", v, nnz, attrs(), PART).await?,
-            Values::F64(v) => write_array_with(&storage, "/data", v, nnz, attrs(), PART).await?,
-        }
-        write_array_with(&storage, "/obs/_index", &self.index, rows, attrs(), PART).await?;
+        // The arrays are independent, so written at once: one after another, a part of
+        // small arrays cost a round trip or two each.
+        type Write<'a> = futures::future::BoxFuture<'a, Result<(), Error>>;
+        let storage = &storage;
+        let mut writes: Vec<Write<'_>> = vec![
+            Box::pin(write_array_with(
+                storage,
+                "/indptr",
+                &self.indptr,
+                rows,
+                attrs(),
+                PART,
+            )),
+            Box::pin(write_array_with(
+                storage,
+                "/indices",
+                &self.indices,
+                nnz,
+                attrs(),
+                PART,
+            )),
+            match &self.values {
+                Values::U32(v) => {
+                    Box::pin(write_array_with(storage, "/data", v, nnz, attrs(), PART))
+                }
+                Values::F32(v) => {
+                    Box::pin(write_array_with(storage, "/data", v, nnz, attrs(), PART))
+                }
+                Values::F64(v) => {
+                    Box::pin(write_array_with(storage, "/data", v, nnz, attrs(), PART))
+                }
+            },
+            Box::pin(write_array_with(
+                storage,
+                "/obs/_index",
+                &self.index,
+                rows,
+                attrs(),
+                PART,
+            )),
+        ];
         for (field, col) in &self.columns {
             let path = format!("/obs/{}", field.column());
-            match col {
-                ObsValues::Str(v) => {
-                    write_array_with(&storage, &path, v, rows, attrs(), PART).await?
-                }
-                ObsValues::U32(v) => {
-                    write_array_with(&storage, &path, v, rows, attrs(), PART).await?
-                }
-                ObsValues::F64(v) => {
-                    write_array_with(&storage, &path, v, rows, attrs(), PART).await?
-                }
-            }
+            writes.push(match col {
+                ObsValues::Str(v) => Box::pin(async move {
+                    write_array_with(storage, &path, v, rows, attrs(), PART).await
+                }),
+                ObsValues::U32(v) => Box::pin(async move {
+                    write_array_with(storage, &path, v, rows, attrs(), PART).await
+                }),
+                ObsValues::F64(v) => Box::pin(async move {
+                    write_array_with(storage, &path, v, rows, attrs(), PART).await
+                }),
+            });
         }
+        futures::future::try_join_all(writes).await?;
         Ok((n_cells, n_nnz))
     }
 }

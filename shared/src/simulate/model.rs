@@ -320,8 +320,9 @@ pub struct Sizes {
     /// Default 64: an assumption, an 8-byte row pointer or an index of `fqid:barcode`
     /// (about 60 characters) before compression.
     pub row_bytes: f64,
-    /// Metadata documents `finish` writes one after another (arrays, groups, var).
-    /// Default 12: the arrays, `X`, `obs`, `var` and its arrays, and the root.
+    /// Metadata documents `finish` writes: the arrays' at once, then the others but
+    /// the root at once, then the root. Default 16: 4 arrays, `X`, `obs`, `var` and
+    /// its 2 arrays, 6 empty groups, and the root.
     pub finish_writes: u32,
 }
 
@@ -335,7 +336,7 @@ impl Default for Sizes {
             arrays: 4,
             chunk_writes: 16,
             row_bytes: 64.0,
-            finish_writes: 12,
+            finish_writes: 16,
         }
     }
 }

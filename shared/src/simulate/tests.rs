@@ -54,30 +54,30 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     //   the client's first poll at 160 + 250 = 410.
     // - mapper: begins 260; start (HEADs, PUT) 20, catalog 20, task PUTs 10, plan PUT 10
     //   → plan lands at 320; ended checks 10 + 10 → worker invoked at 340.
-    // - worker: begins 440; done HEAD 10, start 20 (run starts at 470), task, request,
-    //   genes, feature set 40, the slice's 4 rounds 40, 4 part arrays × 20 = 80 → done
-    //   marker at 640.
+    // - worker: begins 440; done HEAD 10, start 20 (run starts at 470), task, request
+    //   and genes at once 10, feature set 10, the slice's 2 rounds 20, the 4 part arrays
+    //   at once 20 → done marker at 560.
     // - collector: begins 260; looks at 260 (ended 10, 4 LISTs 40, its first progress
     //   PUT 10: nothing yet) → next at 820: ended 10, plans LIST + GET 20, done LIST +
     //   GET 20, starts LIST 10, errors LIST 10, progress PUT 10, consolidation GET + PUT
     //   + LIST 30 → shard invoked at 930.
-    // - shard: begins 1030; start 20, plan, marker, request 30, 4 arrays × 50 = 200 →
-    //   marker at 1290.
-    // - collector at 1430: ended 10, done, starts, errors LISTs 30, consolidation GET +
-    //   LIST 20, finish: 2 GETs, 12 metadata PUTs, result PUT = 150 → result at 1640.
-    // - client polls at 410, 670, 930, 1190, 1450 (each 10 ms + 250 ms apart), 1710: it
-    //   sees the result at 1710 + 10.
+    // - shard: begins 1030; start 20, plan, marker, request 30, its 4 arrays at once 50
+    //   → marker at 1140; it is the last shard: LIST 10, ended 10, finish (root HEAD,
+    //   genes with the arrays' metadata, the other documents, the root: 40) and the
+    //   result PUT 10 → result at 1210.
+    // - client polls at 410, 670, 930, 1190 (each 10 ms + 250 ms apart), 1450: it sees
+    //   the result at 1450 + 10.
     let m = plain();
     let case = mix("one", 0, 0, 1, &m.calibration, String::new());
     let p = Prepared::new(&case, &m);
     assert_eq!((p.tasks.len(), p.groups.len(), p.shards), (1, 1, 1));
     let o = run(&m, &p, 3, true, false);
     assert!(o.succeeded);
-    assert_eq!(o.result_s, Some(1.640));
-    assert_eq!(o.seconds, 1.720);
-    // Driver (POST and 6 polls), mapper, worker, collector, shard.
+    assert_eq!(o.result_s, Some(1.210));
+    assert_eq!(o.seconds, 1.460);
+    // Driver (POST and 5 polls), mapper, worker, collector, shard.
     assert_eq!(o.invocations, 5);
-    assert_eq!(o.status_polls, 6);
+    assert_eq!(o.status_polls, 5);
 }
 
 #[test]
@@ -124,21 +124,25 @@ fn hedging_lowers_the_tail_when_stragglers_are_on() {
     let on = simulate(&m, &case, true, true, 0..40);
     assert!(on.mean_hedges > 0.0);
     // A straggler reads for ~10 s instead of ~1 s; its copy, started after three
-    // medians, saves seconds of it.
+    // medians, saves seconds of it. Most runs (1 - 0.95^20) have a straggler, so the
+    // median run shows it; the p99 of 40 runs is one run, which another fault may hold.
     assert!(on.p50_collected <= off.p50_collected);
     assert!(
-        on.p99 < off.p99 - 3.0,
-        "hedged p99 {} vs {}",
-        on.p99,
-        off.p99
+        on.p50 < off.p50 - 3.0,
+        "hedged p50 {} vs {}",
+        on.p50,
+        off.p50
     );
+    assert!(on.p99 <= off.p99, "hedged p99 {} vs {}", on.p99, off.p99);
 }
 
 #[test]
 fn dropped_invocations_are_recovered_through_the_lost_rule() {
     let mut m = Model {
         faults: Faults {
-            drop: 0.2,
+            // Not much more: a name whose `task_attempts + 2` launches are all dropped
+            // (0.1^5 a name) is lost for good, as it would be on Lambda.
+            drop: 0.1,
             ..Faults::none()
         },
         ..Model::default()

@@ -365,9 +365,11 @@ impl Ctx<'_, '_> {
         ));
         let run_start = t;
         let fs = self.model.sizes.feature_set_bytes;
-        t += self.s3.request(self.rng, Op::Get, 0.0);
-        t += self.s3.request(self.rng, Op::Get, 0.0);
-        t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
+        // The task, the request and `genes.json` at once; then the feature set.
+        let task_doc = self.s3.request(self.rng, Op::Get, 0.0);
+        let request_doc = self.s3.request(self.rng, Op::Get, 0.0);
+        let genes = self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
+        t += task_doc.max(request_doc).max(genes);
         t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
         let cores = self.lambda.vcpus(Func::Worker).min(1.0);
         let lanes = task.in_flight.max(1);
@@ -402,23 +404,25 @@ impl Ctx<'_, '_> {
         let read = read_end - run_start;
         t = read_end + secs(read as f64 / 1e6 * (slowdown - 1.0).max(0.0));
         // The part: indptr and obs by rows (65,536 a chunk), indices and data by
-        // nonzeros (2^20 a chunk), bytes shared out evenly.
+        // nonzeros (2^20 a chunk), written at once: the slowest array's round trips,
+        // then every byte on the invocation's bandwidth.
         let arrays = self.model.sizes.arrays.max(1);
-        let per_array = task.bytes() / f64::from(arrays);
         let row_chunks = task
             .cells
             .div_ceil(crate::handlers::worker::PART_ROWS_PER_CHUNK);
         let nnz_chunks = task
             .nnz
             .div_ceil(crate::handlers::worker::PART_NNZ_PER_CHUNK);
+        let mut slowest = 0;
         for a in 0..arrays {
             let chunks = if a == 1 || a == 2 {
                 nnz_chunks
             } else {
                 row_chunks
             };
-            t += self.array(chunks, per_array);
+            slowest = slowest.max(self.array(chunks, 0.0));
         }
+        t += slowest + secs(self.s3.transfer(task.bytes()));
         let duration_ms = (t - run_start) / 1_000;
         t += self.s3.request(self.rng, Op::Put, 0.0);
         tl.writes.push((
@@ -462,43 +466,53 @@ impl Ctx<'_, '_> {
         t += self.s3.request(self.rng, Op::Get, 0.0);
         let layout = &prepared.layout;
         let at_once = self.model.service.part_reads_in_flight;
-        let mut bytes = 0.0;
+        // Every array's range at once (`ShardRange::write`): the slowest array's round
+        // trips, then every byte read and written on the invocation's bandwidth.
+        let (mut bytes, mut slowest) = (0.0, 0);
         for array in layout.arrays(prepared.output_bytes, self.model.sizes.row_bytes) {
             let Some((overlapping, share)) = layout.shard_range(&array, n, prepared.shards) else {
                 continue;
             };
             // The overlapping parts' metadata, then their ranges, `at_once` at a time.
-            t += self
+            let mut a = self
                 .s3
                 .batches(self.rng, Op::Get, overlapping, at_once, 0.0);
-            t += self
+            a += self
                 .s3
-                .batches(self.rng, Op::Get, overlapping, at_once, share);
-            t += self.s3.request(self.rng, Op::Get, 0.0);
+                .batches(self.rng, Op::Get, overlapping, at_once, 0.0);
+            a += self.s3.request(self.rng, Op::Get, 0.0);
             let chunks = (share / 4e6).ceil().max(1.0) as u64;
-            t += self.array(chunks, share);
+            a += self.array(chunks, 0.0);
+            slowest = slowest.max(a);
             bytes += share;
         }
+        t += slowest + secs(2.0 * self.s3.transfer(bytes));
         // Decoding and re-encoding: at the 10x worker rate per core, which also
         // filters and remaps, so an upper bound.
         let rate = self.model.calibration.tenx.bytes_per_s * self.lambda.vcpus(Func::Reducer);
         t += secs(bytes / rate);
         t += self.s3.request(self.rng, Op::Put, 0.0);
         tl.writes.push((t, Write::Shard { n }));
+        // `commit_if_last`: the shard markers listed; the shard that finds them all
+        // commits (`World::land` models that part), then `after_write`.
+        t += self.s3.request(self.rng, Op::List, 0.0);
         t += self.ended_check();
         tl.duration = t;
         tl
     }
 
-    /// `finish`: the output's metadata written one document after another, the gene
-    /// space read, then `result.json`.
+    /// `finish` and the result: the root group's HEAD (`finished`), then the arrays'
+    /// metadata at once with the gene space read, the other documents at once, the root
+    /// group, then `result.json`.
     pub fn finish(&mut self) -> Micros {
         let fs = self.model.sizes.feature_set_bytes;
         let mut t = self.s3.request(self.rng, Op::Get, 0.0);
-        t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
-        for _ in 0..self.model.sizes.finish_writes {
-            t += self.s3.request(self.rng, Op::Put, 0.0);
-        }
+        let arrays = self.model.sizes.arrays as usize;
+        let others = (self.model.sizes.finish_writes as usize).saturating_sub(arrays + 1);
+        let genes = self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
+        t += genes.max(self.s3.round(self.rng, Op::Put, arrays, 0.0));
+        t += self.s3.round(self.rng, Op::Put, others, 0.0);
+        t += self.s3.request(self.rng, Op::Put, 0.0);
         t + self.s3.request(self.rng, Op::Put, 0.0)
     }
 
