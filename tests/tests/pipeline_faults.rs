@@ -55,6 +55,7 @@ async fn a_retryable_failure_is_retried_and_the_result_is_the_same() {
     let (id, status) = run_request(&clean, &request).await;
     assert_eq!(status["status"], "Succeeded", "{status}");
     let want = status["result"]["nnz"].clone();
+    clean.idle().await;
     // Forget the result, keep the bundles, and run again with two failing part writes.
     for o in inner.list("requests/").await.unwrap() {
         inner.delete(&o.key).await.unwrap();
@@ -198,6 +199,9 @@ async fn a_task_that_dies_silently_is_retried_from_lambdas_failure_record() {
     let clean = App::in_process(config(), store.clone(), |_| 2);
     let (_, want) = run_request(&clean, &request).await;
     assert_eq!(want["status"], "Succeeded", "{want}");
+    // The result is seen as soon as it is committed; the collector may still be
+    // cleaning up, and must not write into the run below.
+    clean.idle().await;
     for prefix in ["requests/", "results/"] {
         for o in store.list(prefix).await.unwrap() {
             store.delete(&o.key).await.unwrap();
@@ -220,4 +224,89 @@ async fn a_task_that_dies_silently_is_retried_from_lambdas_failure_record() {
     assert_eq!(status["status"], "Succeeded", "{status}");
     assert_eq!(status["result"]["nnz"], want["result"]["nnz"]);
     assert_eq!(dying.deaths.load(Ordering::SeqCst), 0, "no task died");
+}
+
+/// Runs each consolidation shard inside the collector's `Invoke` call, so the collector
+/// cannot look again until every shard it launched has returned: whatever commits the
+/// result before then is a shard.
+#[derive(Debug)]
+struct InlineShards {
+    inner: Arc<cellmatrix::invoke::InProcess>,
+    app: std::sync::OnceLock<std::sync::Weak<App>>,
+    /// Shards run, and of them how many found the result committed when they returned.
+    shards: AtomicU64,
+    committed: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl cellmatrix::invoke::Invoker for InlineShards {
+    async fn invoke(
+        &self,
+        function: cellmatrix::invoke::Function,
+        payload: serde_json::Value,
+    ) -> Result<(), cellmatrix::Error> {
+        if function != cellmatrix::invoke::Function::Reducer
+            || payload["mode"]["kind"] != "consolidate"
+        {
+            return self.inner.invoke(function, payload).await;
+        }
+        let app = self.app.get().and_then(std::sync::Weak::upgrade).unwrap();
+        let event: cellmatrix::messages::ReducerEvent = serde_json::from_value(payload).unwrap();
+        let keys = cellmatrix::state::Keys::new(&event.request_id);
+        cellmatrix::handlers::reducer::handle(&app, event).await?;
+        self.shards.fetch_add(1, Ordering::SeqCst);
+        if cellmatrix::state::exists(&app.store, &keys.result()).await? {
+            self.committed.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+    fn counts(&self) -> std::collections::HashMap<cellmatrix::invoke::Function, u64> {
+        self.inner.counts()
+    }
+    async fn idle(&self) {
+        self.inner.idle().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_shard_commits_the_result_without_waiting_for_the_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    ingest_samples(&store).await;
+    let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
+    let clean = App::in_process(config(), store.clone(), |_| 2);
+    let (_, want) = run_request(&clean, &request).await;
+    assert_eq!(want["status"], "Succeeded", "{want}");
+    // The result is seen as soon as it is committed; the collector may still be
+    // cleaning up, and must not write into the run below.
+    clean.idle().await;
+    for prefix in ["requests/", "results/"] {
+        for o in store.list(prefix).await.unwrap() {
+            store.delete(&o.key).await.unwrap();
+        }
+    }
+
+    let mut c = config();
+    c.shard_nnz = 1 << 12;
+    let inner = Arc::new(cellmatrix::invoke::InProcess::new(|_| 2));
+    let inline = Arc::new(InlineShards {
+        inner: inner.clone(),
+        app: std::sync::OnceLock::new(),
+        shards: AtomicU64::new(0),
+        committed: AtomicU64::new(0),
+    });
+    let app = App::with_invoker(c, store.clone(), inline.clone());
+    let target: Arc<dyn cellmatrix::invoke::Dispatch> = app.clone();
+    inner.bind(Arc::downgrade(&target));
+    inline.app.set(Arc::downgrade(&app)).unwrap();
+    let (_, status) = run_request(&app, &request).await;
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    assert_eq!(status["result"]["nnz"], want["result"]["nnz"]);
+    // The status sees the result before the shard that wrote it has returned.
+    app.idle().await;
+    let shards = inline.shards.load(Ordering::SeqCst);
+    assert!(shards > 1, "{shards} shards");
+    // The last to return found it there (the ones before it, if they returned later,
+    // too); the collector could not have written it meanwhile.
+    assert!(inline.committed.load(Ordering::SeqCst) >= 1);
 }
