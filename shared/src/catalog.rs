@@ -34,6 +34,11 @@ pub struct CatalogEntry {
     pub value_type: ValueType,
     /// Rows per chunk (tasks split on multiples of it).
     pub rows_per_chunk: u64,
+    /// Stored values per chunk of `X/data` and `X/indices` (the manifest's layout), so
+    /// a worker opens the bundle's arrays without reading their metadata. Absent from
+    /// entries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nnz_per_chunk: Option<u64>,
     /// Nonzeros at each row-chunk boundary (the manifest's `chunk_offsets`), so the
     /// planner needs no manifest.
     pub chunk_offsets: Vec<u64>,
@@ -55,6 +60,7 @@ impl From<&Manifest> for CatalogEntry {
             nnz: m.nnz,
             value_type: m.value_type,
             rows_per_chunk: m.layout.rows_per_chunk,
+            nnz_per_chunk: Some(m.layout.nnz_per_chunk),
             chunk_offsets: m.chunk_offsets.clone(),
             feature_set: m.feature_set.clone(),
             stored_bytes: m.stored_bytes,
@@ -65,6 +71,15 @@ impl From<&Manifest> for CatalogEntry {
 }
 
 impl CatalogEntry {
+    /// How the bundle's arrays are chunked, if the entry says.
+    pub fn layout(&self) -> Option<crate::bundle::manifest::Layout> {
+        self.nnz_per_chunk
+            .map(|nnz_per_chunk| crate::bundle::manifest::Layout {
+                rows_per_chunk: self.rows_per_chunk,
+                nnz_per_chunk,
+            })
+    }
+
     /// What the planner needs of this bundle.
     pub fn plan_bundle(&self, fqid: &Fqid) -> crate::plan::PlanBundle {
         crate::plan::PlanBundle {

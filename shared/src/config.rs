@@ -26,11 +26,12 @@ pub struct Config {
     /// Most bundle bytes one worker task reads (`CELLMATRIX_BYTES_PER_WORKER`, default 512 MiB).
     pub bytes_per_worker: u64,
     /// Bytes the planner charges against `bytes_per_worker` for every slice a task opens
-    /// (`CELLMATRIX_SLICE_BYTES`, default 2 MiB), so that a task of many small bundles,
-    /// each a few request round trips, is split like one of a few large ones. The
-    /// default is what a worker reads in the time a slice's requests take: four round
-    /// trips one after another (~200 ms at S3's tens of ms, the slowest of up to seven
-    /// at once) shared by `SLICES_IN_FLIGHT` (8) slices, at ~90 MB/s.
+    /// (`CELLMATRIX_SLICE_BYTES`, default 4 MiB), so that a task of many small bundles,
+    /// each a request round trip, is split like one of a few large ones. The default
+    /// caps a task at 128 slices, two rounds of the 64 small slices a worker reads at
+    /// once: `cellmatrix simulate` finds longer tasks waiting on their round trips, and
+    /// shorter ones costing more invocations and parts than they save
+    /// (docs/SIMULATION.md).
     pub slice_bytes: u64,
     /// Worker invocations a mapper has in flight at once (`CELLMATRIX_INVOKE_CONCURRENCY`,
     /// default 16).
@@ -38,7 +39,9 @@ pub struct Config {
     /// How long a request may run before it is Failed (`CELLMATRIX_REQUEST_TIMEOUT_SECS`,
     /// default 900).
     pub request_timeout: Duration,
-    /// How often the collector looks at the markers (`CELLMATRIX_POLL_MS`, default 500).
+    /// How often the collector looks at the markers (`CELLMATRIX_POLL_MS`, default 100:
+    /// a look is one round of a few requests, and every step of a request waits half
+    /// of it on average to be seen; `cellmatrix simulate` prices both).
     pub poll_interval: Duration,
     /// Retries of a task that failed with a retryable error (`CELLMATRIX_TASK_ATTEMPTS`,
     /// default 3).
@@ -111,10 +114,10 @@ impl Config {
             bundles_per_mapper: 1000,
             cells_per_worker: 50_000,
             bytes_per_worker: 512 << 20,
-            slice_bytes: 2 << 20,
+            slice_bytes: 4 << 20,
             invoke_concurrency: 16,
             request_timeout: Duration::from_secs(900),
-            poll_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(100),
             task_attempts: 3,
             shard_nnz: 1 << 24,
             allow_private_urls: false,

@@ -175,21 +175,54 @@ pub struct StartMarker {
     pub at_ms: u64,
 }
 
-/// Writes the start marker of `name` unless the request has ended; `false` when it has,
-/// and the invocation must do nothing. The cancel check comes first, so a marker's
-/// `at_ms` is never later than the moment its invocation last saw no cancel.
-pub async fn start(store: &DynStore, keys: &Keys, name: &str, attempt: u32) -> Result<bool, Error> {
+/// Writes the start marker of `name` unless the request has ended, or `done` (the key of
+/// its output's marker, if it has one) exists; the invocation must do nothing then. Both
+/// checks are one round trip. The invocation's first `reads` run with the marker's
+/// write, only once the checks let it start. The cancel check comes first, so a
+/// marker's `at_ms` is never later than the moment its invocation last saw no cancel.
+pub async fn start<T>(
+    store: &DynStore,
+    keys: &Keys,
+    name: &str,
+    attempt: u32,
+    done: Option<&str>,
+    reads: impl Future<Output = Result<T, Error>>,
+) -> Result<Started<T>, Error> {
     let at_ms = now_ms();
-    if ended(store, keys).await? {
-        return Ok(false);
+    let (done, end) = futures::try_join!(
+        async {
+            match done {
+                Some(key) => exists(store, key).await,
+                None => Ok(false),
+            }
+        },
+        end(store, keys),
+    )?;
+    if done {
+        return Ok(Started::AlreadyDone);
+    }
+    if end.any() {
+        return Ok(Started::Ended);
     }
     let marker = StartMarker {
         name: name.to_string(),
         attempt,
         at_ms,
     };
-    put_json(store, &keys.started(name, attempt), &marker).await?;
-    Ok(true)
+    let key = keys.started(name, attempt);
+    let ((), read) = futures::try_join!(put_json(store, &key, &marker), reads)?;
+    Ok(Started::Started(read))
+}
+
+/// What [`start`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started<T> {
+    /// The start marker is written, and the first reads gave this: go on.
+    Started(T),
+    /// Its output's marker exists: a copy did the work.
+    AlreadyDone,
+    /// The request has ended.
+    Ended,
 }
 
 /// What the driver stored of a request.
@@ -240,6 +273,9 @@ pub struct BundleInfo {
     pub feature_set: String,
     /// Its metadata (for the filter and the bundle fields).
     pub metadata: BundleMetadata,
+    /// How its arrays are chunked, when its catalog entry says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<crate::bundle::manifest::Layout>,
 }
 
 /// Rows of one bundle in a task.

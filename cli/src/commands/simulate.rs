@@ -53,6 +53,9 @@ pub struct Args {
     /// (`CELLMATRIX_LOST_PASSED_AFTER_MS`).
     #[arg(long)]
     lost_passed_after_ms: Option<u64>,
+    /// Override how often the collector looks at the markers (`CELLMATRIX_POLL_MS`).
+    #[arg(long)]
+    poll_ms: Option<u64>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -69,6 +72,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(ms) = a.lost_passed_after_ms {
         model.service.lost_passed_after_s = ms as f64 / 1e3;
+    }
+    if let Some(ms) = a.poll_ms {
+        model.service.poll_s = ms.max(1) as f64 / 1e3;
     }
     let c = &model.calibration;
     println!("calibration: {}", c.source);

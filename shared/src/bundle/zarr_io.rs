@@ -230,6 +230,33 @@ pub async fn write_array_with<T: Column>(
         .map_err(|e| zarr_err(path, e))
 }
 
+/// [`write_array_with`] for scratch data that readers learn of from a marker written
+/// after it (a worker's part, then its done marker), stored [`ChunkCodec::Checked`]:
+/// its metadata goes with its chunks rather than after them, a round trip less.
+pub async fn write_scratch_array<T: Column>(
+    storage: &AsyncReadableWritableListableStorage,
+    path: &str,
+    values: &[T],
+    chunk: u64,
+    attrs: Map<String, Value>,
+) -> Result<(), Error> {
+    let array = array_handle_with::<T>(
+        storage,
+        path,
+        values.len() as u64,
+        chunk,
+        attrs,
+        ChunkCodec::Checked,
+    )?;
+    futures::try_join!(store_chunks(&array, chunk, 0, values), async {
+        array
+            .async_store_metadata()
+            .await
+            .map_err(|e| zarr_err(path, e))
+    })?;
+    Ok(())
+}
+
 /// Reads elements `range` of a 1-D array.
 pub async fn read_range<T: ElementOwned + Send + Sync>(
     array: &ZArray,

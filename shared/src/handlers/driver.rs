@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 use crate::app::App;
@@ -241,9 +242,13 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
         n_genes: genes.len() as u64,
         submitted_at: state::rfc3339(now_ms()),
     };
-    // Everything the functions read comes first; request.json commits the request.
-    put_json(store, &keys.genes(), &genes).await?;
-    put_json(store, &keys.run(), &new_run(app)).await?;
+    // Everything the functions read comes first (at once: they are independent);
+    // request.json commits the request.
+    let (run, genes_key, run_key) = (new_run(app), keys.genes(), keys.run());
+    futures::try_join!(
+        put_json(store, &genes_key, &genes),
+        put_json(store, &run_key, &run)
+    )?;
     if put_json_if_absent(store, &keys.request(), &stored).await? == PutOutcome::Created {
         start_or_fail(app, &stored).await?;
     }
@@ -272,22 +277,35 @@ async fn start_or_fail(app: &App, stored: &StoredRequest) -> Result<(), Error> {
     outcome
 }
 
-/// Invokes the collector and the mappers.
+/// Invokes the collector and the mappers, `invoke_concurrency` at a time (the caller
+/// has written `run.json`, whose deadline counts from just before).
 async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
-    let keys = Keys::new(&stored.id);
-    put_json(&app.store, &keys.run(), &new_run(app)).await?;
-    super::reducer::invoke_collector(app, &stored.id).await?;
-    for (group, bundles) in stored.bundles.chunks(stored.bundles_per_mapper).enumerate() {
-        let event = MapperEvent {
-            request_id: stored.id.clone(),
-            group: group as u32,
-            bundles: bundles.to_vec(),
-            attempt: 0,
-        };
-        app.invoker
-            .invoke(Function::Mapper, to_value(&event)?)
-            .await?;
+    let events: Vec<Value> = stored
+        .bundles
+        .chunks(stored.bundles_per_mapper)
+        .enumerate()
+        .map(|(group, bundles)| {
+            to_value(&MapperEvent {
+                request_id: stored.id.clone(),
+                group: group as u32,
+                bundles: bundles.to_vec(),
+                attempt: 0,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    // Futures built eagerly for `Send`; `buffer_unordered` polls at most
+    // `invoke_concurrency`.
+    let mut calls: Vec<futures::future::BoxFuture<'_, Result<(), Error>>> =
+        vec![Box::pin(super::reducer::invoke_collector(app, &stored.id))];
+    for event in events {
+        calls.push(Box::pin(async move {
+            app.invoker.invoke(Function::Mapper, event).await
+        }));
     }
+    futures::stream::iter(calls)
+        .buffer_unordered(app.config.invoke_concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(())
 }
 

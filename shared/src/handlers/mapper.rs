@@ -17,7 +17,7 @@ use crate::state::{BundleInfo, Keys, Plan, PlannedTask, SliceSpec, TaskSpec, put
 pub async fn handle(app: &App, event: MapperEvent) -> Result<(), Error> {
     let keys = Keys::new(&event.request_id);
     let name = format!("group-{}", event.group);
-    if !super::begin(app, &keys, &name, event.attempt).await? {
+    if !super::begin(app, &keys, &name, event.attempt, None).await? {
         return Ok(());
     }
     let outcome = run(app, &event, &keys).await;
@@ -66,6 +66,7 @@ async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
             value_type: e.value_type,
             feature_set: e.feature_set.clone(),
             metadata: e.metadata.clone(),
+            layout: e.layout(),
         }
     };
     let specs: Vec<TaskSpec> = planned

@@ -13,15 +13,41 @@ use crate::app::App;
 use crate::error::Error;
 use crate::state::{ErrorMarker, Keys, put_json};
 
-/// Starts invocation `name` (its start marker) unless the request has ended; `false`
-/// when it has. An invocation of an ended request cleans up instead: it may be the retry
-/// of a copy that crashed half-way through writing, after the request's cleanup.
-pub(crate) async fn begin(app: &App, keys: &Keys, name: &str, attempt: u32) -> Result<bool, Error> {
-    if crate::state::start(&app.store, keys, name, attempt).await? {
-        return Ok(true);
+/// Starts invocation `name` (its start marker) unless the request has ended or its
+/// output's marker `done` exists; `false` then. An invocation of an ended request cleans
+/// up instead: it may be the retry of a copy that crashed half-way through writing,
+/// after the request's cleanup. One that finds its output done starts nothing (and
+/// leaves no start marker behind).
+pub(crate) async fn begin(
+    app: &App,
+    keys: &Keys,
+    name: &str,
+    attempt: u32,
+    done: Option<&str>,
+) -> Result<bool, Error> {
+    let started = begin_with(app, keys, name, attempt, done, async { Ok(()) }).await?;
+    Ok(started.is_some())
+}
+
+/// [`begin`], with the invocation's first `reads` made while its start marker is
+/// written (a round trip less); `None` where `begin` is `false`.
+pub(crate) async fn begin_with<T>(
+    app: &App,
+    keys: &Keys,
+    name: &str,
+    attempt: u32,
+    done: Option<&str>,
+    reads: impl Future<Output = Result<T, Error>>,
+) -> Result<Option<T>, Error> {
+    use crate::state::Started;
+    match crate::state::start(&app.store, keys, name, attempt, done, reads).await? {
+        Started::Started(read) => Ok(Some(read)),
+        Started::AlreadyDone => Ok(None),
+        Started::Ended => {
+            crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await?;
+            Ok(None)
+        }
     }
-    crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await?;
-    Ok(false)
 }
 
 /// An invocation that stopped with `e`. A failure is recorded for the collector, which

@@ -12,15 +12,15 @@ use serde_json::json;
 use crate::app::App;
 use crate::bundle::ValueType;
 use crate::bundle::zarr_io::{
-    Column, ZArray, array_handle, encoding, open_array, read_range, store_chunks, write_array,
-    write_group,
+    ChunkCodec, Column, ZArray, array_handle, array_handle_with, encoding, read_range,
+    store_chunks, write_array, write_group,
 };
 use crate::convert::Format;
 use crate::convert::source::{ColumnKind, MatrixSource};
 use crate::error::Error;
 use crate::genes::GeneSpace;
 use crate::handlers::ledger::{HedgePolicy, Ledger};
-use crate::handlers::worker::RequestView;
+use crate::handlers::worker::{PART_NNZ_PER_CHUNK, PART_ROWS_PER_CHUNK, RequestView};
 use crate::invoke::Function;
 use crate::messages::{
     MapperEvent, ReducerEvent, ReducerInput, ReducerMode, RequestId, TaskId, WorkerEvent,
@@ -30,8 +30,8 @@ use crate::state::{
     Consolidation, Converted, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress,
     ResultRecord, RunInfo, StoredRequest, get_json, now_ms, put_json, put_json_if_absent,
 };
-use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
+use crate::store::{DynStore, ObjectMeta, PutOutcome};
 
 /// Rows per chunk of the output's row arrays (`X/indptr`, obs).
 pub const OUT_ROWS_PER_CHUNK: u64 = 1 << 14;
@@ -72,22 +72,30 @@ pub async fn handle_until(
         ReducerMode::Collect => Collector::new(app, keys).await?.run(stop_at_ms).await,
         ReducerMode::Consolidate { shard } => {
             let name = format!("shard-{shard}");
-            // Done already: nothing to start (and no start marker to leave behind).
-            if crate::state::exists(&app.store, &keys.shard(shard)).await?
-                || !super::begin(app, &keys, &name, event.attempt).await?
-            {
-                return Ok(());
-            }
-            let outcome = consolidate_shard(app, &keys, shard).await;
+            let done = keys.shard(shard);
+            // The plan and the request are independent: one round trip, not two, made
+            // while the start marker is written. Their errors are looked at after.
+            let plan_key = keys.consolidate();
+            let reads = async {
+                Ok(futures::join!(
+                    get_json::<Consolidation>(&app.store, &plan_key),
+                    RequestView::read(&app.store, &keys)
+                ))
+            };
+            let begun = super::begin_with(app, &keys, &name, event.attempt, Some(&done), reads);
+            let outcome = match begun.await {
+                Ok(None) => return Ok(()),
+                Ok(Some((plan, view))) => consolidate_shard(app, &keys, shard, plan, view).await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = &outcome {
                 super::stopped(app, &keys, &name, event.attempt, e).await;
             }
             outcome
         }
         ReducerMode::Convert => {
-            if crate::state::exists(&app.store, &keys.converted()).await?
-                || !super::begin(app, &keys, "convert", event.attempt).await?
-            {
+            let done = keys.converted();
+            if !super::begin(app, &keys, "convert", event.attempt, Some(&done)).await? {
                 return Ok(());
             }
             let outcome = convert(app, &keys).await;
@@ -171,6 +179,8 @@ struct Collector<'a> {
     view: Option<RequestView>,
     /// Whether this collector wrote the output's metadata.
     finished: bool,
+    /// The consolidation plan, once stored.
+    consolidation: Option<Consolidation>,
 }
 
 impl<'a> Collector<'a> {
@@ -205,6 +215,7 @@ impl<'a> Collector<'a> {
             ledger,
             view: None,
             finished: false,
+            consolidation: None,
         })
     }
 
@@ -229,7 +240,25 @@ impl<'a> Collector<'a> {
     async fn step(&mut self) -> Result<bool, Error> {
         let store = self.app.store.clone();
         let keys = self.keys.clone();
-        let end = crate::state::end(&store, &keys).await?;
+        // What the look reads first is independent: one round trip for it all. (A done
+        // marker may then be seen before its plan; the ledger takes either order.)
+        let list = |prefix: String| {
+            let store = &store;
+            async move { Ok::<_, Error>(store.list(&prefix).await?) }
+        };
+        let all_planned = self.plans.len() as u32 == self.stored.groups;
+        let (end, plans, dones, starts, errors) = futures::try_join!(
+            crate::state::end(&store, &keys),
+            async {
+                match all_planned {
+                    true => Ok(Vec::new()),
+                    false => list(keys.plans()).await,
+                }
+            },
+            list(keys.dones()),
+            list(keys.starts()),
+            list(keys.errors()),
+        )?;
         if end.any() {
             // A collector that sees the end (a duplicate, or the one after a cancel)
             // cleans up, also what it may itself have written meanwhile.
@@ -243,10 +272,10 @@ impl<'a> Collector<'a> {
             return Ok(true);
         }
         let now = now_ms();
-        self.read_plans(now).await?;
-        self.read_markers().await?;
-        self.read_starts(now).await?;
-        if let Some(message) = self.handle_errors().await? {
+        self.read_plans(now, plans).await?;
+        self.read_markers(dones).await?;
+        self.read_starts(now, starts);
+        if let Some(message) = self.handle_errors(errors).await? {
             self.fail(message).await?;
             return Ok(true);
         }
@@ -294,11 +323,8 @@ impl<'a> Collector<'a> {
 
     /// Reads new plans; their tasks count as launched when the plan is first seen, since
     /// the mapper invokes them right after writing it.
-    async fn read_plans(&mut self, now: u64) -> Result<(), Error> {
-        if self.plans.len() as u32 == self.stored.groups {
-            return Ok(());
-        }
-        for o in self.app.store.list(&self.keys.plans()).await? {
+    async fn read_plans(&mut self, now: u64, listed: Vec<ObjectMeta>) -> Result<(), Error> {
+        for o in listed {
             let Some(group) = o
                 .key
                 .rsplit('/')
@@ -324,8 +350,7 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
-    async fn read_markers(&mut self) -> Result<(), Error> {
-        let listed = self.app.store.list(&self.keys.dones()).await?;
+    async fn read_markers(&mut self, listed: Vec<ObjectMeta>) -> Result<(), Error> {
         let new: Vec<String> = listed
             .into_iter()
             .filter(|o| task_of(&o.key).is_none_or(|t| !self.done.contains_key(&t)))
@@ -347,9 +372,9 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
-    /// Notes the invocations that started since the last look (one LIST).
-    async fn read_starts(&mut self, now: u64) -> Result<(), Error> {
-        for o in self.app.store.list(&self.keys.starts()).await? {
+    /// Notes the invocations that started since the last look (`listed`, one LIST).
+    fn read_starts(&mut self, now: u64, listed: Vec<ObjectMeta>) {
+        for o in listed {
             if self.starts.contains(&o.key) {
                 continue;
             }
@@ -365,14 +390,13 @@ impl<'a> Collector<'a> {
             }
             self.starts.insert(o.key);
         }
-        Ok(())
     }
 
     /// Re-invokes what failed with a retryable error; the message of a failure that
     /// ends the request.
-    async fn handle_errors(&mut self) -> Result<Option<String>, Error> {
+    async fn handle_errors(&mut self, listed: Vec<ObjectMeta>) -> Result<Option<String>, Error> {
         let store = self.app.store.clone();
-        for o in store.list(&self.keys.errors()).await? {
+        for o in listed {
             let Some(marker) = get_json::<ErrorMarker>(&store, &o.key).await? else {
                 continue;
             };
@@ -599,13 +623,28 @@ impl<'a> Collector<'a> {
     /// are all in; true once committed.
     async fn consolidate(&mut self) -> Result<bool, Error> {
         let store = self.app.store.clone();
-        let plan = match get_json::<Consolidation>(&store, &self.keys.consolidate()).await? {
-            Some(p) => p,
+        let plan = match self.consolidation.clone() {
+            Some(plan) => plan,
             None => {
-                // Computed from immutable markers, so a duplicate collector that wins
-                // the race stores the same plan.
+                // Its parts and layout come from immutable markers, so a duplicate
+                // collector that wins the race stores the same layout; its timings are
+                // that collector's, so the stored plan is the one used.
                 let plan = self.consolidation_plan();
-                put_json_if_absent(&store, &self.keys.consolidate(), &plan).await?;
+                let key = self.keys.consolidate();
+                let created = put_json_if_absent(&store, &key, &plan).await?;
+                let plan = match created {
+                    PutOutcome::Created => plan,
+                    PutOutcome::AlreadyExists => get_json::<Consolidation>(&store, &key)
+                        .await?
+                        .ok_or_else(|| Error::Conflict(format!("{key} went missing")))?,
+                };
+                self.consolidation = Some(plan.clone());
+                if created == PutOutcome::Created {
+                    // A shard starts by reading the plan, so none has run: no need to
+                    // list their markers before launching them all.
+                    self.launch_shards(plan.shards).await?;
+                    return Ok(false);
+                }
                 plan
             }
         };
@@ -794,19 +833,24 @@ fn string_attrs() -> serde_json::Map<String, serde_json::Value> {
 }
 
 /// Writes shard `shard`'s chunks of every output array, then its marker.
-async fn consolidate_shard(app: &App, keys: &Keys, shard: u32) -> Result<(), Error> {
+async fn consolidate_shard(
+    app: &App,
+    keys: &Keys,
+    shard: u32,
+    plan: Result<Option<Consolidation>, Error>,
+    view: Result<RequestView, Error>,
+) -> Result<(), Error> {
     let store = &app.store;
     // No plan: the request ended and its scratch data went; nothing to do.
-    let plan: Consolidation = get_json(store, &keys.consolidate())
-        .await?
+    let plan = plan?
         .ok_or_else(|| Error::Cancelled(format!("{}: consolidation plan removed", keys.id())))?;
+    let view = view?;
     if shard >= plan.shards {
         return Err(Error::input(
             "consolidate event",
             format!("no shard {shard}"),
         ));
     }
-    let view = RequestView::read(store, keys).await?;
     let out = ZarrStore::new(store.clone(), &keys.zarr(view.format)).into_storage();
     // The arrays' ranges are independent: copied at once, a shard is as slow as its
     // largest range, not the sum of every array's round trips.
@@ -999,9 +1043,11 @@ impl ShardRange<'_> {
     }
 }
 
-/// Part reads a consolidation shard has in flight: a shard reads a piece of every part
-/// it overlaps, each an array open and a read, latency-bound on S3 one after another.
-pub const PART_READS_IN_FLIGHT: usize = 16;
+/// Part reads a consolidation shard has in flight per array: a shard reads a piece of
+/// every part it overlaps, each an array open and a read, latency-bound on S3 one
+/// after another. Its arrays are read at once: 7 of them stay within the store's bound
+/// on requests (`store::s3::DEFAULT_MAX_IN_FLIGHT`).
+pub const PART_READS_IN_FLIGHT: usize = 32;
 
 /// Opens the parts' arrays on demand, each once.
 struct PartReaders {
@@ -1019,42 +1065,44 @@ impl PartReaders {
         }
     }
 
-    /// Opens array `path` of every part in `parts` not yet open, concurrently: each open
-    /// reads the array's metadata, a round trip on S3.
-    async fn open_all(&mut self, parts: &[&PartPlace], path: &str) -> Result<(), Error> {
-        let missing: Vec<TaskId> = parts
-            .iter()
-            .map(|p| p.task.clone())
-            .filter(|t| !self.open.contains_key(&(t.clone(), path.to_string())))
-            .collect();
-        // Futures built eagerly for `Send`; `buffered` polls at most PART_READS_IN_FLIGHT.
-        let opens: Vec<_> = missing
-            .into_iter()
-            .map(|task| {
-                let storage =
-                    ZarrStore::new(self.store.clone(), &self.keys.part(&task)).into_storage();
-                let path = path.to_string();
-                async move { open_array(&storage, &path).await.map(|a| (task, a)) }
-            })
-            .collect();
-        let opened: Vec<(TaskId, ZArray)> = futures::stream::iter(opens)
-            .buffered(PART_READS_IN_FLIGHT)
-            .try_collect()
-            .await?;
-        for (task, array) in opened {
-            self.open.insert((task, path.to_string()), array);
+    /// Opens array `path` of every part in `parts` not yet open. The worker wrote it
+    /// (`worker::PartBuilder::write`) with a length the plan gives and a fixed chunk, so
+    /// its handle is built rather than its metadata read: a round trip less per part.
+    /// A chunk that does not decode as such fails its checksum or its size.
+    fn open_all<T: Column>(&mut self, parts: &[&PartPlace], path: &str) -> Result<(), Error> {
+        for p in parts {
+            let key = (p.task.clone(), path.to_string());
+            if self.open.contains_key(&key) {
+                continue;
+            }
+            let (len, chunk) = match path {
+                "/indptr" => (p.cells + 1, PART_ROWS_PER_CHUNK),
+                "/indices" | "/data" => (p.nnz, PART_NNZ_PER_CHUNK),
+                _ => (p.cells, PART_ROWS_PER_CHUNK),
+            };
+            let storage =
+                ZarrStore::new(self.store.clone(), &self.keys.part(&p.task)).into_storage();
+            let array = array_handle_with::<T>(
+                &storage,
+                path,
+                len,
+                chunk,
+                serde_json::Map::new(),
+                ChunkCodec::Checked,
+            )?;
+            self.open.insert(key, array);
         }
         Ok(())
     }
 
     /// Reads `(part, local range)` pieces of array `path` concurrently, in order.
-    async fn read_pieces<T: zarrs::array::ElementOwned + Send + Sync>(
+    async fn read_pieces<T: Column + zarrs::array::ElementOwned + Send + Sync>(
         &mut self,
         path: &str,
         pieces: Vec<(&PartPlace, Range<u64>)>,
     ) -> Result<Vec<Vec<T>>, Error> {
         let parts: Vec<&PartPlace> = pieces.iter().map(|(p, _)| *p).collect();
-        self.open_all(&parts, path).await?;
+        self.open_all::<T>(&parts, path)?;
         let open = &self.open;
         let reads: Vec<_> = pieces
             .into_iter()
@@ -1068,7 +1116,7 @@ impl PartReaders {
 
     /// Output elements `range` of the parts' array `path`, from the parts whose `span`
     /// (their rows, or their nonzeros) overlaps it.
-    async fn gather<T: zarrs::array::ElementOwned + Send + Sync>(
+    async fn gather<T: Column + zarrs::array::ElementOwned + Send + Sync>(
         &mut self,
         plan: &Consolidation,
         path: &str,

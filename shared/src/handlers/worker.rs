@@ -12,7 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::app::App;
 use crate::bundle::reader::{BundleReader, BundleShape};
-use crate::bundle::zarr_io::{ChunkCodec, encoding, write_array_with};
+use crate::bundle::zarr_io::{encoding, write_scratch_array};
 use crate::bundle::{ValueType, Values};
 use crate::convert::source::{ColumnKind, ObsValues};
 use crate::error::Error;
@@ -36,14 +36,18 @@ pub const PART_NNZ_PER_CHUNK: u64 = 1 << 20;
 /// Runs one task. Nothing to do if its done marker exists.
 pub async fn handle(app: &App, event: WorkerEvent) -> Result<(), Error> {
     let keys = Keys::new(&event.request_id);
-    if crate::state::exists(&app.store, &keys.done(&event.task_id)).await? {
-        return Ok(());
-    }
     let name = format!("task-{}", event.task_id);
-    if !super::begin(app, &keys, &name, event.attempt).await? {
-        return Ok(());
-    }
-    let outcome = run(app, &event, &keys).await;
+    let done = keys.done(&event.task_id);
+    let started = Instant::now();
+    let counting = Arc::new(Counting::new(app.store.clone()));
+    let store: DynStore = counting.clone();
+    let documents = read_documents(&store, &keys, &event);
+    let begun = super::begin_with(app, &keys, &name, event.attempt, Some(&done), documents).await;
+    let outcome = match begun {
+        Ok(None) => return Ok(()),
+        Ok(Some(documents)) => run(app, &event, &keys, started, &counting, documents).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = &outcome {
         super::stopped(app, &keys, &name, event.attempt, e).await;
     }
@@ -100,19 +104,32 @@ impl RequestView {
     }
 }
 
-async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
-    let started = Instant::now();
-    let counting = Arc::new(Counting::new(app.store.clone()));
+/// The task, the request and the gene space: independent, so one round trip, made
+/// while the start marker is written.
+async fn read_documents(
+    store: &DynStore,
+    keys: &Keys,
+    event: &WorkerEvent,
+) -> Result<(Option<TaskSpec>, RequestView, Option<GeneSpace>), Error> {
+    let (task_key, genes_key) = (keys.task(&event.task_id), keys.genes());
+    futures::try_join!(
+        get_json::<TaskSpec>(store, &task_key),
+        RequestView::read(store, keys),
+        get_json::<GeneSpace>(store, &genes_key),
+    )
+}
+
+async fn run(
+    app: &App,
+    event: &WorkerEvent,
+    keys: &Keys,
+    started: Instant,
+    counting: &Arc<Counting>,
+    (spec, view, genes): (Option<TaskSpec>, RequestView, Option<GeneSpace>),
+) -> Result<(), Error> {
     let store: DynStore = counting.clone();
     // The mapper writes the task before invoking it: missing, it was removed with the
     // request's scratch data, and this is a late copy of a request that ended.
-    // The three documents are independent: one round trip, not three.
-    let (task_key, genes_key) = (keys.task(&event.task_id), keys.genes());
-    let (spec, view, genes) = futures::try_join!(
-        get_json::<TaskSpec>(&store, &task_key),
-        RequestView::read(&store, keys),
-        get_json::<GeneSpace>(&store, &genes_key),
-    )?;
     let spec = spec.ok_or_else(|| {
         Error::Cancelled(format!("{}: task {} removed", keys.id(), event.task_id))
     })?;
@@ -122,37 +139,54 @@ async fn run(app: &App, event: &WorkerEvent, keys: &Keys) -> Result<(), Error> {
     let mut sets: Vec<&String> = spec.slices.iter().map(|s| &s.bundle.feature_set).collect();
     sets.sort_unstable();
     sets.dedup();
-    // Futures built eagerly for `Send`.
-    let reads: Vec<_> = sets.iter().map(|set| feature_set(app, set)).collect();
-    let features: Vec<_> = futures::stream::iter(reads)
-        .buffered(FEATURE_SETS_IN_FLIGHT)
-        .try_collect()
-        .await?;
-    let remaps: HashMap<String, Vec<Option<u32>>> = sets
-        .iter()
-        .zip(features)
-        .map(|(set, features)| ((*set).clone(), genes.remap(&features)))
-        .collect();
+    // The feature sets are needed to add the first slice, not to read it: read while
+    // the first slices are. Futures built eagerly for `Send`.
+    let feature_reads: Vec<_> = sets.iter().map(|set| feature_set(app, set)).collect();
+    let remaps = async {
+        let features: Vec<_> = futures::stream::iter(feature_reads)
+            .buffered(FEATURE_SETS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok::<HashMap<String, Vec<Option<u32>>>, Error>(
+            sets.iter()
+                .zip(features)
+                .map(|(set, features)| ((*set).clone(), genes.remap(&features)))
+                .collect(),
+        )
+    };
     // Slices are read a few at a time (a task of one-cell SmartSeq2 bundles is hundreds
     // of small reads, latency-bound on S3) and added in order, so the part is the same.
-    // Futures built eagerly for `Send`; `buffered` polls at most `in_flight`.
+    // `in_flight` of them hold requests open; slices read but not yet added hold only
+    // memory, so a slow read holds up the window, not the reads behind it.
+    // Futures built eagerly for `Send`; `buffered` polls at most `window`.
     let cancel = CancelCheck::new(started);
-    let in_flight = slices_in_flight(spec.slices.iter().map(slice_bytes).max().unwrap_or(0));
+    let largest = spec.slices.iter().map(slice_bytes).max().unwrap_or(0);
+    let reading = tokio::sync::Semaphore::new(slices_in_flight(largest));
     let reads: Vec<_> = spec
         .slices
         .iter()
-        .map(|slice| read_slice(&store, keys, slice, &cancel))
+        .map(|slice| async {
+            let _reading = reading
+                .acquire()
+                .await
+                .map_err(|_| Error::Conflict("the slice reads' semaphore closed".into()))?;
+            read_slice(&store, keys, slice, &cancel).await
+        })
         .collect();
-    let mut reads = futures::stream::iter(reads).buffered(in_flight);
+    let mut reads = futures::stream::iter(reads).buffered(slices_window(largest));
+    let (remaps, first) = futures::join!(remaps, reads.next());
+    let remaps = remaps?;
+    let mut first = Some(first);
     let mut cells_in = 0;
     for slice in &spec.slices {
-        let rows = reads
-            .next()
-            .await
-            .ok_or_else(|| Error::Conflict("a slice read went missing".into()))??;
+        let read = match first.take() {
+            Some(read) => read,
+            None => reads.next().await,
+        };
+        let rows = read.ok_or_else(|| Error::Conflict("a slice read went missing".into()))??;
         cells_in += rows.cells.len() as u64;
         let b = &slice.bundle;
-        part.add(b, &rows, &remaps[&b.feature_set], view.filter.as_ref())?;
+        part.add(b, rows, &remaps[&b.feature_set], view.filter.as_ref())?;
     }
     crate::fault::straggle(started).await;
     let stats = part.write(&store, &keys.part(&event.task_id)).await?;
@@ -186,10 +220,22 @@ pub const MAX_SLICES_IN_FLIGHT: usize = 64;
 /// read-ahead for small slices, not memory for large ones.
 pub const SLICE_BYTES_IN_FLIGHT: u64 = 64 << 20;
 
+/// Most slices of a task read but not yet added: the window a slow read may hold up.
+/// A thousand one-cell slices are a few tens of MB.
+pub const MAX_SLICES_WINDOW: usize = 1024;
+
 /// Slices a task reads at once, when its largest slice holds `largest` decoded bytes.
 pub fn slices_in_flight(largest: u64) -> usize {
     let n = SLICE_BYTES_IN_FLIGHT / largest.max(1);
     n.clamp(SLICES_IN_FLIGHT as u64, MAX_SLICES_IN_FLIGHT as u64) as usize
+}
+
+/// Slices of a task started and not yet added at most (those reading among them), when
+/// its largest slice holds `largest` decoded bytes: as many as
+/// [`SLICE_BYTES_IN_FLIGHT`] holds, at least [`slices_in_flight`].
+pub fn slices_window(largest: u64) -> usize {
+    let n = SLICE_BYTES_IN_FLIGHT / largest.max(1);
+    n.clamp(SLICES_IN_FLIGHT as u64, MAX_SLICES_WINDOW as u64) as usize
 }
 
 /// Decoded bytes of a slice as the planner counts them (an index and a value per
@@ -249,6 +295,7 @@ async fn read_slice(
             n_features: b.n_features,
             nnz: b.nnz,
             value_type: b.value_type,
+            layout: b.layout,
         },
     )
     .await?;
@@ -280,10 +327,14 @@ impl PartBuilder {
         }
     }
 
+    /// Adds the rows of one bundle slice. The slice's nonzeros become the part's
+    /// (moved when the part is empty and the types agree, appended otherwise) and are
+    /// then remapped, filtered and compacted where they lie: a 10x task is one slice of
+    /// hundreds of MB, and a second copy of it cost a pass over fresh pages.
     fn add(
         &mut self,
         bundle: &BundleInfo,
-        rows: &crate::bundle::reader::Rows,
+        rows: crate::bundle::reader::Rows,
         remap: &[Option<u32>],
         filter: Option<&Filter>,
     ) -> Result<(), Error> {
@@ -294,81 +345,58 @@ impl PartBuilder {
             Some(Some(false)) => return Ok(()),
             Some(None) => filter,
         };
-        let m = &rows.matrix;
-        // Room for every row at once: growing a part of hundreds of MB by doubling
-        // copies it and touches fresh pages several times over.
-        self.indices.reserve(m.indices.len());
-        match &mut self.values {
-            Values::U32(v) => v.reserve(m.indices.len()),
-            Values::F32(v) => v.reserve(m.indices.len()),
-            Values::F64(v) => v.reserve(m.indices.len()),
+        let crate::bundle::reader::Rows { cells, matrix, qc } = rows;
+        let base = self.indices.len();
+        let (n_rows, indptr) = (matrix.n_rows, matrix.indptr);
+        if base == 0 && self.values.value_type() == matrix.values.value_type() {
+            self.indices = bytemuck::allocation::cast_vec(matrix.indices);
+            self.values = matrix.values;
+        } else {
+            self.indices
+                .extend(matrix.indices.iter().map(|&c| c as i32));
+            extend_values_from(&mut self.values, &matrix.values, 0..matrix.values.len())?;
         }
-        // Positions in the bundle's row of the values kept, reused across rows.
-        let mut kept: Vec<usize> = Vec::new();
-        for r in 0..m.n_rows {
+        // Nonzeros kept are written at `w`, never past the one being read.
+        let mut w = base;
+        for r in 0..n_rows {
             let cell = CellValues {
-                n_genes: u64::from(rows.qc.n_genes[r]),
-                total_counts: rows.qc.total_counts[r],
-                pct_mito: rows.qc.pct_mito[r],
-                barcode: &rows.cells[r],
+                n_genes: u64::from(qc.n_genes[r]),
+                total_counts: qc.total_counts[r],
+                pct_mito: qc.pct_mito[r],
+                barcode: &cells[r],
             };
             if per_cell.is_some_and(|f| !f.eval_cell(&meta, &cell)) {
                 continue;
             }
-            let range = m.row_range(r);
-            let first = self.indices.len();
-            kept.clear();
-            // Output columns usually come out ascending (a bundle's feature set in the
-            // output's order); only a row that does not is sorted.
-            let mut ascending = true;
-            let mut last = -1i64;
-            for i in range.clone() {
-                let col = m.indices[i] as usize;
-                let Some(&out) = remap.get(col) else {
-                    return Err(Error::Corrupt {
-                        what: format!("bundle {}", bundle.fqid),
-                        message: format!("column {col} outside its feature set"),
-                    });
-                };
-                let Some(out) = out else {
-                    continue;
-                };
-                ascending &= i64::from(out) > last;
-                last = i64::from(out);
-                self.indices.push(out as i32);
-                kept.push(i);
-            }
-            if !ascending {
-                // Bundle columns may map to the output in another order.
-                let mut row: Vec<(i32, usize)> = self.indices[first..]
-                    .iter()
-                    .copied()
-                    .zip(kept.iter().copied())
-                    .collect();
-                row.sort_unstable_by_key(|&(c, _)| c);
-                for (k, (c, i)) in row.into_iter().enumerate() {
-                    self.indices[first + k] = c;
-                    kept[k] = i;
-                }
-            }
-            if ascending && kept.len() == range.len() {
-                extend_values_from(&mut self.values, &m.values, range)?;
-            } else {
-                extend_values(&mut self.values, &m.values, &kept)?;
-            }
-            self.indptr.push(self.indices.len() as i64);
+            let raw = base + indptr[r] as usize..base + indptr[r + 1] as usize;
+            let remapped = match &mut self.values {
+                Values::U32(v) => compact_row(&mut self.indices, v, raw, w, remap),
+                Values::F32(v) => compact_row(&mut self.indices, v, raw, w, remap),
+                Values::F64(v) => compact_row(&mut self.indices, v, raw, w, remap),
+            };
+            w = remapped.map_err(|col| Error::Corrupt {
+                what: format!("bundle {}", bundle.fqid),
+                message: format!("column {col} outside its feature set"),
+            })?;
+            self.indptr.push(w as i64);
             self.index.push(format!("{}:{}", bundle.fqid, cell.barcode));
             for (field, col) in &mut self.columns {
                 match (field, col) {
                     (Field::Bundle(b), ObsValues::Str(v)) => v.push(meta(*b)),
                     (Field::Cell(_), ObsValues::Str(v)) => v.push(cell.barcode.to_string()),
-                    (_, ObsValues::U32(v)) => v.push(rows.qc.n_genes[r]),
+                    (_, ObsValues::U32(v)) => v.push(qc.n_genes[r]),
                     (Field::Cell(crate::filter::CellField::TotalCounts), ObsValues::F64(v)) => {
                         v.push(cell.total_counts)
                     }
                     (_, ObsValues::F64(v)) => v.push(cell.pct_mito),
                 }
             }
+        }
+        self.indices.truncate(w);
+        match &mut self.values {
+            Values::U32(v) => v.truncate(w),
+            Values::F32(v) => v.truncate(w),
+            Values::F64(v) => v.truncate(w),
         }
         Ok(())
     }
@@ -377,7 +405,6 @@ impl PartBuilder {
     async fn write(self, store: &DynStore, prefix: &str) -> Result<(u64, u64), Error> {
         let storage = ZarrStore::new(store.clone(), prefix).into_storage();
         // Parts are scratch: written once, read once by the consolidation, then deleted.
-        const PART: ChunkCodec = ChunkCodec::Checked;
         let attrs = || encoding("array", "0.2.0");
         let (rows, nnz) = (PART_ROWS_PER_CHUNK, PART_NNZ_PER_CHUNK);
         let n_cells = self.index.len() as u64;
@@ -387,54 +414,51 @@ impl PartBuilder {
         type Write<'a> = futures::future::BoxFuture<'a, Result<(), Error>>;
         let storage = &storage;
         let mut writes: Vec<Write<'_>> = vec![
-            Box::pin(write_array_with(
+            Box::pin(write_scratch_array(
                 storage,
                 "/indptr",
                 &self.indptr,
                 rows,
                 attrs(),
-                PART,
             )),
-            Box::pin(write_array_with(
+            Box::pin(write_scratch_array(
                 storage,
                 "/indices",
                 &self.indices,
                 nnz,
                 attrs(),
-                PART,
             )),
             match &self.values {
-                Values::U32(v) => {
-                    Box::pin(write_array_with(storage, "/data", v, nnz, attrs(), PART))
-                }
-                Values::F32(v) => {
-                    Box::pin(write_array_with(storage, "/data", v, nnz, attrs(), PART))
-                }
-                Values::F64(v) => {
-                    Box::pin(write_array_with(storage, "/data", v, nnz, attrs(), PART))
-                }
+                Values::U32(v) => Box::pin(write_scratch_array(storage, "/data", v, nnz, attrs())),
+                Values::F32(v) => Box::pin(write_scratch_array(storage, "/data", v, nnz, attrs())),
+                Values::F64(v) => Box::pin(write_scratch_array(storage, "/data", v, nnz, attrs())),
             },
-            Box::pin(write_array_with(
+            Box::pin(write_scratch_array(
                 storage,
                 "/obs/_index",
                 &self.index,
                 rows,
                 attrs(),
-                PART,
             )),
         ];
         for (field, col) in &self.columns {
             let path = format!("/obs/{}", field.column());
             writes.push(match col {
-                ObsValues::Str(v) => Box::pin(async move {
-                    write_array_with(storage, &path, v, rows, attrs(), PART).await
-                }),
-                ObsValues::U32(v) => Box::pin(async move {
-                    write_array_with(storage, &path, v, rows, attrs(), PART).await
-                }),
-                ObsValues::F64(v) => Box::pin(async move {
-                    write_array_with(storage, &path, v, rows, attrs(), PART).await
-                }),
+                ObsValues::Str(v) => {
+                    Box::pin(
+                        async move { write_scratch_array(storage, &path, v, rows, attrs()).await },
+                    )
+                }
+                ObsValues::U32(v) => {
+                    Box::pin(
+                        async move { write_scratch_array(storage, &path, v, rows, attrs()).await },
+                    )
+                }
+                ObsValues::F64(v) => {
+                    Box::pin(
+                        async move { write_scratch_array(storage, &path, v, rows, attrs()).await },
+                    )
+                }
             });
         }
         futures::future::try_join_all(writes).await?;
@@ -442,21 +466,54 @@ impl PartBuilder {
     }
 }
 
-/// Appends the values of `from` at `positions` to `to`, widening as the output type
-/// asks. The types are matched once per row, not once per value.
-fn extend_values(to: &mut Values, from: &Values, positions: &[usize]) -> Result<(), Error> {
-    let at = positions.iter().copied();
-    match (to, from) {
-        (Values::U32(t), Values::U32(f)) => t.extend(at.map(|i| f[i])),
-        (Values::F32(t), Values::U32(f)) => t.extend(at.map(|i| f[i] as f32)),
-        (Values::F32(t), Values::F32(f)) => t.extend(at.map(|i| f[i])),
-        (Values::F64(t), f) => t.extend(at.map(|i| f.get_f64(i))),
-        _ => return Err(wider_than_output()),
+/// Remaps the bundle columns of the nonzeros at `raw` to output columns, moving those
+/// kept (with their values) to `w..` (`w <= raw.start`) with columns ascending; returns
+/// the end of the kept ones, or the first column outside `remap`.
+fn compact_row<T: Copy>(
+    indices: &mut [i32],
+    values: &mut [T],
+    raw: std::ops::Range<usize>,
+    w: usize,
+    remap: &[Option<u32>],
+) -> Result<usize, usize> {
+    let first = w;
+    let mut w = w;
+    // Output columns usually come out ascending (a bundle's feature set in the
+    // output's order); only a row that does not is sorted.
+    let mut ascending = true;
+    let mut last = -1i64;
+    for i in raw {
+        let col = indices[i] as u32 as usize;
+        let Some(&out) = remap.get(col) else {
+            return Err(col);
+        };
+        let Some(out) = out else {
+            continue;
+        };
+        ascending &= i64::from(out) > last;
+        last = i64::from(out);
+        indices[w] = out as i32;
+        values[w] = values[i];
+        w += 1;
     }
-    Ok(())
+    if !ascending {
+        // Bundle columns may map to the output in another order.
+        let mut row: Vec<(i32, T)> = indices[first..w]
+            .iter()
+            .copied()
+            .zip(values[first..w].iter().copied())
+            .collect();
+        row.sort_unstable_by_key(|&(c, _)| c);
+        for (k, (c, v)) in row.into_iter().enumerate() {
+            indices[first + k] = c;
+            values[first + k] = v;
+        }
+    }
+    Ok(w)
 }
 
-/// [`extend_values`] for a whole row kept in order: a copy where the types agree.
+/// Appends `from[range]` to `to`, widening as the output type asks: a copy where the
+/// types agree.
 fn extend_values_from(
     to: &mut Values,
     from: &Values,
@@ -502,6 +559,7 @@ mod tests {
             value_type: ValueType::Uint32,
             feature_set: "fs".into(),
             metadata: Default::default(),
+            layout: None,
         }
     }
 
@@ -525,6 +583,52 @@ mod tests {
         }
     }
 
+    /// Cells the filter drops leave no nonzeros behind, whether the slice's nonzeros
+    /// became the part's (first slice) or were appended (second), and the rows kept are
+    /// the ones the filter names, in order.
+    #[test]
+    fn filtered_rows_are_compacted_out_of_the_part() {
+        let dense = dense();
+        let n = dense.len() / GENES;
+        let mut slice = rows(&dense);
+        slice.qc.n_genes = (0..n as u32).map(|r| r % 3).collect();
+        let filter =
+            Filter::parse(&serde_json::json!({"op": "=", "field": "cell.n_genes", "value": 1}))
+                .unwrap();
+        let remap: Vec<Option<u32>> = vec![Some(0), None, Some(1), Some(2), None, Some(3)];
+        let mut part = PartBuilder::new(ValueType::Uint32, &[]);
+        for _ in 0..2 {
+            let mut s = rows(&dense);
+            s.qc.n_genes = slice.qc.n_genes.clone();
+            part.add(&bundle(), s, &remap, Some(&filter)).unwrap();
+        }
+        let kept: Vec<usize> = (0..n).filter(|r| r % 3 == 1).collect();
+        let want_index: Vec<String> = kept
+            .iter()
+            .chain(kept.iter())
+            .map(|r| format!("{}:c{r}", bundle().fqid))
+            .collect();
+        assert_eq!(part.index, want_index);
+        assert_eq!(*part.indptr.last().unwrap() as usize, part.indices.len());
+        assert_eq!(part.indices.len(), part.values.len());
+        for (k, &r) in kept.iter().chain(kept.iter()).enumerate() {
+            let span = part.indptr[k] as usize..part.indptr[k + 1] as usize;
+            let mut want = Vec::new();
+            for (g, out) in remap.iter().enumerate() {
+                let v = dense[r * GENES + g];
+                if let Some(out) = out
+                    && v != 0
+                {
+                    want.push((*out as i32, f64::from(v)));
+                }
+            }
+            let got: Vec<(i32, f64)> = span
+                .map(|i| (part.indices[i], part.values.get_f64(i)))
+                .collect();
+            assert_eq!(got, want, "kept row {k} (bundle row {r})");
+        }
+    }
+
     /// Each remap path (in order and whole, in order with genes left out, out of order)
     /// and each value path (same type, widened) gives the dense counts moved to their
     /// output columns, each row's columns ascending.
@@ -539,15 +643,20 @@ mod tests {
         ];
         for remap in &remaps {
             for value_type in [ValueType::Uint32, ValueType::Float64] {
+                // The first slice's nonzeros become the part's; the second's are
+                // appended after them.
                 let mut part = PartBuilder::new(value_type, &[]);
-                part.add(&bundle(), &rows(&dense), remap, None).unwrap();
-                assert_eq!(part.indptr.len(), n + 1);
+                part.add(&bundle(), rows(&dense), remap, None).unwrap();
+                part.add(&bundle(), rows(&dense), remap, None).unwrap();
+                assert_eq!(part.indptr.len(), 2 * n + 1);
+                assert_eq!(part.indices.len(), part.values.len());
+                assert_eq!(*part.indptr.last().unwrap() as usize, part.indices.len());
                 let width = remap.iter().flatten().max().unwrap() + 1;
-                for r in 0..n {
+                for r in 0..2 * n {
                     let mut want = vec![0.0; width as usize];
                     for (g, out) in remap.iter().enumerate() {
                         if let Some(out) = out {
-                            want[*out as usize] = f64::from(dense[r * GENES + g]);
+                            want[*out as usize] = f64::from(dense[(r % n) * GENES + g]);
                         }
                     }
                     let mut got = vec![0.0; width as usize];

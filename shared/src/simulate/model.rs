@@ -123,6 +123,9 @@ pub struct S3Model {
     /// Bytes per second one invocation moves to or from S3, all its connections
     /// together. Default 90 MB/s, the figure commonly quoted for one Lambda invocation.
     pub bytes_per_s: f64,
+    /// Requests one invocation's store has in flight at most. Default
+    /// `store::s3::DEFAULT_MAX_IN_FLIGHT`.
+    pub max_in_flight: usize,
     /// Tries of one request by the SDK's standard retry mode. Default 3:
     /// `DEFAULT_MAX_ATTEMPTS` in `store/s3.rs`.
     pub sdk_attempts: u32,
@@ -147,6 +150,7 @@ impl Default for S3Model {
             put: LogNormal::new(0.035, 0.7),
             list: LogNormal::new(0.050, 0.7),
             bytes_per_s: 90e6,
+            max_in_flight: crate::store::s3::DEFAULT_MAX_IN_FLIGHT,
             sdk_attempts: 3,
             sdk_backoff_s: crate::store::s3::SDK_INITIAL_BACKOFF.as_secs_f64(),
             sdk_max_backoff_s: 20.0,

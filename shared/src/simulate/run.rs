@@ -99,6 +99,7 @@ impl Prepared {
                     cells: t.cells,
                     nnz,
                     in_flight: crate::handlers::worker::slices_in_flight(largest),
+                    window: crate::handlers::worker::slices_window(largest),
                 });
             }
             groups.push((bundles.len(), ids));
@@ -206,6 +207,8 @@ struct Collector {
     progress: (usize, usize, usize),
     heartbeat: Option<Micros>,
     finished: bool,
+    /// Whether it has put (or read) the consolidation plan.
+    plan_known: bool,
 }
 
 #[derive(Debug, Default)]
@@ -624,7 +627,18 @@ impl<'m> World<'m> {
         let now_ms = now / MS;
         let (m, p) = (self.m, self.p);
         let svc = &m.service;
-        let mut t = now + self.ctx().ended_check();
+        let groups = p.groups.len();
+        let pages = |n: usize| n.div_ceil(1000).max(1);
+        // The end check and the LISTs (plans until all are in, done markers, start
+        // markers, error markers) in one round.
+        let mut first = self.ctx().ended_check();
+        if c.plans.len() < groups {
+            first = first.max(self.s3.request(&mut self.rng, Op::List, 0.0));
+        }
+        for listed in [self.store.done.len(), self.store.started.len(), 0] {
+            first = first.max(self.s3.round(&mut self.rng, Op::List, pages(listed), 0.0));
+        }
+        let mut t = now + first;
         if self.store.ended(now) {
             return Some(t);
         }
@@ -634,9 +648,7 @@ impl<'m> World<'m> {
                 c.ledger.launched(&format!("group-{g}"), 0, 0);
             }
         }
-        let groups = p.groups.len();
         if c.plans.len() < groups {
-            t += self.s3.request(&mut self.rng, Op::List, 0.0);
             let new: Vec<u32> = self.store.plans.difference(&c.plans).copied().collect();
             for g in new {
                 let tasks = &p.groups[g as usize].1;
@@ -653,10 +665,6 @@ impl<'m> World<'m> {
                 c.plans.insert(g);
             }
         }
-        let pages = |n: usize| n.div_ceil(1000).max(1);
-        t += self
-            .s3
-            .round(&mut self.rng, Op::List, pages(self.store.done.len()), 0.0);
         let new: Vec<(usize, u64)> = self
             .store
             .done
@@ -671,17 +679,10 @@ impl<'m> World<'m> {
             c.ledger.finished(&format!("task-{}", p.tasks[task].id));
             c.done.insert(task, d);
         }
-        t += self.s3.round(
-            &mut self.rng,
-            Op::List,
-            pages(self.store.started.len()),
-            0.0,
-        );
         for (name, attempt) in &self.store.started[c.starts_seen..] {
             c.ledger.started(name, *attempt, now_ms);
         }
         c.starts_seen = self.store.started.len();
-        t += self.s3.request(&mut self.rng, Op::List, 0.0);
         let max_launches = svc.task_attempts.saturating_add(2);
         for name in self.store.errors.clone() {
             t += self.s3.request(&mut self.rng, Op::Get, 0.0);
@@ -755,12 +756,22 @@ impl<'m> World<'m> {
 
     /// As `Collector::consolidate`; true once the result is committed.
     fn consolidate(&mut self, c: &mut Collector, t: &mut Micros) -> bool {
-        *t += self.s3.request(&mut self.rng, Op::Get, 0.0);
-        if !self.store.consolidation {
+        // The plan put if absent once per collector (read back when another's stands);
+        // the collector that stored it launches every shard without listing markers.
+        let mut fresh_plan = false;
+        if !c.plan_known {
             *t += self.s3.request(&mut self.rng, Op::Put, 0.0);
+            if self.store.consolidation {
+                *t += self.s3.request(&mut self.rng, Op::Get, 0.0);
+            } else {
+                fresh_plan = true;
+            }
             self.store.consolidation = true;
+            c.plan_known = true;
         }
-        *t += self.s3.request(&mut self.rng, Op::List, 0.0);
+        if !fresh_plan {
+            *t += self.s3.request(&mut self.rng, Op::List, 0.0);
+        }
         let shards = self.p.shards;
         for n in self.store.shards.clone() {
             c.ledger.finished(&format!("shard-{n}"));

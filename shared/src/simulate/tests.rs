@@ -50,34 +50,37 @@ fn the_same_seed_gives_the_same_run() {
 fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     // One one-cell bundle: one group, one task of one slice, one shard. Every S3
     // request 10 ms, a cold start 100 ms, everything else free. In ms:
-    // - driver: cold 100; catalog LIST+GET, feature set GET, 3 PUTs = 60 → invokes at 160;
-    //   the client's first poll at 160 + 250 = 410.
+    // - driver: cold 100; catalog LIST+GET, feature set GET, the earlier run's GET,
+    //   genes and run PUTs at once, the request PUT = 60 → invokes at 160; the client's
+    //   first poll at 160 + 250 = 410.
     // - mapper: begins 260; start (HEADs, PUT) 20, catalog 20, task PUTs 10, plan PUT 10
     //   → plan lands at 320; ended checks 10 + 10 → worker invoked at 340.
-    // - worker: begins 440; done HEAD 10, start 20 (run starts at 470), task, request
-    //   and genes at once 10, feature set 10, the slice's 2 rounds 20, the 4 part arrays
-    //   at once 20 → done marker at 560.
-    // - collector: begins 260; looks at 260 (ended 10, 4 LISTs 40, its first progress
-    //   PUT 10: nothing yet) → next at 820: ended 10, plans LIST + GET 20, done LIST +
-    //   GET 20, starts LIST 10, errors LIST 10, progress PUT 10, consolidation GET + PUT
-    //   + LIST 30 → shard invoked at 930.
-    // - shard: begins 1030; start 20, plan, marker, request 30, its 4 arrays at once 50
-    //   → marker at 1140; it is the last shard: LIST 10, ended 10, finish (root HEAD,
-    //   genes with the arrays' metadata, the other documents, the root: 40) and the
-    //   result PUT 10 → result at 1210.
-    // - client polls at 410, 670, 930, 1190 (each 10 ms + 250 ms apart), 1450: it sees
-    //   the result at 1450 + 10.
+    // - worker: begins 440 (its clock too); done HEAD with the ended check 10, the start
+    //   marker with task, request and genes 10, the slice's round 10 (the feature set
+    //   meanwhile), the 4 part arrays at once (chunks with metadata) 10, done PUT 10 →
+    //   done marker at 490.
+    // - collector: begins 260; looks at 260 (ended check and LISTs 10, its first
+    //   progress PUT 10: nothing yet), at 380 (10, the plan's GET 10, progress 10), then
+    //   at 510: ended check and LISTs 10, the done marker's GET 10, progress PUT 10, the
+    //   consolidation plan PUT 10 → shard invoked at 550 (no LIST: it stored the plan).
+    // - shard: begins 650; marker HEAD with the ended check 10, start marker with plan
+    //   and request 10, its 4 arrays at once (parts' ranges, plan check, chunks) 30 →
+    //   marker at 710; it is the last shard: LIST 10, ended 10, finish (root HEAD, genes
+    //   with the arrays' metadata, the other documents, the root: 40) and the result
+    //   PUT 10 → result at 780.
+    // - client polls at 410, 670 (each 10 ms + 250 ms apart), 930: it sees the result
+    //   at 930 + 10.
     let m = plain();
     let case = mix("one", 0, 0, 1, &m.calibration, String::new());
     let p = Prepared::new(&case, &m);
     assert_eq!((p.tasks.len(), p.groups.len(), p.shards), (1, 1, 1));
     let o = run(&m, &p, 3, true, false);
     assert!(o.succeeded);
-    assert_eq!(o.result_s, Some(1.210));
-    assert_eq!(o.seconds, 1.460);
-    // Driver (POST and 5 polls), mapper, worker, collector, shard.
+    assert_eq!(o.result_s, Some(0.780));
+    assert_eq!(o.seconds, 0.940);
+    // Driver (POST; its 3 polls are not counted), mapper, worker, collector, shard.
     assert_eq!(o.invocations, 5);
-    assert_eq!(o.status_polls, 5);
+    assert_eq!(o.status_polls, 3);
 }
 
 #[test]

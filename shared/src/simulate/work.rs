@@ -127,6 +127,9 @@ pub struct TaskCost {
     pub nnz: u64,
     /// Slices its worker reads at once (`worker::slices_in_flight` of its largest).
     pub in_flight: usize,
+    /// Slices its worker has started and not yet added at most (`worker::slices_window`
+    /// of its largest).
+    pub window: usize,
 }
 
 impl TaskCost {
@@ -257,30 +260,43 @@ impl Ctx<'_, '_> {
             + self.parse(bytes)
     }
 
-    /// A Zarr array written: its chunks `chunk_writes` at a time, then its metadata.
-    fn array(&mut self, chunks: u64, bytes: f64) -> Micros {
+    /// Chunks of a Zarr array written, `chunk_writes` at a time.
+    fn chunks(&mut self, chunks: u64) -> Micros {
         let at_once = self.model.sizes.chunk_writes;
         self.s3
-            .batches(self.rng, Op::Put, chunks.max(1) as usize, at_once, bytes)
-            + self.s3.request(self.rng, Op::Put, 0.0)
+            .batches(self.rng, Op::Put, chunks.max(1) as usize, at_once, 0.0)
     }
 
-    /// The driver's `POST /v1/matrix` until it answers 202: catalog, gene space,
-    /// `genes.json`, `request.json`, `run.json`, then the collector and the mappers
-    /// invoked one after another.
+    /// The driver's `POST /v1/matrix` until it answers 202: catalog, gene space, the
+    /// look for an earlier run (`request.json`), `genes.json` and `run.json` at once,
+    /// `request.json`, then the collector and the mappers invoked `invoke_concurrency`
+    /// at a time.
     pub fn driver(&mut self, bundles: usize, groups: u32) -> Timeline {
         let mut t = self.catalog(bundles);
         let fs = self.model.sizes.feature_set_bytes;
         t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
-        t += self.s3.request(self.rng, Op::Put, fs);
-        t += self.s3.request(self.rng, Op::Put, 0.0);
+        t += self.s3.request(self.rng, Op::Get, 0.0);
+        t += self
+            .s3
+            .request(self.rng, Op::Put, fs)
+            .max(self.s3.request(self.rng, Op::Put, 0.0));
         t += self.s3.request(self.rng, Op::Put, 0.0);
         let mut tl = Timeline::default();
-        t += self.lambda.invoke_call(self.rng, Func::Reducer);
-        tl.invokes.push((t, Payload::Collect));
-        for group in 0..groups {
-            t += self.lambda.invoke_call(self.rng, Func::Mapper);
-            tl.invokes.push((t, Payload::Mapper { group, attempt: 0 }));
+        let payloads: Vec<Payload> = std::iter::once(Payload::Collect)
+            .chain((0..groups).map(|group| Payload::Mapper { group, attempt: 0 }))
+            .collect();
+        for batch in payloads.chunks(self.model.service.invoke_concurrency.max(1)) {
+            let mut slowest = 0;
+            for p in batch {
+                let f = match p {
+                    Payload::Collect => Func::Reducer,
+                    _ => Func::Mapper,
+                };
+                let call = self.lambda.invoke_call(self.rng, f);
+                slowest = slowest.max(call);
+                tl.invokes.push((t + call, p.clone()));
+            }
+            t += slowest;
         }
         tl.duration = t;
         tl
@@ -329,23 +345,25 @@ impl Ctx<'_, '_> {
         tl
     }
 
-    /// A worker that found its done marker: one HEAD.
+    /// A worker that found its done marker: its HEAD with the ended check.
     pub fn worker_already_done(&mut self) -> Timeline {
         Timeline {
-            duration: self.s3.request(self.rng, Op::Get, 0.0),
+            duration: self.s3.round(self.rng, Op::Get, 4, 0.0),
             ..Timeline::default()
         }
     }
 
     /// A worker running task `index`, `slowdown` times slower in its reads when a
     /// straggler. Slices go through three stages: request latency (the task's
-    /// `in_flight` at once: a cancel check once per `CANCEL_CHECK_EVERY`, the 7
-    /// array-metadata GETs at once, then `indptr` and the 4 obs GETs at once, with the
+    /// `in_flight` at once, within the store's bound of requests and `window` slices
+    /// past the last one added: a cancel check once per `CANCEL_CHECK_EVERY`, then
+    /// `indptr` and the 4 obs GETs at once (the arrays built from the catalog's layout,
+    /// with no metadata GETs), with the
     /// 2 nonzero GETs when the slice is its whole bundle, after them otherwise), the
     /// invocation's S3 bandwidth (one slice's bytes after another), and one core (the
     /// bench's rate for the slice's kind, which includes decoding, filtering, remapping
-    /// and writing on a local store). Each stage overlaps the others, as
-    /// `buffered(in_flight)` does.
+    /// and writing on a local store). Each stage overlaps the others, as the worker's
+    /// semaphore of `in_flight` permits inside `buffered(window)` does.
     pub fn worker(
         &mut self,
         index: usize,
@@ -354,40 +372,52 @@ impl Ctx<'_, '_> {
         slowdown: f64,
     ) -> Timeline {
         let mut tl = Timeline::default();
-        let mut t = self.s3.request(self.rng, Op::Get, 0.0);
-        t += self.start();
+        // The task's clock starts before its checks.
+        let run_start = 0;
+        let mut t = self.s3.round(self.rng, Op::Get, 4, 0.0);
+        // The start marker with the task, the request and `genes.json` (`begin_with`);
+        // then the feature set, while the first slices are read (the first is added
+        // once it is in).
+        let fs = self.model.sizes.feature_set_bytes;
+        let marker = self.s3.request(self.rng, Op::Put, 0.0);
         tl.writes.push((
-            t,
+            t + marker,
             Write::Started {
                 name: format!("task-{}", task.id),
                 attempt,
             },
         ));
-        let run_start = t;
-        let fs = self.model.sizes.feature_set_bytes;
-        // The task, the request and `genes.json` at once; then the feature set.
         let task_doc = self.s3.request(self.rng, Op::Get, 0.0);
         let request_doc = self.s3.request(self.rng, Op::Get, 0.0);
         let genes = self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
-        t += task_doc.max(request_doc).max(genes);
-        t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
+        t += marker.max(task_doc).max(request_doc).max(genes);
+        let remaps = t + self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
         let cores = self.lambda.vcpus(Func::Worker).min(1.0);
-        let lanes = task.in_flight.max(1);
+        // A slice holds up to 7 requests open, within the store's bound on requests.
+        let lanes = task.in_flight.min(self.model.s3.max_in_flight / 7).max(1);
+        let window = task.window.max(lanes);
+        // When each reading lane (a permit of the worker's semaphore) is free again.
+        let mut free: std::collections::BinaryHeap<std::cmp::Reverse<Micros>> =
+            (0..lanes).map(|_| std::cmp::Reverse(t)).collect();
         let n = task.slices.len();
         let every = secs(crate::handlers::worker::CANCEL_CHECK_EVERY.as_secs_f64());
         // Cancel checks count from the task's start, where `begin` looked.
         let mut checked = run_start;
-        // yielded[i]: when slice i left the buffer (its lane is free again).
+        // yielded[i]: when slice i left the window (was added to the part).
         let mut yielded: Vec<Micros> = Vec::with_capacity(n);
-        let (mut net_free, mut core_free) = (t, t);
+        let (mut net_free, mut core_free) = (t, remaps);
         for (i, s) in task.slices.iter().enumerate() {
-            let begin = if i >= lanes { yielded[i - lanes] } else { t };
+            let std::cmp::Reverse(lane) = free.pop().expect("at least one lane");
+            let mut begin = lane.max(t);
+            if i >= window {
+                begin = begin.max(yielded[i - window]);
+            }
             let mut latency = 0;
             if begin.saturating_sub(checked) >= every {
                 checked = begin;
                 latency += self.s3.request(self.rng, Op::Get, 0.0);
             }
-            latency += self.s3.round(self.rng, Op::Get, 7, 0.0);
+            // The arrays are built from the catalog's layout: no metadata round.
             if s.whole {
                 latency += self.s3.round(self.rng, Op::Get, 7, 0.0);
             } else {
@@ -396,6 +426,7 @@ impl Ctx<'_, '_> {
             }
             let fetched = (begin + latency).max(net_free) + secs(self.s3.transfer(s.bytes));
             net_free = fetched;
+            free.push(std::cmp::Reverse(fetched));
             let consumed = fetched.max(core_free);
             yielded.push(consumed);
             core_free = consumed + secs(s.compute_s / cores);
@@ -420,7 +451,11 @@ impl Ctx<'_, '_> {
             } else {
                 row_chunks
             };
-            slowest = slowest.max(self.array(chunks, 0.0));
+            // `write_scratch_array`: the metadata with the chunks.
+            let written = self
+                .chunks(chunks)
+                .max(self.s3.request(self.rng, Op::Put, 0.0));
+            slowest = slowest.max(written);
         }
         t += slowest + secs(self.s3.transfer(task.bytes()));
         let duration_ms = (t - run_start) / 1_000;
@@ -437,10 +472,10 @@ impl Ctx<'_, '_> {
         tl
     }
 
-    /// A consolidation shard: start, plan, request; then per output array, its
-    /// chunk-aligned range (`reducer::shard_chunks`): the parts overlapping it (their
-    /// metadata, then their ranges, a batch at a time), and its chunks written; then its
-    /// marker.
+    /// A consolidation shard: its marker's HEAD with the ended check, then its start
+    /// marker with the plan and the request; then per output array, its chunk-aligned range (`reducer::shard_chunks`):
+    /// the parts' ranges overlapping it, a batch at a time, and its chunks written; then
+    /// its marker.
     pub fn shard(
         &mut self,
         n: u32,
@@ -449,21 +484,22 @@ impl Ctx<'_, '_> {
         already_done: bool,
     ) -> Timeline {
         let mut tl = Timeline::default();
-        let mut t = self.start();
+        // The HEAD of its marker with the ended check: done already, it starts nothing.
+        if already_done {
+            tl.duration = self.s3.round(self.rng, Op::Get, 4, 0.0);
+            return tl;
+        }
+        let mut t = self.s3.round(self.rng, Op::Get, 4, 0.0);
+        // The start marker with the plan and the request (`begin_with`).
+        let marker = self.s3.request(self.rng, Op::Put, 0.0);
         tl.writes.push((
-            t,
+            t + marker,
             Write::Started {
                 name: format!("shard-{n}"),
                 attempt,
             },
         ));
-        t += self.s3.request(self.rng, Op::Get, 0.0);
-        t += self.s3.request(self.rng, Op::Get, 0.0);
-        if already_done {
-            tl.duration = t;
-            return tl;
-        }
-        t += self.s3.request(self.rng, Op::Get, 0.0);
+        t += marker.max(self.s3.round(self.rng, Op::Get, 2, 0.0));
         let layout = &prepared.layout;
         let at_once = self.model.service.part_reads_in_flight;
         // Every array's range at once (`ShardRange::write`): the slowest array's round
@@ -473,16 +509,14 @@ impl Ctx<'_, '_> {
             let Some((overlapping, share)) = layout.shard_range(&array, n, prepared.shards) else {
                 continue;
             };
-            // The overlapping parts' metadata, then their ranges, `at_once` at a time.
+            // The overlapping parts' ranges, `at_once` at a time (their arrays are built
+            // from the plan, not opened).
             let mut a = self
-                .s3
-                .batches(self.rng, Op::Get, overlapping, at_once, 0.0);
-            a += self
                 .s3
                 .batches(self.rng, Op::Get, overlapping, at_once, 0.0);
             a += self.s3.request(self.rng, Op::Get, 0.0);
             let chunks = (share / 4e6).ceil().max(1.0) as u64;
-            a += self.array(chunks, 0.0);
+            a += self.chunks(chunks);
             slowest = slowest.max(a);
             bytes += share;
         }

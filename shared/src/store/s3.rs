@@ -72,6 +72,12 @@ impl std::fmt::Debug for S3Credentials {
     }
 }
 
+/// Requests one store has in flight at most, by default: a worker reading its 64 small
+/// slices at once has 7 requests open for each (`handlers::worker`), and fewer permits
+/// would queue them behind each other, a round trip each. Lambda allows 1,024 file
+/// descriptors, one per connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+
 /// Settings of an S3 store.
 #[derive(Debug, Clone)]
 pub struct S3Config {
@@ -98,7 +104,7 @@ impl S3Config {
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             endpoint: None,
-            max_in_flight: 64,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             region: None,
             credentials: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
