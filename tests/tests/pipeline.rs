@@ -202,6 +202,10 @@ async fn invocations_follow_the_plan_and_a_warm_request_reads_no_manifest() {
     c.bundles_per_mapper = 1000;
     // Exactly the planned invocations: no second copies of slow tasks.
     c.hedge = false;
+    // The optimum below counts cells: a slice charge small enough that the 300 one-cell
+    // bundles do not fill byte budgets of their own (at the default 4 MiB, 128 of them
+    // fill a task's 512 MiB).
+    c.slice_bytes = 1 << 20;
     let app = App::in_process(c, store.clone(), |_| 4);
     let fqids: Vec<String> = report
         .bundles

@@ -1044,9 +1044,9 @@ impl ShardRange<'_> {
 }
 
 /// Part reads a consolidation shard has in flight per array: a shard reads a piece of
-/// every part it overlaps, each an array open and a read, latency-bound on S3 one
-/// after another. Its arrays are read at once: 7 of them stay within the store's bound
-/// on requests (`store::s3::DEFAULT_MAX_IN_FLIGHT`).
+/// every part it overlaps, each a read latency-bound on S3. Its arrays are read at
+/// once: 7 of them stay within the store's bound on requests
+/// (`store::s3::DEFAULT_MAX_IN_FLIGHT`).
 pub const PART_READS_IN_FLIGHT: usize = 32;
 
 /// Opens the parts' arrays on demand, each once.
