@@ -63,6 +63,11 @@ impl From<&Manifest> for BundleShape {
 /// An open bundle; array metadata is read once, at open.
 pub struct BundleReader {
     shape: BundleShape,
+    /// For arrays built from the layout, an object of the bundle that must exist: a
+    /// missing chunk reads as the fill value, so a bundle whose data is gone would
+    /// otherwise read as empty cells instead of failing. Looked up only when a read
+    /// holds nothing but fill values (real data proves its chunks are there).
+    present: Option<(DynStore, String)>,
     indptr: ZArray,
     indices: ZArray,
     data: ZArray,
@@ -94,7 +99,11 @@ impl BundleReader {
         let storage = ZarrStore::new(store.clone(), &zarr_prefix(&shape.fqid)).into_storage();
         if let Some(layout) = shape.layout {
             let fqid = shape.fqid.clone();
-            return Self::with_layout(&storage, shape, layout).map_err(|e| corrupt(&fqid, e));
+            let key = format!("{}/X/indptr/zarr.json", zarr_prefix(&fqid));
+            let mut reader =
+                Self::with_layout(&storage, shape, layout).map_err(|e| corrupt(&fqid, e))?;
+            reader.present = Some((store.clone(), key));
+            return Ok(reader);
         }
         let what = |e: Error| corrupt(&shape.fqid, e);
         let (indptr, indices, data, cell_ids, n_genes, total_counts, pct_mito) =
@@ -110,6 +119,7 @@ impl BundleReader {
             .map_err(what)?;
         Ok(BundleReader {
             shape,
+            present: None,
             indptr,
             indices,
             data,
@@ -138,6 +148,7 @@ impl BundleReader {
             ValueType::Float64 => array_handle::<f64>(storage, "/X/data", nnz, nnz_chunk, none()),
         }?;
         Ok(BundleReader {
+            present: None,
             indptr: array_handle::<i64>(storage, "/X/indptr", n + 1, rows, none())?,
             indices: array_handle::<i32>(storage, "/X/indices", nnz, nnz_chunk, none())?,
             data,
@@ -192,6 +203,16 @@ impl BundleReader {
             total_counts.map_err(what)?,
             pct_mito.map_err(what)?,
         );
+        if let Some((store, key)) = &self.present
+            && p0 == p1
+            && cells.iter().all(String::is_empty)
+            && !crate::state::exists(store, key).await.map_err(what)?
+        {
+            return Err(corrupt(
+                fqid,
+                Error::zarr("X/indptr", "the bundle's arrays are missing from the store"),
+            ));
+        }
         let (indices, values) = match early {
             Some(read) if whole == Some(p0..p1) => read,
             _ => self.nonzeros(p0..p1).await,
@@ -376,6 +397,50 @@ mod tests {
             &r.total_counts,
             &r.pct_mito,
         ]
+    }
+
+    /// Arrays built from the layout read a missing chunk as the fill value: a bundle
+    /// whose data is gone must still fail, naming it, not read as empty cells.
+    #[tokio::test]
+    async fn a_bundle_whose_data_is_gone_fails_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+        let fqid =
+            Fqid::parse("0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z").unwrap();
+        let source = SourceInfo {
+            file: "t".into(),
+            format: "t".into(),
+        };
+        let fs_id = write_feature_set(&store, &sample().features).await.unwrap();
+        write_bundle(
+            &store,
+            &fqid,
+            &sample(),
+            &fs_id,
+            &Default::default(),
+            Default::default(),
+            source,
+            Layout::default(),
+        )
+        .await
+        .unwrap();
+        let shape = BundleReader::open(&store, &fqid)
+            .await
+            .unwrap()
+            .shape()
+            .clone();
+        for o in store
+            .list(&format!("{}/", zarr_prefix(&fqid)))
+            .await
+            .unwrap()
+        {
+            store.delete(&o.key).await.unwrap();
+        }
+        let reader = BundleReader::with_shape(&store, shape).await.unwrap();
+        let err = reader.read_rows(0..300).await.unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(fqid.as_str()), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 
     #[tokio::test]
