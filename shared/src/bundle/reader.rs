@@ -399,21 +399,17 @@ mod tests {
         ]
     }
 
-    /// Arrays built from the layout read a missing chunk as the fill value: a bundle
-    /// whose data is gone must still fail, naming it, not read as empty cells.
-    #[tokio::test]
-    async fn a_bundle_whose_data_is_gone_fails_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    /// The sample written as a bundle with the default layout.
+    async fn sample_bundle(store: &DynStore) -> Fqid {
         let fqid =
             Fqid::parse("0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z").unwrap();
         let source = SourceInfo {
             file: "t".into(),
             format: "t".into(),
         };
-        let fs_id = write_feature_set(&store, &sample().features).await.unwrap();
+        let fs_id = write_feature_set(store, &sample().features).await.unwrap();
         write_bundle(
-            &store,
+            store,
             &fqid,
             &sample(),
             &fs_id,
@@ -424,6 +420,16 @@ mod tests {
         )
         .await
         .unwrap();
+        fqid
+    }
+
+    /// Arrays built from the layout read a missing chunk as the fill value: a bundle
+    /// whose data is gone must still fail, naming it, not read as empty cells.
+    #[tokio::test]
+    async fn a_bundle_whose_data_is_gone_fails_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+        let fqid = sample_bundle(&store).await;
         let shape = BundleReader::open(&store, &fqid)
             .await
             .unwrap()
@@ -447,25 +453,7 @@ mod tests {
     async fn a_corrupt_chunk_names_the_bundle() {
         let dir = tempfile::tempdir().unwrap();
         let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
-        let fqid =
-            Fqid::parse("0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z").unwrap();
-        let source = SourceInfo {
-            file: "t".into(),
-            format: "t".into(),
-        };
-        let fs_id = write_feature_set(&store, &sample().features).await.unwrap();
-        write_bundle(
-            &store,
-            &fqid,
-            &sample(),
-            &fs_id,
-            &Default::default(),
-            Default::default(),
-            source,
-            Layout::default(),
-        )
-        .await
-        .unwrap();
+        let fqid = sample_bundle(&store).await;
         let key = format!("{}/X/data/c/0", zarr_prefix(&fqid));
         let mut bytes = store.get(&key).await.unwrap().unwrap().to_vec();
         let mid = bytes.len() / 2;
