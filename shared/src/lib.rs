@@ -13,6 +13,8 @@
 //! - [`catalog`]: the index of bundles, read in O(1) GETs, updated without locks.
 //! - [`ingest`] (feature `ingest`): readers for 10x, h5ad and table inputs.
 //! - [`plan`]: the pure planner: bundles and a budget in, worker tasks out.
+//! - [`part`]: a worker's part: rows remapped, filtered and compacted, its chunks
+//!   written as they fill.
 //! - [`filter`]: the request's filter tree, evaluated per bundle (three-valued) and per cell.
 //! - [`genes`]: the output gene space and each bundle's column remapping.
 //! - [`request`]: the body of `POST /v1/matrix`, validated, and its request id.
@@ -55,6 +57,7 @@ pub mod handlers;
 pub mod ingest;
 pub mod invoke;
 pub mod messages;
+pub mod part;
 pub mod plan;
 pub mod progress;
 pub mod request;

@@ -167,22 +167,44 @@ impl BundleReader {
 
     /// Reads rows `rows` (clamped to the bundle).
     pub async fn read_rows(&self, rows: Range<u64>) -> Result<Rows, Error> {
-        let fqid = &self.shape.fqid;
         let end = rows.end.min(self.shape.n_cells);
-        let start = rows.start.min(end);
         // A whole bundle's nonzeros are `0..nnz` by the catalog, so they are read with
         // the row pointers, one round trip instead of two: a one-cell SmartSeq2 bundle
         // is a few tens of kB, bound by request latency. The row pointers still decide;
         // where they disagree, the nonzeros they name are read after them.
-        let whole = (start == 0 && end == self.shape.n_cells).then_some(0..self.shape.nnz);
-        let (indptr, early, cells, n_genes, total_counts, pct_mito) = futures::join!(
-            retrieve::<i64>(&self.indptr, start..end + 1),
-            async {
-                match &whole {
-                    Some(range) => Some(self.nonzeros(range.clone()).await),
-                    None => None,
-                }
+        let whole = (rows.start == 0 && end == self.shape.n_cells).then_some(0..self.shape.nnz);
+        let (head, early) = futures::join!(self.read_head(rows), async {
+            match &whole {
+                Some(range) => Some(self.read_nonzeros(range.clone()).await),
+                None => None,
+            }
+        });
+        let head = head?;
+        let nonzeros = match early {
+            Some(read) if whole.as_ref() == Some(&head.nonzeros) => read,
+            _ => self.read_nonzeros(head.nonzeros.clone()).await,
+        }?;
+        Ok(Rows {
+            cells: head.cells,
+            matrix: Csr {
+                n_rows: head.indptr.len() - 1,
+                n_cols: self.shape.n_features as usize,
+                indptr: head.indptr,
+                indices: nonzeros.indices,
+                values: nonzeros.values,
             },
+            qc: head.qc,
+        })
+    }
+
+    /// Reads rows `rows` (clamped to the bundle) without their nonzeros: what a caller
+    /// reading a large slice's nonzeros in pieces ([`Self::pieces`]) needs first.
+    pub async fn read_head(&self, rows: Range<u64>) -> Result<Head, Error> {
+        let fqid = &self.shape.fqid;
+        let end = rows.end.min(self.shape.n_cells);
+        let start = rows.start.min(end);
+        let (indptr, cells, n_genes, total_counts, pct_mito) = futures::join!(
+            retrieve::<i64>(&self.indptr, start..end + 1),
             retrieve::<String>(&self.cell_ids, start..end),
             retrieve::<u32>(&self.n_genes, start..end),
             retrieve::<f64>(&self.total_counts, start..end),
@@ -191,7 +213,7 @@ impl BundleReader {
         let what = |e| corrupt(fqid, e);
         let indptr = indptr.map_err(what)?;
         let (p0, p1) = (indptr[0] as u64, indptr[indptr.len() - 1] as u64);
-        if indptr.windows(2).any(|w| w[0] > w[1]) || p1 > self.shape.nnz {
+        if indptr.windows(2).any(|w| w[0] > w[1]) || indptr[0] < 0 || p1 > self.shape.nnz {
             return Err(corrupt(
                 fqid,
                 Error::zarr("X/indptr", "not a non-decreasing sequence within nnz"),
@@ -213,12 +235,51 @@ impl BundleReader {
                 Error::zarr("X/indptr", "the bundle's arrays are missing from the store"),
             ));
         }
-        let (indices, values) = match early {
-            Some(read) if whole == Some(p0..p1) => read,
-            _ => self.nonzeros(p0..p1).await,
+        Ok(Head {
+            cells,
+            indptr: indptr.iter().map(|&p| p as u64 - p0).collect(),
+            nonzeros: p0..p1,
+            qc: Qc {
+                n_genes,
+                total_counts,
+                pct_mito,
+            },
+        })
+    }
+
+    /// Nonzeros `range` split into pieces of about `target` each, cut on the stored
+    /// chunks' boundaries so that no chunk is decoded for two pieces.
+    pub fn pieces(&self, range: Range<u64>, target: u64) -> Vec<Range<u64>> {
+        let chunk = self
+            .indices
+            .chunk_shape(&[0])
+            .ok()
+            .and_then(|s| s.first().map(|n| n.get()))
+            .unwrap_or(1);
+        let step = target.div_ceil(chunk).max(1) * chunk;
+        let mut out = Vec::new();
+        let mut at = range.start;
+        while at < range.end {
+            let next = ((at / step + 1) * step).min(range.end);
+            out.push(at..next);
+            at = next;
         }
-        .map_err(what)?;
-        let n_cols = self.shape.n_features as usize;
+        out
+    }
+
+    /// The column indices and values of nonzeros `range`, the indices checked against
+    /// the bundle's features.
+    pub async fn read_nonzeros(&self, range: Range<u64>) -> Result<Nonzeros, Error> {
+        let fqid = &self.shape.fqid;
+        let (indices, values) =
+            futures::try_join!(retrieve::<i32>(&self.indices, range.clone()), async {
+                Ok(match self.shape.value_type {
+                    ValueType::Uint32 => Values::U32(retrieve(&self.data, range).await?),
+                    ValueType::Float32 => Values::F32(retrieve(&self.data, range).await?),
+                    ValueType::Float64 => Values::F64(retrieve(&self.data, range).await?),
+                })
+            })
+            .map_err(|e| corrupt(fqid, e))?;
         // Checked in one read-only pass, then reinterpreted: the indices are the largest
         // array a worker reads, and a converted copy cost a pass and fresh pages.
         // A negative index is a large u32, out of range too.
@@ -229,34 +290,33 @@ impl BundleReader {
                 Error::zarr("X/indices", "column index out of range"),
             ));
         }
-        let indices: Vec<u32> = bytemuck::allocation::cast_vec(indices);
-        Ok(Rows {
-            cells,
-            matrix: Csr {
-                n_rows: (end - start) as usize,
-                n_cols,
-                indptr: indptr.iter().map(|&p| p as u64 - p0).collect(),
-                indices,
-                values,
-            },
-            qc: Qc {
-                n_genes,
-                total_counts,
-                pct_mito,
-            },
+        Ok(Nonzeros {
+            indices: bytemuck::allocation::cast_vec(indices),
+            values,
         })
     }
+}
 
-    /// The column indices and values of nonzeros `range`.
-    async fn nonzeros(&self, range: Range<u64>) -> Result<(Vec<i32>, Values), Error> {
-        futures::try_join!(retrieve::<i32>(&self.indices, range.clone()), async {
-            Ok(match self.shape.value_type {
-                ValueType::Uint32 => Values::U32(retrieve(&self.data, range).await?),
-                ValueType::Float32 => Values::F32(retrieve(&self.data, range).await?),
-                ValueType::Float64 => Values::F64(retrieve(&self.data, range).await?),
-            })
-        })
-    }
+/// Rows of a bundle without their nonzeros.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    /// Cell ids of the rows.
+    pub cells: Vec<String>,
+    /// Row pointers, `rows + 1` of them, rebased to 0.
+    pub indptr: Vec<u64>,
+    /// Where the rows' nonzeros lie in the bundle.
+    pub nonzeros: Range<u64>,
+    /// QC metrics stored at ingest, one per row.
+    pub qc: Qc,
+}
+
+/// Nonzeros of a bundle: column indices (the bundle's features) and values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nonzeros {
+    /// Column of each value.
+    pub indices: Vec<u32>,
+    /// The values.
+    pub values: Values,
 }
 
 async fn retrieve<T: ElementOwned + Send + Sync>(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use zarrs::array::BytesToBytesCodecTraits;
+use zarrs::array::codec::api as codec_api;
 use zarrs::array::codec::{Crc32cCodec, ZstdCodec};
 use zarrs::array::{Array, ArrayBuilder, Element, ElementOwned, FillValueMetadata, data_type};
 use zarrs::group::GroupBuilder;
@@ -119,8 +120,106 @@ pub enum ChunkCodec {
 impl ChunkCodec {
     fn codecs(self) -> Vec<Arc<dyn BytesToBytesCodecTraits>> {
         match self {
-            ChunkCodec::Zstd => vec![Arc::new(ZstdCodec::new(3, true))],
+            ChunkCodec::Zstd => vec![Arc::new(ReusedZstd(ZstdCodec::new(3, true)))],
             ChunkCodec::Checked => vec![Arc::new(Crc32cCodec::new())],
+        }
+    }
+}
+
+/// zarrs' zstd codec (the same metadata, the same bytes written), decoding with a
+/// decompression context kept per thread: zarrs makes a fresh one per chunk, and for a
+/// one-cell SmartSeq2 bundle (7 small chunks) making them cost more than decoding.
+#[derive(Debug, Clone)]
+struct ReusedZstd(ZstdCodec);
+
+thread_local! {
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl ReusedZstd {
+    /// Decodes a frame that records its size into a buffer of exactly that size; `None`
+    /// where it does not (zarrs' own decoding takes those).
+    fn decode_sized(encoded: &[u8]) -> Option<Result<Vec<u8>, std::io::Error>> {
+        let size = zstd::zstd_safe::get_frame_content_size(encoded).ok()??;
+        let size = usize::try_from(size).ok()?;
+        Some(DECOMPRESSOR.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let decompressor = match cell.as_mut() {
+                Some(d) => d,
+                None => cell.insert(zstd::bulk::Decompressor::new()?),
+            };
+            let mut out = Vec::with_capacity(size);
+            decompressor.decompress_to_buffer(encoded, &mut out)?;
+            Ok(out)
+        }))
+    }
+}
+
+impl zarrs::plugin::ExtensionName for ReusedZstd {
+    fn name(&self, version: zarrs::plugin::ZarrVersion) -> Option<std::borrow::Cow<'static, str>> {
+        self.0.name(version)
+    }
+}
+
+impl codec_api::CodecTraits for ReusedZstd {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn configuration(
+        &self,
+        version: zarrs::plugin::ZarrVersion,
+        options: &codec_api::CodecMetadataOptions,
+    ) -> Option<zarrs::metadata::Configuration> {
+        self.0.configuration(version, options)
+    }
+
+    fn partial_decoder_capability(&self) -> codec_api::PartialDecoderCapability {
+        self.0.partial_decoder_capability()
+    }
+
+    fn partial_encoder_capability(&self) -> codec_api::PartialEncoderCapability {
+        self.0.partial_encoder_capability()
+    }
+}
+
+impl BytesToBytesCodecTraits for ReusedZstd {
+    fn into_dyn(self: Arc<Self>) -> Arc<dyn BytesToBytesCodecTraits> {
+        self as Arc<dyn BytesToBytesCodecTraits>
+    }
+
+    fn recommended_concurrency(
+        &self,
+        decoded: &codec_api::BytesRepresentation,
+    ) -> Result<codec_api::RecommendedConcurrency, codec_api::CodecError> {
+        self.0.recommended_concurrency(decoded)
+    }
+
+    fn encoded_representation(
+        &self,
+        decoded: &codec_api::BytesRepresentation,
+    ) -> codec_api::BytesRepresentation {
+        self.0.encoded_representation(decoded)
+    }
+
+    fn encode<'a>(
+        &self,
+        decoded: codec_api::ArrayBytesRaw<'a>,
+        options: &codec_api::CodecOptions,
+    ) -> Result<codec_api::ArrayBytesRaw<'a>, codec_api::CodecError> {
+        self.0.encode(decoded, options)
+    }
+
+    fn decode<'a>(
+        &self,
+        encoded: codec_api::ArrayBytesRaw<'a>,
+        decoded: &codec_api::BytesRepresentation,
+        options: &codec_api::CodecOptions,
+    ) -> Result<codec_api::ArrayBytesRaw<'a>, codec_api::CodecError> {
+        match Self::decode_sized(&encoded) {
+            Some(result) => Ok(std::borrow::Cow::Owned(result?)),
+            None => self.0.decode(encoded, decoded, options),
         }
     }
 }

@@ -20,11 +20,12 @@ use crate::convert::source::{ColumnKind, MatrixSource};
 use crate::error::Error;
 use crate::genes::GeneSpace;
 use crate::handlers::ledger::{HedgePolicy, Ledger};
-use crate::handlers::worker::{PART_NNZ_PER_CHUNK, PART_ROWS_PER_CHUNK, RequestView};
+use crate::handlers::worker::RequestView;
 use crate::invoke::Function;
 use crate::messages::{
     MapperEvent, ReducerEvent, ReducerInput, ReducerMode, RequestId, TaskId, WorkerEvent,
 };
+use crate::part::{PART_NNZ_PER_CHUNK, PART_ROWS_PER_CHUNK};
 use crate::scratch::{self, Ending};
 use crate::state::{
     Consolidation, Converted, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress,

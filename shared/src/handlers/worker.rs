@@ -11,27 +11,18 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::app::App;
-use crate::bundle::reader::{BundleReader, BundleShape};
-use crate::bundle::zarr_io::{encoding, write_scratch_array};
-use crate::bundle::{ValueType, Values};
-use crate::convert::source::{ColumnKind, ObsValues};
+use crate::bundle::reader::{BundleReader, BundleShape, Head, Rows};
 use crate::error::Error;
-use crate::filter::{BundleField, CellValues, Field, Filter, bundle_value};
+use crate::filter::{Field, Filter};
 use crate::genes::GeneSpace;
 use crate::handlers::driver::feature_set;
 use crate::messages::WorkerEvent;
+use crate::part::PartBuilder;
 use crate::state::{
-    BundleInfo, DoneMarker, Keys, StoredRequest, TaskSpec, get_json, peak_rss_bytes,
-    put_json_if_absent,
+    DoneMarker, Keys, StoredRequest, TaskSpec, get_json, peak_rss_bytes, put_json_if_absent,
 };
 use crate::store::DynStore;
 use crate::store::counting::Counting;
-use crate::store::zarr::ZarrStore;
-
-/// Rows per chunk of a part's row arrays.
-pub const PART_ROWS_PER_CHUNK: u64 = 1 << 16;
-/// Values per chunk of a part's `indices` and `data`.
-pub const PART_NNZ_PER_CHUNK: u64 = 1 << 20;
 
 /// Runs one task. Nothing to do if its done marker exists.
 pub async fn handle(app: &App, event: WorkerEvent) -> Result<(), Error> {
@@ -135,7 +126,9 @@ async fn run(
     })?;
     let genes = genes.ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
 
-    let mut part = PartBuilder::new(view.stored.value_type, &view.fields);
+    let prefix = keys.part(&event.task_id);
+    let mut part =
+        PartBuilder::new(view.stored.value_type, &view.fields).streaming_to(&store, &prefix)?;
     let mut sets: Vec<&String> = spec.slices.iter().map(|s| &s.bundle.feature_set).collect();
     sets.sort_unstable();
     sets.dedup();
@@ -183,13 +176,36 @@ async fn run(
             Some(read) => read,
             None => reads.next().await,
         };
-        let rows = read.ok_or_else(|| Error::Conflict("a slice read went missing".into()))??;
-        cells_in += rows.cells.len() as u64;
+        let read = read.ok_or_else(|| Error::Conflict("a slice read went missing".into()))??;
         let b = &slice.bundle;
-        part.add(b, rows, &remaps[&b.feature_set], view.filter.as_ref())?;
+        let remap = &remaps[&b.feature_set];
+        match read {
+            SliceRead::Whole(rows) => {
+                cells_in += rows.cells.len() as u64;
+                part.add(b, rows, remap, view.filter.as_ref())?;
+            }
+            SliceRead::Head(reader, head) => {
+                cells_in += head.cells.len() as u64;
+                let target = PIECE_BYTES / (4 + b.value_type.size() as u64);
+                let pieces = reader.pieces(head.nonzeros.clone(), target);
+                if part.open_slice(b, head, remap, view.filter.as_ref())? {
+                    // Futures built eagerly for `Send`.
+                    let reads: Vec<_> = pieces
+                        .into_iter()
+                        .map(|p| reader.read_nonzeros(p))
+                        .collect();
+                    let mut pieces = futures::stream::iter(reads).buffered(PIECES_IN_FLIGHT);
+                    while let Some(nonzeros) = pieces.next().await {
+                        part.add_nonzeros(nonzeros?, remap)?;
+                        part.flush().await?;
+                    }
+                }
+            }
+        }
+        part.flush().await?;
     }
     crate::fault::straggle(started).await;
-    let stats = part.write(&store, &keys.part(&event.task_id)).await?;
+    let stats = part.finish(&store, &prefix).await?;
     let marker = DoneMarker {
         task: event.task_id.clone(),
         cells_in,
@@ -274,6 +290,20 @@ impl CancelCheck {
     }
 }
 
+/// A slice read: whole, or its rows only when its nonzeros are many (they follow in
+/// pieces, added as they come, so the part's chunks are written while the rest is
+/// read and a 10x task never holds all its nonzeros at once).
+enum SliceRead {
+    Whole(Rows),
+    Head(Box<BundleReader>, Head),
+}
+
+/// Decoded bytes of a slice above which its nonzeros are read in pieces of about this
+/// size: a few bundle chunks each.
+pub const PIECE_BYTES: u64 = 16 << 20;
+/// Pieces of a slice read at once.
+pub const PIECES_IN_FLIGHT: usize = 4;
+
 /// Reads one slice, unless the request was cancelled: the cancel marker is checked
 /// between slices, not within one (a slice is the unit of work a cancel may waste),
 /// once per [`CANCEL_CHECK_EVERY`].
@@ -282,7 +312,7 @@ async fn read_slice(
     keys: &Keys,
     slice: &crate::state::SliceSpec,
     cancel: &CancelCheck,
-) -> Result<crate::bundle::reader::Rows, Error> {
+) -> Result<SliceRead, Error> {
     if cancel.due() && crate::state::exists(store, &keys.cancel()).await? {
         return Err(Error::Cancelled(keys.id().to_string()));
     }
@@ -299,376 +329,11 @@ async fn read_slice(
         },
     )
     .await?;
-    reader.read_rows(slice.rows.clone()).await
-}
-
-/// The rows a task keeps, in output gene space.
-#[derive(Debug)]
-struct PartBuilder {
-    indptr: Vec<i64>,
-    indices: Vec<i32>,
-    values: Values,
-    index: Vec<String>,
-    columns: Vec<(Field, ObsValues)>,
-}
-
-impl PartBuilder {
-    fn new(value_type: ValueType, fields: &[Field]) -> Self {
-        let columns = fields
-            .iter()
-            .map(|&f| (f, ObsValues::empty(ColumnKind::of(&f))))
-            .collect();
-        PartBuilder {
-            indptr: vec![0],
-            indices: Vec::new(),
-            values: Values::empty(value_type),
-            index: Vec::new(),
-            columns,
-        }
+    if slice_bytes(slice) > PIECE_BYTES {
+        let head = reader.read_head(slice.rows.clone()).await?;
+        return Ok(SliceRead::Head(Box::new(reader), head));
     }
-
-    /// Adds the rows of one bundle slice. The slice's nonzeros become the part's
-    /// (moved when the part is empty and the types agree, appended otherwise) and are
-    /// then remapped, filtered and compacted where they lie: a 10x task is one slice of
-    /// hundreds of MB, and a second copy of it cost a pass over fresh pages.
-    fn add(
-        &mut self,
-        bundle: &BundleInfo,
-        rows: crate::bundle::reader::Rows,
-        remap: &[Option<u32>],
-        filter: Option<&Filter>,
-    ) -> Result<(), Error> {
-        let meta = |f: BundleField| bundle_value(&bundle.fqid, &bundle.metadata, f);
-        // Decided per bundle when its metadata settles it; per cell otherwise.
-        let per_cell = match filter.map(|f| f.eval_bundle(&meta)) {
-            None | Some(Some(true)) => None,
-            Some(Some(false)) => return Ok(()),
-            Some(None) => filter,
-        };
-        let crate::bundle::reader::Rows { cells, matrix, qc } = rows;
-        let base = self.indices.len();
-        let (n_rows, indptr) = (matrix.n_rows, matrix.indptr);
-        if base == 0 && self.values.value_type() == matrix.values.value_type() {
-            self.indices = bytemuck::allocation::cast_vec(matrix.indices);
-            self.values = matrix.values;
-        } else {
-            self.indices
-                .extend(matrix.indices.iter().map(|&c| c as i32));
-            extend_values_from(&mut self.values, &matrix.values, 0..matrix.values.len())?;
-        }
-        // Nonzeros kept are written at `w`, never past the one being read.
-        let mut w = base;
-        for r in 0..n_rows {
-            let cell = CellValues {
-                n_genes: u64::from(qc.n_genes[r]),
-                total_counts: qc.total_counts[r],
-                pct_mito: qc.pct_mito[r],
-                barcode: &cells[r],
-            };
-            if per_cell.is_some_and(|f| !f.eval_cell(&meta, &cell)) {
-                continue;
-            }
-            let raw = base + indptr[r] as usize..base + indptr[r + 1] as usize;
-            let remapped = match &mut self.values {
-                Values::U32(v) => compact_row(&mut self.indices, v, raw, w, remap),
-                Values::F32(v) => compact_row(&mut self.indices, v, raw, w, remap),
-                Values::F64(v) => compact_row(&mut self.indices, v, raw, w, remap),
-            };
-            w = remapped.map_err(|col| Error::Corrupt {
-                what: format!("bundle {}", bundle.fqid),
-                message: format!("column {col} outside its feature set"),
-            })?;
-            self.indptr.push(w as i64);
-            self.index.push(format!("{}:{}", bundle.fqid, cell.barcode));
-            for (field, col) in &mut self.columns {
-                match (field, col) {
-                    (Field::Bundle(b), ObsValues::Str(v)) => v.push(meta(*b)),
-                    (Field::Cell(_), ObsValues::Str(v)) => v.push(cell.barcode.to_string()),
-                    (_, ObsValues::U32(v)) => v.push(qc.n_genes[r]),
-                    (Field::Cell(crate::filter::CellField::TotalCounts), ObsValues::F64(v)) => {
-                        v.push(cell.total_counts)
-                    }
-                    (_, ObsValues::F64(v)) => v.push(cell.pct_mito),
-                }
-            }
-        }
-        self.indices.truncate(w);
-        match &mut self.values {
-            Values::U32(v) => v.truncate(w),
-            Values::F32(v) => v.truncate(w),
-            Values::F64(v) => v.truncate(w),
-        }
-        Ok(())
-    }
-
-    /// Writes the part; returns its cells and nonzeros.
-    async fn write(self, store: &DynStore, prefix: &str) -> Result<(u64, u64), Error> {
-        let storage = ZarrStore::new(store.clone(), prefix).into_storage();
-        // Parts are scratch: written once, read once by the consolidation, then deleted.
-        let attrs = || encoding("array", "0.2.0");
-        let (rows, nnz) = (PART_ROWS_PER_CHUNK, PART_NNZ_PER_CHUNK);
-        let n_cells = self.index.len() as u64;
-        let n_nnz = self.indices.len() as u64;
-        // The arrays are independent, so written at once: one after another, a part of
-        // small arrays cost a round trip or two each.
-        type Write<'a> = futures::future::BoxFuture<'a, Result<(), Error>>;
-        let storage = &storage;
-        let mut writes: Vec<Write<'_>> = vec![
-            Box::pin(write_scratch_array(
-                storage,
-                "/indptr",
-                &self.indptr,
-                rows,
-                attrs(),
-            )),
-            Box::pin(write_scratch_array(
-                storage,
-                "/indices",
-                &self.indices,
-                nnz,
-                attrs(),
-            )),
-            match &self.values {
-                Values::U32(v) => Box::pin(write_scratch_array(storage, "/data", v, nnz, attrs())),
-                Values::F32(v) => Box::pin(write_scratch_array(storage, "/data", v, nnz, attrs())),
-                Values::F64(v) => Box::pin(write_scratch_array(storage, "/data", v, nnz, attrs())),
-            },
-            Box::pin(write_scratch_array(
-                storage,
-                "/obs/_index",
-                &self.index,
-                rows,
-                attrs(),
-            )),
-        ];
-        for (field, col) in &self.columns {
-            let path = format!("/obs/{}", field.column());
-            writes.push(match col {
-                ObsValues::Str(v) => {
-                    Box::pin(
-                        async move { write_scratch_array(storage, &path, v, rows, attrs()).await },
-                    )
-                }
-                ObsValues::U32(v) => {
-                    Box::pin(
-                        async move { write_scratch_array(storage, &path, v, rows, attrs()).await },
-                    )
-                }
-                ObsValues::F64(v) => {
-                    Box::pin(
-                        async move { write_scratch_array(storage, &path, v, rows, attrs()).await },
-                    )
-                }
-            });
-        }
-        futures::future::try_join_all(writes).await?;
-        Ok((n_cells, n_nnz))
-    }
-}
-
-/// Remaps the bundle columns of the nonzeros at `raw` to output columns, moving those
-/// kept (with their values) to `w..` (`w <= raw.start`) with columns ascending; returns
-/// the end of the kept ones, or the first column outside `remap`.
-fn compact_row<T: Copy>(
-    indices: &mut [i32],
-    values: &mut [T],
-    raw: std::ops::Range<usize>,
-    w: usize,
-    remap: &[Option<u32>],
-) -> Result<usize, usize> {
-    let first = w;
-    let mut w = w;
-    // Output columns usually come out ascending (a bundle's feature set in the
-    // output's order); only a row that does not is sorted.
-    let mut ascending = true;
-    let mut last = -1i64;
-    for i in raw {
-        let col = indices[i] as u32 as usize;
-        let Some(&out) = remap.get(col) else {
-            return Err(col);
-        };
-        let Some(out) = out else {
-            continue;
-        };
-        ascending &= i64::from(out) > last;
-        last = i64::from(out);
-        indices[w] = out as i32;
-        values[w] = values[i];
-        w += 1;
-    }
-    if !ascending {
-        // Bundle columns may map to the output in another order.
-        let mut row: Vec<(i32, T)> = indices[first..w]
-            .iter()
-            .copied()
-            .zip(values[first..w].iter().copied())
-            .collect();
-        row.sort_unstable_by_key(|&(c, _)| c);
-        for (k, (c, v)) in row.into_iter().enumerate() {
-            indices[first + k] = c;
-            values[first + k] = v;
-        }
-    }
-    Ok(w)
-}
-
-/// Appends `from[range]` to `to`, widening as the output type asks: a copy where the
-/// types agree.
-fn extend_values_from(
-    to: &mut Values,
-    from: &Values,
-    range: std::ops::Range<usize>,
-) -> Result<(), Error> {
-    match (to, from) {
-        (Values::U32(t), Values::U32(f)) => t.extend_from_slice(&f[range]),
-        (Values::F32(t), Values::F32(f)) => t.extend_from_slice(&f[range]),
-        (Values::F64(t), Values::F64(f)) => t.extend_from_slice(&f[range]),
-        (Values::F32(t), Values::U32(f)) => t.extend(f[range].iter().map(|&v| v as f32)),
-        (Values::F64(t), Values::U32(f)) => t.extend(f[range].iter().map(|&v| f64::from(v))),
-        (Values::F64(t), Values::F32(f)) => t.extend(f[range].iter().map(|&v| f64::from(v))),
-        _ => return Err(wider_than_output()),
-    }
-    Ok(())
-}
-
-fn wider_than_output() -> Error {
-    Error::Corrupt {
-        what: "request".into(),
-        message: "a bundle's counts are wider than the output type".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bundle::Csr;
-    use crate::bundle::qc::Qc;
-    use crate::bundle::reader::Rows;
-
-    const GENES: usize = 6;
-
-    fn bundle() -> BundleInfo {
-        BundleInfo {
-            fqid: crate::fqid::Fqid::parse(
-                "0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z",
-            )
-            .unwrap(),
-            n_cells: 40,
-            n_features: GENES as u64,
-            nnz: 0,
-            value_type: ValueType::Uint32,
-            feature_set: "fs".into(),
-            metadata: Default::default(),
-            layout: None,
-        }
-    }
-
-    /// 40 cells over 6 genes, about half of the counts zero.
-    fn dense() -> Vec<u32> {
-        (0..40 * GENES as u32)
-            .map(|i| (i * 7 + 3) % 5 / 2)
-            .collect()
-    }
-
-    fn rows(dense: &[u32]) -> Rows {
-        let n = dense.len() / GENES;
-        Rows {
-            cells: (0..n).map(|i| format!("c{i}")).collect(),
-            matrix: Csr::from_dense_rows(n, GENES, &Values::U32(dense.to_vec())),
-            qc: Qc {
-                n_genes: vec![1; n],
-                total_counts: vec![1.0; n],
-                pct_mito: vec![0.0; n],
-            },
-        }
-    }
-
-    /// Cells the filter drops leave no nonzeros behind, whether the slice's nonzeros
-    /// became the part's (first slice) or were appended (second), and the rows kept are
-    /// the ones the filter names, in order.
-    #[test]
-    fn filtered_rows_are_compacted_out_of_the_part() {
-        let dense = dense();
-        let n = dense.len() / GENES;
-        let mut slice = rows(&dense);
-        slice.qc.n_genes = (0..n as u32).map(|r| r % 3).collect();
-        let filter =
-            Filter::parse(&serde_json::json!({"op": "=", "field": "cell.n_genes", "value": 1}))
-                .unwrap();
-        let remap: Vec<Option<u32>> = vec![Some(0), None, Some(1), Some(2), None, Some(3)];
-        let mut part = PartBuilder::new(ValueType::Uint32, &[]);
-        for _ in 0..2 {
-            let mut s = rows(&dense);
-            s.qc.n_genes = slice.qc.n_genes.clone();
-            part.add(&bundle(), s, &remap, Some(&filter)).unwrap();
-        }
-        let kept: Vec<usize> = (0..n).filter(|r| r % 3 == 1).collect();
-        let want_index: Vec<String> = kept
-            .iter()
-            .chain(kept.iter())
-            .map(|r| format!("{}:c{r}", bundle().fqid))
-            .collect();
-        assert_eq!(part.index, want_index);
-        assert_eq!(*part.indptr.last().unwrap() as usize, part.indices.len());
-        assert_eq!(part.indices.len(), part.values.len());
-        for (k, &r) in kept.iter().chain(kept.iter()).enumerate() {
-            let span = part.indptr[k] as usize..part.indptr[k + 1] as usize;
-            let mut want = Vec::new();
-            for (g, out) in remap.iter().enumerate() {
-                let v = dense[r * GENES + g];
-                if let Some(out) = out
-                    && v != 0
-                {
-                    want.push((*out as i32, f64::from(v)));
-                }
-            }
-            let got: Vec<(i32, f64)> = span
-                .map(|i| (part.indices[i], part.values.get_f64(i)))
-                .collect();
-            assert_eq!(got, want, "kept row {k} (bundle row {r})");
-        }
-    }
-
-    /// Each remap path (in order and whole, in order with genes left out, out of order)
-    /// and each value path (same type, widened) gives the dense counts moved to their
-    /// output columns, each row's columns ascending.
-    #[test]
-    fn rows_land_in_their_output_columns_in_order() {
-        let dense = dense();
-        let n = dense.len() / GENES;
-        let remaps: Vec<Vec<Option<u32>>> = vec![
-            (0..GENES as u32).map(Some).collect(),
-            vec![Some(0), None, Some(1), Some(2), None, Some(3)],
-            vec![Some(5), Some(3), Some(4), None, Some(0), Some(1)],
-        ];
-        for remap in &remaps {
-            for value_type in [ValueType::Uint32, ValueType::Float64] {
-                // The first slice's nonzeros become the part's; the second's are
-                // appended after them.
-                let mut part = PartBuilder::new(value_type, &[]);
-                part.add(&bundle(), rows(&dense), remap, None).unwrap();
-                part.add(&bundle(), rows(&dense), remap, None).unwrap();
-                assert_eq!(part.indptr.len(), 2 * n + 1);
-                assert_eq!(part.indices.len(), part.values.len());
-                assert_eq!(*part.indptr.last().unwrap() as usize, part.indices.len());
-                let width = remap.iter().flatten().max().unwrap() + 1;
-                for r in 0..2 * n {
-                    let mut want = vec![0.0; width as usize];
-                    for (g, out) in remap.iter().enumerate() {
-                        if let Some(out) = out {
-                            want[*out as usize] = f64::from(dense[(r % n) * GENES + g]);
-                        }
-                    }
-                    let mut got = vec![0.0; width as usize];
-                    let span = part.indptr[r] as usize..part.indptr[r + 1] as usize;
-                    let cols = &part.indices[span.clone()];
-                    assert!(cols.windows(2).all(|w| w[0] < w[1]), "{remap:?} row {r}");
-                    for i in span {
-                        got[part.indices[i] as usize] = part.values.get_f64(i);
-                    }
-                    assert_eq!(got, want, "{remap:?} {value_type:?} row {r}");
-                }
-            }
-        }
-    }
+    Ok(SliceRead::Whole(
+        reader.read_rows(slice.rows.clone()).await?,
+    ))
 }

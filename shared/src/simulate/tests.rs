@@ -57,7 +57,8 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     //   → plan lands at 320; ended checks 10 + 10 → worker invoked at 340.
     // - worker: begins 440 (its clock too); done HEAD with the ended check 10, the start
     //   marker with task, request and genes 10, the slice's round 10 (the feature set
-    //   meanwhile), the 4 part arrays at once (chunks with metadata) 10, done PUT 10 →
+    //   meanwhile), what is left of the part (its 4 arrays' last chunks and metadata)
+    //   at once 10, done PUT 10 →
     //   done marker at 490.
     // - collector: begins 260; looks at 260 (ended check and LISTs 10, its first
     //   progress PUT 10: nothing yet), at 380 (10, the plan's GET 10, progress 10), then

@@ -362,8 +362,9 @@ impl Ctx<'_, '_> {
     /// 2 nonzero GETs when the slice is its whole bundle, after them otherwise), the
     /// invocation's S3 bandwidth (one slice's bytes after another), and one core (the
     /// bench's rate for the slice's kind, which includes decoding, filtering, remapping
-    /// and writing on a local store). Each stage overlaps the others, as the worker's
-    /// semaphore of `in_flight` permits inside `buffered(window)` does.
+    /// and writing on a local store), then the upload of its part's chunks. Each stage
+    /// overlaps the others, as the worker's semaphore of `in_flight` permits inside
+    /// `buffered(window)` and its part's streamed writes do.
     pub fn worker(
         &mut self,
         index: usize,
@@ -405,7 +406,7 @@ impl Ctx<'_, '_> {
         let mut checked = run_start;
         // yielded[i]: when slice i left the window (was added to the part).
         let mut yielded: Vec<Micros> = Vec::with_capacity(n);
-        let (mut net_free, mut core_free) = (t, remaps);
+        let (mut net_free, mut core_free, mut up_free) = (t, remaps, t);
         for (i, s) in task.slices.iter().enumerate() {
             let std::cmp::Reverse(lane) = free.pop().expect("at least one lane");
             let mut begin = lane.max(t);
@@ -430,34 +431,28 @@ impl Ctx<'_, '_> {
             let consumed = fetched.max(core_free);
             yielded.push(consumed);
             core_free = consumed + secs(s.compute_s / cores);
+            // Its nonzeros leave as the part's chunks fill (`PartBuilder::flush`), on
+            // the invocation's upload (full duplex), while the next slices are read.
+            up_free = up_free.max(core_free) + secs(self.s3.transfer(s.bytes));
         }
         let read_end = core_free.max(t);
         let read = read_end - run_start;
         t = read_end + secs(read as f64 / 1e6 * (slowdown - 1.0).max(0.0));
-        // The part: indptr and obs by rows (65,536 a chunk), indices and data by
-        // nonzeros (2^20 a chunk), written at once: the slowest array's round trips,
-        // then every byte on the invocation's bandwidth.
+        // What is left of the part at the end, written at once: indptr and obs by rows
+        // (65,536 a chunk, the metadata with the chunks), and the last chunk and the
+        // metadata of indices and data; the slowest array's round trips after the
+        // streamed chunks have landed.
         let arrays = self.model.sizes.arrays.max(1);
-        let row_chunks = task
-            .cells
-            .div_ceil(crate::handlers::worker::PART_ROWS_PER_CHUNK);
-        let nnz_chunks = task
-            .nnz
-            .div_ceil(crate::handlers::worker::PART_NNZ_PER_CHUNK);
+        let row_chunks = task.cells.div_ceil(crate::part::PART_ROWS_PER_CHUNK);
         let mut slowest = 0;
         for a in 0..arrays {
-            let chunks = if a == 1 || a == 2 {
-                nnz_chunks
-            } else {
-                row_chunks
-            };
-            // `write_scratch_array`: the metadata with the chunks.
+            let chunks = if a == 1 || a == 2 { 1 } else { row_chunks };
             let written = self
                 .chunks(chunks)
                 .max(self.s3.request(self.rng, Op::Put, 0.0));
             slowest = slowest.max(written);
         }
-        t += slowest + secs(self.s3.transfer(task.bytes()));
+        t = t.max(up_free) + slowest;
         let duration_ms = (t - run_start) / 1_000;
         t += self.s3.request(self.rng, Op::Put, 0.0);
         tl.writes.push((
