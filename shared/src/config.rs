@@ -33,6 +33,11 @@ pub struct Config {
     /// shorter ones costing more invocations and parts than they save
     /// (docs/SIMULATION.md).
     pub slice_bytes: u64,
+    /// Decoded bytes of a slice above which a worker reads its nonzeros in pieces of
+    /// about this size, cut on the bundle's chunks (`CELLMATRIX_PIECE_BYTES`, default
+    /// 16 MiB): the part's chunks are then written while the rest is read, and a 10x
+    /// task never holds all its nonzeros at once.
+    pub piece_bytes: u64,
     /// Worker invocations a mapper has in flight at once (`CELLMATRIX_INVOKE_CONCURRENCY`,
     /// default 16).
     pub invoke_concurrency: usize,
@@ -115,6 +120,7 @@ impl Config {
             cells_per_worker: 50_000,
             bytes_per_worker: 512 << 20,
             slice_bytes: 4 << 20,
+            piece_bytes: 16 << 20,
             invoke_concurrency: 16,
             request_timeout: Duration::from_secs(900),
             poll_interval: Duration::from_millis(100),
@@ -193,6 +199,7 @@ impl Config {
         c.cells_per_worker = num(&get, "CELLMATRIX_CELLS_PER_WORKER", c.cells_per_worker)?;
         c.bytes_per_worker = num(&get, "CELLMATRIX_BYTES_PER_WORKER", c.bytes_per_worker)?;
         c.slice_bytes = num(&get, "CELLMATRIX_SLICE_BYTES", c.slice_bytes)?;
+        c.piece_bytes = num(&get, "CELLMATRIX_PIECE_BYTES", c.piece_bytes)?.max(1);
         c.invoke_concurrency = num(&get, "CELLMATRIX_INVOKE_CONCURRENCY", c.invoke_concurrency)?;
         c.request_timeout = Duration::from_secs(num(
             &get,

@@ -67,8 +67,11 @@ fn real_requests(bundles: &[RefBundle]) -> Vec<Value> {
 async fn real_data_matches_the_reference(store: DynStore) {
     let bundles = ingest_real(&store).await;
     assert_eq!(bundles.len(), 564);
-    // Budgets that make several tasks and several consolidation shards.
-    let app = App::in_process(config(1024, 1 << 19), store.clone(), |_| 4);
+    // Budgets that make several tasks and several consolidation shards; PBMC3k's
+    // slices (1,024 cells, MBs) read in pieces, Chung's one-cell bundles whole.
+    let mut c = config(1024, 1 << 19);
+    c.piece_bytes = 64 << 10;
+    let app = App::in_process(c, store.clone(), |_| 4);
     let mut sharded = false;
     for request in real_requests(&bundles) {
         let (id, status) = run_request(&app, &request).await;

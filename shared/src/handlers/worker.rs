@@ -150,60 +150,78 @@ async fn run(
     // Slices are read a few at a time (a task of one-cell SmartSeq2 bundles is hundreds
     // of small reads, latency-bound on S3) and added in order, so the part is the same.
     // `in_flight` of them hold requests open; slices read but not yet added hold only
-    // memory, so a slow read holds up the window, not the reads behind it.
+    // memory (a permit of `window` each, given back once added), so a slow read holds up
+    // the window, not the reads behind it. The reads are driven on their own, beside
+    // the adding: while a large slice's pieces are added, or the part waits for its
+    // writes, the slices behind it still finish and give back their store requests,
+    // which those pieces and writes may be waiting for. One task either way, so one
+    // core decodes and adds.
     // Futures built eagerly for `Send`; `buffered` polls at most `window`.
     let cancel = CancelCheck::new(started);
     let largest = spec.slices.iter().map(slice_bytes).max().unwrap_or(0);
     let reading = tokio::sync::Semaphore::new(slices_in_flight(largest));
+    let window = tokio::sync::Semaphore::new(slices_window(largest));
+    let closed = |_| Error::Conflict("the slice reads' semaphore closed".into());
     let reads: Vec<_> = spec
         .slices
         .iter()
         .map(|slice| async {
-            let _reading = reading
-                .acquire()
-                .await
-                .map_err(|_| Error::Conflict("the slice reads' semaphore closed".into()))?;
-            read_slice(&store, keys, slice, &cancel).await
+            let held = window.acquire().await.map_err(closed)?;
+            let _reading = reading.acquire().await.map_err(closed)?;
+            let read = read_slice(&store, keys, slice, app.config.piece_bytes, &cancel).await?;
+            Ok::<_, Error>((read, held))
         })
         .collect();
-    let mut reads = futures::stream::iter(reads).buffered(slices_window(largest));
-    let (remaps, first) = futures::join!(remaps, reads.next());
-    let remaps = remaps?;
-    let mut first = Some(first);
-    let mut cells_in = 0;
-    for slice in &spec.slices {
-        let read = match first.take() {
-            Some(read) => read,
-            None => reads.next().await,
-        };
-        let read = read.ok_or_else(|| Error::Conflict("a slice read went missing".into()))??;
-        let b = &slice.bundle;
-        let remap = &remaps[&b.feature_set];
-        match read {
-            SliceRead::Whole(rows) => {
-                cells_in += rows.cells.len() as u64;
-                part.add(b, rows, remap, view.filter.as_ref())?;
+    let (sender, mut received) = futures::channel::mpsc::unbounded();
+    let produce = async move {
+        let mut reads = futures::stream::iter(reads).buffered(slices_window(largest));
+        while let Some(read) = reads.next().await {
+            // The adding side stopped (it returned an error): nothing more to read.
+            if sender.unbounded_send(read).is_err() {
+                break;
             }
-            SliceRead::Head(reader, head) => {
-                cells_in += head.cells.len() as u64;
-                let target = PIECE_BYTES / (4 + b.value_type.size() as u64);
-                let pieces = reader.pieces(head.nonzeros.clone(), target);
-                if part.open_slice(b, head, remap, view.filter.as_ref())? {
-                    // Futures built eagerly for `Send`.
-                    let reads: Vec<_> = pieces
-                        .into_iter()
-                        .map(|p| reader.read_nonzeros(p))
-                        .collect();
-                    let mut pieces = futures::stream::iter(reads).buffered(PIECES_IN_FLIGHT);
-                    while let Some(nonzeros) = pieces.next().await {
-                        part.add_nonzeros(nonzeros?, remap)?;
-                        part.flush().await?;
+        }
+        Ok::<(), Error>(())
+    };
+    let add = async {
+        let remaps = remaps.await?;
+        let mut cells_in = 0;
+        for slice in &spec.slices {
+            let (read, _held) = received
+                .next()
+                .await
+                .ok_or_else(|| Error::Conflict("a slice read went missing".into()))??;
+            let b = &slice.bundle;
+            let remap = &remaps[&b.feature_set];
+            match read {
+                SliceRead::Whole(rows) => {
+                    cells_in += rows.cells.len() as u64;
+                    part.add(b, rows, remap, view.filter.as_ref())?;
+                }
+                SliceRead::Head(reader, head) => {
+                    cells_in += head.cells.len() as u64;
+                    let target = app.config.piece_bytes / (4 + b.value_type.size() as u64);
+                    let pieces = reader.pieces(head.nonzeros.clone(), target);
+                    if part.open_slice(b, head, remap, view.filter.as_ref())? {
+                        // Futures built eagerly for `Send`.
+                        let reads: Vec<_> = pieces
+                            .into_iter()
+                            .map(|p| reader.read_nonzeros(p))
+                            .collect();
+                        let mut pieces = futures::stream::iter(reads).buffered(PIECES_IN_FLIGHT);
+                        while let Some(nonzeros) = pieces.next().await {
+                            part.add_nonzeros(nonzeros?, remap)?;
+                            part.flush().await?;
+                        }
                     }
                 }
             }
+            part.flush().await?;
         }
-        part.flush().await?;
-    }
+        Ok::<u64, Error>(cells_in)
+    };
+    // `add` ends first or fails; a failure drops the reads still in flight.
+    let ((), cells_in) = futures::try_join!(produce, add)?;
     crate::fault::straggle(started).await;
     let stats = part.finish(&store, &prefix).await?;
     let marker = DoneMarker {
@@ -298,10 +316,7 @@ enum SliceRead {
     Head(Box<BundleReader>, Head),
 }
 
-/// Decoded bytes of a slice above which its nonzeros are read in pieces of about this
-/// size: a few bundle chunks each.
-pub const PIECE_BYTES: u64 = 16 << 20;
-/// Pieces of a slice read at once.
+/// Pieces of a slice read at once (each about `Config::piece_bytes`).
 pub const PIECES_IN_FLIGHT: usize = 4;
 
 /// Reads one slice, unless the request was cancelled: the cancel marker is checked
@@ -311,6 +326,7 @@ async fn read_slice(
     store: &DynStore,
     keys: &Keys,
     slice: &crate::state::SliceSpec,
+    piece_bytes: u64,
     cancel: &CancelCheck,
 ) -> Result<SliceRead, Error> {
     if cancel.due() && crate::state::exists(store, &keys.cancel()).await? {
@@ -329,7 +345,7 @@ async fn read_slice(
         },
     )
     .await?;
-    if slice_bytes(slice) > PIECE_BYTES {
+    if slice_bytes(slice) > piece_bytes {
         let head = reader.read_head(slice.rows.clone()).await?;
         return Ok(SliceRead::Head(Box::new(reader), head));
     }

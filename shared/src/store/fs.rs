@@ -26,15 +26,7 @@ const TMP_DIR: &str = ".tmp";
 pub struct FsStore {
     root: PathBuf,
     counter: AtomicU64,
-    /// Bounds the filesystem calls in flight. Callers overlap hundreds of requests
-    /// for S3's latency (a worker's 64 small slices, 7 reads each); on a local disk
-    /// each is a few microseconds of page-cache copy, and hundreds at once only woke
-    /// and switched between as many blocking threads.
-    in_flight: tokio::sync::Semaphore,
 }
-
-/// Filesystem calls of one store in flight at most.
-const FS_CALLS_IN_FLIGHT: usize = 8;
 
 impl FsStore {
     /// Opens (creating if needed) a store at `root`.
@@ -45,7 +37,6 @@ impl FsStore {
         Ok(FsStore {
             root,
             counter: AtomicU64::new(0),
-            in_flight: tokio::sync::Semaphore::new(FS_CALLS_IN_FLIGHT),
         })
     }
 
@@ -70,44 +61,26 @@ impl FsStore {
     }
 
     async fn blocking<T: Send + 'static>(
-        &self,
         op: &'static str,
         key: &str,
         f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Transient {
+        let key_owned = key.to_string();
+        match tokio::task::spawn_blocking(f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(io_error(op, &key_owned, e)),
+            Err(e) => Err(StoreError::Transient {
                 op,
-                key: key.to_string(),
-                message: format!("the store's call limit closed: {e}"),
-            })?;
-        unbounded(op, key, f).await
+                key: key_owned,
+                message: format!("blocking task failed: {e}"),
+            }),
+        }
     }
 
     /// Writes `body` to a fresh temporary file. No fsync: the rename or link makes the
     /// write atomic for readers, and durability across power loss is not this store's job.
     fn write_tmp(tmp: &Path, body: &[u8]) -> std::io::Result<()> {
         std::fs::File::create(tmp)?.write_all(body)
-    }
-}
-
-/// Runs a filesystem call on tokio's blocking threads.
-async fn unbounded<T: Send + 'static>(
-    op: &'static str,
-    key: &str,
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> StoreResult<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(io_error(op, key, e)),
-        Err(e) => Err(StoreError::Transient {
-            op,
-            key: key.to_string(),
-            message: format!("blocking task failed: {e}"),
-        }),
     }
 }
 
@@ -136,7 +109,7 @@ fn not_found_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
 impl BlobStore for FsStore {
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
         let path = self.path_of(key)?;
-        self.blocking("get", key, move || {
+        Self::blocking("get", key, move || {
             Ok(not_found_is_none(std::fs::read(&path))?.map(Bytes::from))
         })
         .await
@@ -145,22 +118,21 @@ impl BlobStore for FsStore {
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Option<Bytes>> {
         let path = self.path_of(key)?;
         let k = key.to_string();
-        let r = self
-            .blocking("get_range", key, move || {
-                let Some(mut f) = not_found_is_none(std::fs::File::open(&path))? else {
-                    return Ok(None);
-                };
-                let size = f.metadata()?.len();
-                if range.start > size || range.start > range.end {
-                    return Ok(Some(Err(size)));
-                }
-                let end = range.end.min(size);
-                f.seek(SeekFrom::Start(range.start))?;
-                let mut buf = vec![0u8; (end - range.start) as usize];
-                f.read_exact(&mut buf)?;
-                Ok(Some(Ok(Bytes::from(buf))))
-            })
-            .await?;
+        let r = Self::blocking("get_range", key, move || {
+            let Some(mut f) = not_found_is_none(std::fs::File::open(&path))? else {
+                return Ok(None);
+            };
+            let size = f.metadata()?.len();
+            if range.start > size || range.start > range.end {
+                return Ok(Some(Err(size)));
+            }
+            let end = range.end.min(size);
+            f.seek(SeekFrom::Start(range.start))?;
+            let mut buf = vec![0u8; (end - range.start) as usize];
+            f.read_exact(&mut buf)?;
+            Ok(Some(Ok(Bytes::from(buf))))
+        })
+        .await?;
         match r {
             None => Ok(None),
             Some(Ok(b)) => Ok(Some(b)),
@@ -175,7 +147,7 @@ impl BlobStore for FsStore {
 
     async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
         let path = self.path_of(key)?;
-        self.blocking("size", key, move || {
+        Self::blocking("size", key, move || {
             Ok(not_found_is_none(std::fs::metadata(&path))?
                 .filter(|m| m.is_file())
                 .map(|m| m.len()))
@@ -186,7 +158,7 @@ impl BlobStore for FsStore {
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
         let path = self.path_of(key)?;
         let tmp = self.tmp_path();
-        self.blocking("put", key, move || {
+        Self::blocking("put", key, move || {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -201,7 +173,7 @@ impl BlobStore for FsStore {
     async fn put_if_absent(&self, key: &str, body: Bytes) -> StoreResult<PutOutcome> {
         let path = self.path_of(key)?;
         let tmp = self.tmp_path();
-        self.blocking("put_if_absent", key, move || {
+        Self::blocking("put_if_absent", key, move || {
             if path.exists() {
                 return Ok(PutOutcome::AlreadyExists);
             }
@@ -225,7 +197,7 @@ impl BlobStore for FsStore {
         validate_prefix(prefix)?;
         let root = self.root.clone();
         let prefix_owned = prefix.to_string();
-        self.blocking("list", prefix, move || {
+        Self::blocking("list", prefix, move || {
             // Start from the deepest directory the prefix names, then filter by the full prefix.
             let dir_part = match prefix_owned.rfind('/') {
                 Some(i) => &prefix_owned[..i],
@@ -271,7 +243,7 @@ impl BlobStore for FsStore {
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
         let path = self.path_of(key)?;
-        self.blocking("delete", key, move || {
+        Self::blocking("delete", key, move || {
             not_found_is_none(std::fs::remove_file(&path)).map(|_| ())
         })
         .await
@@ -285,9 +257,8 @@ impl BlobStore for FsStore {
         let path = self.path_of(key)?;
         let tmp = self.tmp_path();
         let tmp2 = tmp.clone();
-        let file = self
-            .blocking("start_upload", key, move || std::fs::File::create(&tmp2))
-            .await?;
+        let file =
+            Self::blocking("start_upload", key, move || std::fs::File::create(&tmp2)).await?;
         Ok(std::sync::Arc::new(FsUpload {
             key: key.to_string(),
             path,
@@ -317,7 +288,7 @@ impl Upload for FsUpload {
     async fn put_part(&self, _number: u32, offset: u64, body: Bytes) -> StoreResult<()> {
         use std::os::unix::fs::FileExt;
         let file = self.file.clone();
-        unbounded("put_part", &self.key, move || {
+        FsStore::blocking("put_part", &self.key, move || {
             file.write_all_at(&body, offset)
         })
         .await
@@ -325,7 +296,7 @@ impl Upload for FsUpload {
 
     async fn complete(&self, _parts: u32) -> StoreResult<()> {
         let (path, tmp) = (self.path.clone(), self.tmp.clone());
-        unbounded("complete_upload", &self.key, move || {
+        FsStore::blocking("complete_upload", &self.key, move || {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -338,7 +309,7 @@ impl Upload for FsUpload {
 
     async fn abort(&self) -> StoreResult<()> {
         let tmp = self.tmp.clone();
-        unbounded("abort_upload", &self.key, move || {
+        FsStore::blocking("abort_upload", &self.key, move || {
             not_found_is_none(std::fs::remove_file(&tmp)).map(|_| ())
         })
         .await
