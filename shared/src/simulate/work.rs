@@ -444,6 +444,14 @@ impl Ctx<'_, '_> {
         // streamed chunks have landed.
         let arrays = self.model.sizes.arrays.max(1);
         let row_chunks = task.cells.div_ceil(crate::part::PART_ROWS_PER_CHUNK);
+        // The streamed chunks of indices and data, before the last: counted and
+        // priced, their time inside the upload above.
+        let streamed = task.nnz.div_ceil(crate::part::PART_NNZ_PER_CHUNK);
+        if streamed > 1 {
+            for _ in 0..2 {
+                self.chunks(streamed - 1);
+            }
+        }
         let mut slowest = 0;
         for a in 0..arrays {
             let chunks = if a == 1 || a == 2 { 1 } else { row_chunks };
