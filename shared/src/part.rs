@@ -292,14 +292,10 @@ impl PartBuilder {
         if from > self.kept {
             let len = self.indices.len();
             self.indices.copy_within(from..len, self.kept);
-            match &mut self.values {
-                Values::U32(v) => v.copy_within(from..len, self.kept),
-                Values::F32(v) => v.copy_within(from..len, self.kept),
-                Values::F64(v) => v.copy_within(from..len, self.kept),
-            }
+            self.values.copy_within(from..len, self.kept);
             let end = len - (from - self.kept);
             self.indices.truncate(end);
-            truncate_values(&mut self.values, end);
+            self.values.truncate(end);
         }
     }
 
@@ -316,20 +312,7 @@ impl PartBuilder {
         self.close_gap();
         let tail = self.indices.split_off(n);
         let indices = std::mem::replace(&mut self.indices, tail);
-        let values = match &mut self.values {
-            Values::U32(v) => {
-                let tail = v.split_off(n);
-                Values::U32(std::mem::replace(v, tail))
-            }
-            Values::F32(v) => {
-                let tail = v.split_off(n);
-                Values::F32(std::mem::replace(v, tail))
-            }
-            Values::F64(v) => {
-                let tail = v.split_off(n);
-                Values::F64(std::mem::replace(v, tail))
-            }
-        };
+        let values = self.values.take_front(n);
         let first_chunk = self.written / self.chunk;
         self.written += n as u64;
         self.kept -= n;
@@ -365,28 +348,22 @@ impl PartBuilder {
         // Parts are scratch: written once, read once by the consolidation, then deleted.
         let attrs = || encoding("array", "0.2.0");
         let value_type = writer.value_type;
-        let metadata = |path: &'static str, t: Option<ValueType>| {
-            let storage = &storage;
-            async move {
-                let array = match t {
-                    None => part_array::<i32>(storage, path, n_nnz, chunk),
-                    Some(ValueType::Uint32) => part_array::<u32>(storage, path, n_nnz, chunk),
-                    Some(ValueType::Float32) => part_array::<f32>(storage, path, n_nnz, chunk),
-                    Some(ValueType::Float64) => part_array::<f64>(storage, path, n_nnz, chunk),
-                }?;
-                array
-                    .async_store_metadata()
-                    .await
-                    .map_err(|e| zarr_err(path, e))
-            }
+        let metadata = |array: Result<ZArray, Error>| async move {
+            let array = array?;
+            array
+                .async_store_metadata()
+                .await
+                .map_err(|e| zarr_err(array.path().as_str(), e))
         };
         // The arrays are independent, so written at once: one after another, a part of
         // small arrays cost a round trip or two each.
         type Write<'a> = futures::future::BoxFuture<'a, Result<(), Error>>;
         let storage = &storage;
         let mut writes: Vec<Write<'_>> = vec![
-            Box::pin(metadata("/indices", None)),
-            Box::pin(metadata("/data", Some(value_type))),
+            Box::pin(metadata(part_array::<i32>(
+                storage, "/indices", n_nnz, chunk,
+            ))),
+            Box::pin(metadata(data_array(storage, value_type, n_nnz, chunk))),
             Box::pin(write_scratch_array(
                 storage,
                 "/indptr",
@@ -425,6 +402,20 @@ impl PartBuilder {
         }
         futures::future::try_join_all(writes).await?;
         Ok((n_cells, n_nnz))
+    }
+}
+
+/// A part's `data` array of `len` values of `value_type`.
+fn data_array(
+    storage: &zarrs::storage::AsyncReadableWritableListableStorage,
+    value_type: ValueType,
+    len: u64,
+    chunk: u64,
+) -> Result<ZArray, Error> {
+    match value_type {
+        ValueType::Uint32 => part_array::<u32>(storage, "/data", len, chunk),
+        ValueType::Float32 => part_array::<f32>(storage, "/data", len, chunk),
+        ValueType::Float64 => part_array::<f64>(storage, "/data", len, chunk),
     }
 }
 
@@ -473,11 +464,7 @@ impl ChunkWriter {
         chunk: u64,
     ) -> Result<Self, Error> {
         let storage = ZarrStore::new(store.clone(), prefix).into_storage();
-        let data = match value_type {
-            ValueType::Uint32 => part_array::<u32>(&storage, "/data", OPEN_LENGTH, chunk),
-            ValueType::Float32 => part_array::<f32>(&storage, "/data", OPEN_LENGTH, chunk),
-            ValueType::Float64 => part_array::<f64>(&storage, "/data", OPEN_LENGTH, chunk),
-        }?;
+        let data = data_array(&storage, value_type, OPEN_LENGTH, chunk)?;
         Ok(ChunkWriter {
             indices: Arc::new(part_array::<i32>(&storage, "/indices", OPEN_LENGTH, chunk)?),
             data: Arc::new(data),
@@ -535,14 +522,6 @@ impl ChunkWriter {
 
 fn joined(done: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
     done.map_err(|e| Error::Internal(format!("a part write stopped: {e}")))?
-}
-
-fn truncate_values(values: &mut Values, len: usize) {
-    match values {
-        Values::U32(v) => v.truncate(len),
-        Values::F32(v) => v.truncate(len),
-        Values::F64(v) => v.truncate(len),
-    }
 }
 
 /// Remaps the bundle columns of the nonzeros at `raw` to output columns, moving those

@@ -70,6 +70,38 @@ impl Values {
         self.len() == 0
     }
 
+    /// Keeps the first `len` values.
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Values::U32(v) => v.truncate(len),
+            Values::F32(v) => v.truncate(len),
+            Values::F64(v) => v.truncate(len),
+        }
+    }
+
+    /// Copies values `src` to start at `dest` (the ranges may overlap).
+    pub fn copy_within(&mut self, src: std::ops::Range<usize>, dest: usize) {
+        match self {
+            Values::U32(v) => v.copy_within(src, dest),
+            Values::F32(v) => v.copy_within(src, dest),
+            Values::F64(v) => v.copy_within(src, dest),
+        }
+    }
+
+    /// Takes the first `n` values, keeping the rest: the taken ones keep the buffer,
+    /// only the rest is copied.
+    pub fn take_front(&mut self, n: usize) -> Values {
+        fn take<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
+            let rest = v.split_off(n);
+            std::mem::replace(v, rest)
+        }
+        match self {
+            Values::U32(v) => Values::U32(take(v, n)),
+            Values::F32(v) => Values::F32(take(v, n)),
+            Values::F64(v) => Values::F64(take(v, n)),
+        }
+    }
+
     /// The element type.
     pub fn value_type(&self) -> ValueType {
         match self {

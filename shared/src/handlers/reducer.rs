@@ -1067,7 +1067,7 @@ impl PartReaders {
     }
 
     /// Opens array `path` of every part in `parts` not yet open. The worker wrote it
-    /// (`worker::PartBuilder::write`) with a length the plan gives and a fixed chunk, so
+    /// (`part::PartBuilder`) with a length the plan gives and a fixed chunk, so
     /// its handle is built rather than its metadata read: a round trip less per part.
     /// A chunk that does not decode as such fails its checksum or its size.
     fn open_all<T: Column>(&mut self, parts: &[&PartPlace], path: &str) -> Result<(), Error> {
