@@ -315,7 +315,7 @@ pub struct Sizes {
     /// (the planner is a linear pass).
     pub plan_s_per_bundle: f64,
     /// Arrays of a part and of the output written one after another (indptr, indices,
-    /// data, obs index). Default 4: `PartBuilder::write` and `output_arrays` with no
+    /// data, obs index). Default 4: `PartBuilder::finish` and `output_arrays` with no
     /// extra fields.
     pub arrays: u32,
     /// Zarr chunks written at once (`store_chunks` batches of 16).
