@@ -310,3 +310,88 @@ async fn the_last_shard_commits_the_result_without_waiting_for_the_collector() {
     // too); the collector could not have written it meanwhile.
     assert!(inline.committed.load(Ordering::SeqCst) >= 1);
 }
+
+/// Delivers every consolidation shard twice, both copies at once, inside the collector's
+/// `Invoke` call: the last shard's two copies each find every shard marker, and the
+/// collector looks again at once when they return.
+#[derive(Debug)]
+struct TwinShards {
+    inner: Arc<cellmatrix::invoke::InProcess>,
+    app: std::sync::OnceLock<std::sync::Weak<App>>,
+}
+
+#[async_trait::async_trait]
+impl cellmatrix::invoke::Invoker for TwinShards {
+    async fn invoke(
+        &self,
+        function: cellmatrix::invoke::Function,
+        payload: serde_json::Value,
+    ) -> Result<(), cellmatrix::Error> {
+        if function != cellmatrix::invoke::Function::Reducer
+            || payload["mode"]["kind"] != "consolidate"
+        {
+            return self.inner.invoke(function, payload).await;
+        }
+        let app = self.app.get().and_then(std::sync::Weak::upgrade).unwrap();
+        let event: cellmatrix::messages::ReducerEvent = serde_json::from_value(payload).unwrap();
+        let (a, b) = futures::join!(
+            cellmatrix::handlers::reducer::handle(&app, event.clone()),
+            cellmatrix::handlers::reducer::handle(&app, event),
+        );
+        a.and(b)
+    }
+    fn counts(&self) -> std::collections::HashMap<cellmatrix::invoke::Function, u64> {
+        self.inner.counts()
+    }
+    async fn idle(&self) {
+        self.inner.idle().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twin_shards_and_the_collector_write_the_outputs_metadata_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    ingest_samples(&fs).await;
+    let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
+    // Every write of the output's objects, by key.
+    let written = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
+        String,
+        u32,
+    >::new()));
+    let log = written.clone();
+    let store: DynStore = Arc::new(Intercept {
+        inner: fs.clone(),
+        on_write: move |key: &str, _: Option<&bytes::Bytes>| {
+            if key.starts_with("results/") {
+                *log.lock().unwrap().entry(key.to_string()).or_default() += 1;
+            }
+            Ok(())
+        },
+    });
+    let mut c = config();
+    c.shard_nnz = 1 << 12;
+    let inner = Arc::new(cellmatrix::invoke::InProcess::new(|_| 2));
+    let twins = Arc::new(TwinShards {
+        inner: inner.clone(),
+        app: std::sync::OnceLock::new(),
+    });
+    let app = App::with_invoker(c, store.clone(), twins.clone());
+    let target: Arc<dyn cellmatrix::invoke::Dispatch> = app.clone();
+    inner.bind(Arc::downgrade(&target));
+    twins.app.set(Arc::downgrade(&app)).unwrap();
+    let (_, status) = run_request(&app, &request).await;
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    app.idle().await;
+    let written = written.lock().unwrap();
+    let metadata: Vec<_> = written
+        .iter()
+        .filter(|(key, _)| key.ends_with("zarr.json"))
+        .collect();
+    assert!(metadata.len() > 10, "{written:?}");
+    // A shard's twin writes its chunks again (the same bytes), but the metadata is
+    // claimed by one writer.
+    for (key, n) in metadata {
+        assert_eq!(*n, 1, "{key} written {n} times");
+    }
+}

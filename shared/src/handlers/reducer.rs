@@ -673,6 +673,20 @@ impl<'a> Collector<'a> {
             // The last shard to finish may have written the metadata (and, for Zarr, the
             // result: the next look sees it); the root group is written last.
             if !finished(&store, &self.keys, view.format).await? {
+                match claim_commit(&store, &self.keys, "collector").await? {
+                    Claim::Ours => {}
+                    // A shard is writing it: look again, unless it has been at it for
+                    // so long that it was lost.
+                    Claim::Theirs { at_ms }
+                        if now_ms().saturating_sub(at_ms)
+                            < self.app.config.lost_after.as_millis() as u64 =>
+                    {
+                        return Ok(false);
+                    }
+                    Claim::Theirs { .. } => {
+                        tracing::warn!(request = %self.keys.id(), "a claimed commit never finished; the collector writes it");
+                    }
+                }
                 finish(&store, &self.keys, view, &plan).await?;
             }
             self.finished = true;
@@ -878,17 +892,19 @@ async fn consolidate_shard(
         .collect();
     futures::future::try_join_all(copies).await?;
     put_json(store, &keys.shard(shard), &json!({ "shard": shard })).await?;
-    commit_if_last(store, keys, &view, &plan).await?;
+    commit_if_last(store, keys, shard, &view, &plan).await?;
     crate::scratch::after_write(store, keys, app.config.keep_scratch).await
 }
 
 /// After a shard's marker: if every shard's marker is there, this shard finished last
 /// (or with the last), so it writes the output's metadata and, for Zarr, the result,
 /// instead of waiting for the collector's next look. Each shard writes its marker
-/// before it lists, so at least one sees them all; two that do write the same bytes.
+/// before it lists, so at least one sees them all; of those that do, and the
+/// collector, the one that claims the commit first writes it.
 async fn commit_if_last(
     store: &DynStore,
     keys: &Keys,
+    shard: u32,
     view: &RequestView,
     plan: &Consolidation,
 ) -> Result<(), Error> {
@@ -904,6 +920,9 @@ async fn commit_if_last(
         return Ok(());
     }
     if !finished(store, keys, view.format).await? {
+        if claim_commit(store, keys, &format!("shard-{shard}")).await? != Claim::Ours {
+            return Ok(());
+        }
         finish(store, keys, view, plan).await?;
     }
     if view.format == Format::Zarr {
@@ -935,6 +954,42 @@ fn result_record(
         collected_after_ms: plan.collected_after_ms,
         conversion,
     }
+}
+
+/// Who won the claim to write the output's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// This invocation: it writes it.
+    Ours,
+    /// Another, which claimed it at `at_ms`.
+    Theirs { at_ms: u64 },
+}
+
+/// What the commit claim records.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct CommitClaim {
+    by: String,
+    at_ms: u64,
+}
+
+/// Claims the writing of the output's metadata for `by`. The metadata is the same bytes
+/// whoever writes it, but without a claim the last shards and the collector, seeing
+/// every shard marker at once, would each write it all.
+async fn claim_commit(store: &DynStore, keys: &Keys, by: &str) -> Result<Claim, Error> {
+    let key = keys.commit();
+    let claim = CommitClaim {
+        by: by.to_string(),
+        at_ms: now_ms(),
+    };
+    if put_json_if_absent(store, &key, &claim).await? == PutOutcome::Created {
+        return Ok(Claim::Ours);
+    }
+    // A claim that went missing was removed with the scratch data of an ended request;
+    // one as old as the epoch lets the collector write the metadata.
+    let at_ms = get_json::<CommitClaim>(store, &key)
+        .await?
+        .map_or(0, |c| c.at_ms);
+    Ok(Claim::Theirs { at_ms })
 }
 
 /// Whether [`finish`] has run to its end: the output's root group, written last.

@@ -538,12 +538,13 @@ impl Ctx<'_, '_> {
         tl
     }
 
-    /// `finish` and the result: the root group's HEAD (`finished`), then the arrays'
-    /// metadata at once with the gene space read, the other documents at once, the root
-    /// group, then `result.json`.
+    /// `finish` and the result: the root group's HEAD (`finished`), the commit claim's
+    /// conditional PUT, then the arrays' metadata at once with the gene space read, the
+    /// other documents at once, the root group, then `result.json`.
     pub fn finish(&mut self) -> Micros {
         let fs = self.model.sizes.feature_set_bytes;
         let mut t = self.s3.request(self.rng, Op::Get, 0.0);
+        t += self.s3.request(self.rng, Op::Put, 0.0);
         let arrays = self.model.sizes.arrays as usize;
         let others = (self.model.sizes.finish_writes as usize).saturating_sub(arrays + 1);
         let genes = self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
