@@ -310,9 +310,18 @@ impl PartBuilder {
         // Kept nonzeros and the open slice's unprocessed tail, contiguous: the split
         // copies the tail only.
         self.close_gap();
-        let tail = self.indices.split_off(n);
-        let indices = std::mem::replace(&mut self.indices, tail);
-        let values = self.values.take_front(n);
+        // The rest goes to a buffer a finished write gave back, sized as this one: a
+        // fresh one would grow by doubling, each time copied and its pages faulted in.
+        let (mut rest, spare) = match &mut self.writer {
+            Some(writer) => writer.spare(),
+            None => (Vec::new(), Values::empty(self.values.value_type())),
+        };
+        rest.clear();
+        rest.reserve(self.indices.capacity());
+        rest.extend_from_slice(&self.indices[n..]);
+        self.indices.truncate(n);
+        let indices = std::mem::replace(&mut self.indices, rest);
+        let values = self.values.take_front(n, spare);
         let first_chunk = self.written / self.chunk;
         self.written += n as u64;
         self.kept -= n;
@@ -436,6 +445,9 @@ fn part_array<T: Column>(
     )
 }
 
+/// A part's `indices` and `data` buffers.
+type Buffers = (Vec<i32>, Values);
+
 /// Writes runs of whole chunks of a part's `indices` and `data` on tasks of their
 /// own, at most [`FLUSHES_IN_FLIGHT`] runs at once.
 struct ChunkWriter {
@@ -445,6 +457,8 @@ struct ChunkWriter {
     chunk: u64,
     permits: Arc<Semaphore>,
     tasks: JoinSet<Result<(), Error>>,
+    /// Buffers whose writes finished, for the builder to fill again.
+    spares: Arc<std::sync::Mutex<Vec<Buffers>>>,
 }
 
 impl std::fmt::Debug for ChunkWriter {
@@ -472,7 +486,14 @@ impl ChunkWriter {
             chunk,
             permits: Arc::new(Semaphore::new(FLUSHES_IN_FLIGHT)),
             tasks: JoinSet::new(),
+            spares: Arc::default(),
         })
+    }
+
+    /// A buffer pair a finished write gave back, or two empty ones.
+    fn spare(&mut self) -> Buffers {
+        let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
+        spare.unwrap_or_else(|| (Vec::new(), Values::empty(self.value_type)))
     }
 
     /// Starts writing `indices` and `values` from chunk `first_chunk` on (the last
@@ -496,6 +517,7 @@ impl ChunkWriter {
             .await
             .map_err(|_| Error::Internal("the part writer's semaphore closed".into()))?;
         let (ia, da, chunk) = (self.indices.clone(), self.data.clone(), self.chunk);
+        let spares = self.spares.clone();
         self.tasks.spawn(async move {
             let _permit = permit;
             let data = async {
@@ -506,6 +528,12 @@ impl ChunkWriter {
                 }
             };
             futures::try_join!(store_chunks(&ia, chunk, first_chunk, &indices), data)?;
+            // A flush takes one, and about one write finishes per flush.
+            if let Ok(mut spares) = spares.lock()
+                && spares.len() < 2
+            {
+                spares.push((indices, values));
+            }
             Ok(())
         });
         Ok(())

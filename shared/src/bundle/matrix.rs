@@ -88,17 +88,27 @@ impl Values {
         }
     }
 
-    /// Takes the first `n` values, keeping the rest: the taken ones keep the buffer,
-    /// only the rest is copied.
-    pub fn take_front(&mut self, n: usize) -> Values {
-        fn take<T>(v: &mut Vec<T>, n: usize) -> Vec<T> {
-            let rest = v.split_off(n);
+    /// Takes the first `n` values, keeping the rest in `spare` (cleared first; of this
+    /// type, or it is replaced): the taken ones keep the buffer, only the rest is
+    /// copied, into a buffer that may already have room and mapped pages.
+    pub fn take_front(&mut self, n: usize, spare: Values) -> Values {
+        fn take<T: Copy>(v: &mut Vec<T>, n: usize, mut rest: Vec<T>) -> Vec<T> {
+            rest.clear();
+            rest.reserve(v.capacity());
+            rest.extend_from_slice(&v[n..]);
+            v.truncate(n);
             std::mem::replace(v, rest)
         }
-        match self {
-            Values::U32(v) => Values::U32(take(v, n)),
-            Values::F32(v) => Values::F32(take(v, n)),
-            Values::F64(v) => Values::F64(take(v, n)),
+        let spare = if spare.value_type() == self.value_type() {
+            spare
+        } else {
+            self.empty_like(0)
+        };
+        match (self, spare) {
+            (Values::U32(v), Values::U32(r)) => Values::U32(take(v, n, r)),
+            (Values::F32(v), Values::F32(r)) => Values::F32(take(v, n, r)),
+            (Values::F64(v), Values::F64(r)) => Values::F64(take(v, n, r)),
+            _ => unreachable!("the spare buffer's type was checked"),
         }
     }
 

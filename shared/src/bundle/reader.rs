@@ -8,7 +8,7 @@ use zarrs::array::ElementOwned;
 use crate::bundle::manifest::Layout;
 use crate::bundle::manifest::zarr_prefix;
 use crate::bundle::qc::Qc;
-use crate::bundle::zarr_io::{ZArray, array_handle, open_array, read_range};
+use crate::bundle::zarr_io::{ZArray, array_handle, open_array, read_range, read_values};
 use crate::bundle::{Csr, Manifest, ValueType, Values, read_manifest};
 use crate::error::Error;
 use crate::fqid::Fqid;
@@ -272,11 +272,11 @@ impl BundleReader {
     pub async fn read_nonzeros(&self, range: Range<u64>) -> Result<Nonzeros, Error> {
         let fqid = &self.shape.fqid;
         let (indices, values) =
-            futures::try_join!(retrieve::<i32>(&self.indices, range.clone()), async {
+            futures::try_join!(read_values::<i32>(&self.indices, range.clone()), async {
                 Ok(match self.shape.value_type {
-                    ValueType::Uint32 => Values::U32(retrieve(&self.data, range).await?),
-                    ValueType::Float32 => Values::F32(retrieve(&self.data, range).await?),
-                    ValueType::Float64 => Values::F64(retrieve(&self.data, range).await?),
+                    ValueType::Uint32 => Values::U32(read_values(&self.data, range).await?),
+                    ValueType::Float32 => Values::F32(read_values(&self.data, range).await?),
+                    ValueType::Float64 => Values::F64(read_values(&self.data, range).await?),
                 })
             })
             .map_err(|e| corrupt(fqid, e))?;

@@ -370,6 +370,67 @@ pub async fn read_range<T: ElementOwned + Send + Sync>(
         .map_err(|e| zarr_err(array.path().as_str(), e))
 }
 
+/// Chunks of one [`read_values`] decoded ahead of the one being appended.
+const CHUNKS_AHEAD: usize = 4;
+
+/// Reads `range` of a 1-D array of plain values, as [`read_range`] does, a chunk at a
+/// time: each chunk's decoded bytes are appended straight to the result. zarrs would
+/// gather a range of several chunks into a buffer of bytes and then copy that into a
+/// `Vec<T>` (a byte buffer is not aligned for `T`): two passes over the values and
+/// two fresh buffers to fault in, where this makes one of each.
+pub async fn read_values<T: bytemuck::Pod>(
+    array: &ZArray,
+    range: std::ops::Range<u64>,
+) -> Result<Vec<T>, Error> {
+    use futures::StreamExt;
+    if range.is_empty() {
+        return Ok(Vec::new());
+    }
+    let what = || array.path().as_str().to_string();
+    let chunk = array
+        .chunk_shape(&[0])
+        .map_err(|e| zarr_err(&what(), e))?
+        .first()
+        .map_or(1, |n| n.get());
+    let mut cuts = Vec::new();
+    let mut at = range.start;
+    while at < range.end {
+        let next = ((at / chunk + 1) * chunk).min(range.end);
+        cuts.push(at..next);
+        at = next;
+    }
+    let mut out: Vec<T> = Vec::with_capacity((range.end - range.start) as usize);
+    let mut decoded = futures::stream::iter(cuts)
+        .map(|cut| async move {
+            array
+                .async_retrieve_array_subset::<zarrs::array::ArrayBytes<'static>>(&[cut])
+                .await
+        })
+        .buffered(CHUNKS_AHEAD);
+    while let Some(bytes) = decoded.next().await {
+        let bytes = bytes
+            .map_err(|e| zarr_err(&what(), e))?
+            .into_fixed()
+            .map_err(|e| zarr_err(&what(), e))?;
+        match bytemuck::try_cast_slice::<u8, T>(&bytes) {
+            Ok(values) => out.extend_from_slice(values),
+            // A decoded chunk is its own allocation, aligned; a slice of one may not be.
+            Err(_) => out.extend(
+                bytes
+                    .chunks_exact(size_of::<T>())
+                    .map(bytemuck::pod_read_unaligned::<T>),
+            ),
+        }
+    }
+    if out.len() as u64 != range.end - range.start {
+        return Err(Error::zarr(
+            what(),
+            format!("{} values read of {}", out.len(), range.end - range.start),
+        ));
+    }
+    Ok(out)
+}
+
 /// Opens a 1-D array.
 pub async fn open_array(
     storage: &AsyncReadableWritableListableStorage,
