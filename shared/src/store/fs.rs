@@ -21,6 +21,9 @@ use super::{
 
 const TMP_DIR: &str = ".tmp";
 
+/// Objects up to this size are read without the blocking pool (see `get`).
+const INLINE_READ_BYTES: u64 = 64 << 10;
+
 /// A store rooted at a local directory.
 #[derive(Debug)]
 pub struct FsStore {
@@ -109,6 +112,18 @@ fn not_found_is_none<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
 impl BlobStore for FsStore {
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
         let path = self.path_of(key)?;
+        // A small object is read on the calling thread: a blocking-pool round trip
+        // (a wake-up there and one back) costs more than the read of a file in the page
+        // cache, and a one-cell SmartSeq2 bundle is seven such files.
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Ok(m) if m.len() <= INLINE_READ_BYTES => {
+                return not_found_is_none(std::fs::read(&path))
+                    .map(|b| b.map(Bytes::from))
+                    .map_err(|e| io_error("get", key, e));
+            }
+            _ => {}
+        }
         Self::blocking("get", key, move || {
             Ok(not_found_is_none(std::fs::read(&path))?.map(Bytes::from))
         })
