@@ -8,7 +8,7 @@ use zarrs::array::ElementOwned;
 use crate::bundle::manifest::Layout;
 use crate::bundle::manifest::zarr_prefix;
 use crate::bundle::qc::Qc;
-use crate::bundle::zarr_io::{ZArray, array_handle, open_array, read_range, read_values};
+use crate::bundle::zarr_io::{Column, ZArray, array_handle, open_array, read_range, read_values};
 use crate::bundle::{Csr, Manifest, ValueType, Values, read_manifest};
 use crate::error::Error;
 use crate::fqid::Fqid;
@@ -149,13 +149,13 @@ impl BundleReader {
         }?;
         Ok(BundleReader {
             present: None,
-            indptr: array_handle::<i64>(storage, "/X/indptr", n + 1, rows, none())?,
+            indptr: row_array::<i64>(storage, "/X/indptr", n + 1, rows)?,
             indices: array_handle::<i32>(storage, "/X/indices", nnz, nnz_chunk, none())?,
             data,
-            cell_ids: array_handle::<String>(storage, "/obs/_index", n, rows, none())?,
-            n_genes: array_handle::<u32>(storage, "/obs/n_genes", n, rows, none())?,
-            total_counts: array_handle::<f64>(storage, "/obs/total_counts", n, rows, none())?,
-            pct_mito: array_handle::<f64>(storage, "/obs/pct_mito", n, rows, none())?,
+            cell_ids: row_array::<String>(storage, "/obs/_index", n, rows)?,
+            n_genes: row_array::<u32>(storage, "/obs/n_genes", n, rows)?,
+            total_counts: row_array::<f64>(storage, "/obs/total_counts", n, rows)?,
+            pct_mito: row_array::<f64>(storage, "/obs/pct_mito", n, rows)?,
             shape,
         })
     }
@@ -317,6 +317,41 @@ pub struct Nonzeros {
     pub indices: Vec<u32>,
     /// The values.
     pub values: Values,
+}
+
+/// A bundle's row array `path` of `len` rows in chunks of `rows`, as
+/// [`array_handle`] builds it. Built once per path and chunk size on each thread and
+/// then given each bundle's storage and length: building one parses its codecs and
+/// data type, and a task of one-cell SmartSeq2 bundles opened five per bundle. (The
+/// nonzero arrays' chunks follow each bundle's count, so they are built each time.)
+fn row_array<T: Column>(
+    storage: &zarrs::storage::AsyncReadableWritableListableStorage,
+    path: &'static str,
+    len: u64,
+    rows: u64,
+) -> Result<ZArray, Error> {
+    thread_local! {
+        static BUILT: std::cell::RefCell<std::collections::HashMap<(&'static str, u64), ZArray>> =
+            std::cell::RefCell::default();
+    }
+    BUILT.with(|built| {
+        let mut built = built.borrow_mut();
+        let template = match built.entry((path, rows)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(array_handle::<T>(
+                storage,
+                path,
+                len,
+                rows,
+                serde_json::Map::new(),
+            )?),
+        };
+        let mut array = template.with_storage(storage.clone());
+        array
+            .set_shape(vec![len])
+            .map_err(|e| crate::bundle::zarr_io::zarr_err(path, e))?;
+        Ok(array)
+    })
 }
 
 async fn retrieve<T: ElementOwned + Send + Sync>(
