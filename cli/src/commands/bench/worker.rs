@@ -503,7 +503,7 @@ fn print_table(r: &Report) {
          bound = {}; the worker's CPU: {}",
         r.worker_memory_bytes >> 20,
         r.worker_memory_from,
-        r.kinds.first().map_or(0, |k| k.reps),
+        r.kinds.iter().chain(&r.real).next().map_or(0, |k| k.reps),
         r.bound,
         r.kinds
             .iter()
