@@ -312,15 +312,11 @@ impl PartBuilder {
         self.close_gap();
         // The rest goes to a buffer a finished write gave back, sized as this one: a
         // fresh one would grow by doubling, each time copied and its pages faulted in.
-        let (mut rest, spare) = match &mut self.writer {
+        let (rest, spare) = match &mut self.writer {
             Some(writer) => writer.spare(),
             None => (Vec::new(), Values::empty(self.values.value_type())),
         };
-        rest.clear();
-        rest.reserve(self.indices.capacity());
-        rest.extend_from_slice(&self.indices[n..]);
-        self.indices.truncate(n);
-        let indices = std::mem::replace(&mut self.indices, rest);
+        let indices = crate::bundle::matrix::take_front(&mut self.indices, n, rest);
         let values = self.values.take_front(n, spare);
         let first_chunk = self.written / self.chunk;
         self.written += n as u64;

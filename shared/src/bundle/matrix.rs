@@ -46,6 +46,17 @@ impl ValueType {
     }
 }
 
+/// Takes the first `n` elements of `v`, keeping the rest in `rest` (cleared first, and
+/// given room for as many as `v` had): the taken ones keep the buffer, only the rest is
+/// copied.
+pub fn take_front<T: Copy>(v: &mut Vec<T>, n: usize, mut rest: Vec<T>) -> Vec<T> {
+    rest.clear();
+    rest.reserve(v.capacity());
+    rest.extend_from_slice(&v[n..]);
+    v.truncate(n);
+    std::mem::replace(v, rest)
+}
+
 impl Values {
     /// No values, of type `t`.
     pub fn empty(t: ValueType) -> Values {
@@ -92,22 +103,15 @@ impl Values {
     /// type, or it is replaced): the taken ones keep the buffer, only the rest is
     /// copied, into a buffer that may already have room and mapped pages.
     pub fn take_front(&mut self, n: usize, spare: Values) -> Values {
-        fn take<T: Copy>(v: &mut Vec<T>, n: usize, mut rest: Vec<T>) -> Vec<T> {
-            rest.clear();
-            rest.reserve(v.capacity());
-            rest.extend_from_slice(&v[n..]);
-            v.truncate(n);
-            std::mem::replace(v, rest)
-        }
         let spare = if spare.value_type() == self.value_type() {
             spare
         } else {
             self.empty_like(0)
         };
         match (self, spare) {
-            (Values::U32(v), Values::U32(r)) => Values::U32(take(v, n, r)),
-            (Values::F32(v), Values::F32(r)) => Values::F32(take(v, n, r)),
-            (Values::F64(v), Values::F64(r)) => Values::F64(take(v, n, r)),
+            (Values::U32(v), Values::U32(r)) => Values::U32(take_front(v, n, r)),
+            (Values::F32(v), Values::F32(r)) => Values::F32(take_front(v, n, r)),
+            (Values::F64(v), Values::F64(r)) => Values::F64(take_front(v, n, r)),
             _ => unreachable!("the spare buffer's type was checked"),
         }
     }
