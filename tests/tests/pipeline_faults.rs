@@ -226,16 +226,36 @@ async fn a_task_that_dies_silently_is_retried_from_lambdas_failure_record() {
     assert_eq!(dying.deaths.load(Ordering::SeqCst), 0, "no task died");
 }
 
-/// Runs each consolidation shard inside the collector's `Invoke` call, so the collector
-/// cannot look again until every shard it launched has returned: whatever commits the
-/// result before then is a shard.
+/// Runs each consolidation shard inside the collector's `Invoke` call, `copies` of it at
+/// once (a duplicate delivery), so the collector cannot look again until every shard it
+/// launched has returned: whatever commits the result before then is a shard.
 #[derive(Debug)]
 struct InlineShards {
     inner: Arc<cellmatrix::invoke::InProcess>,
     app: std::sync::OnceLock<std::sync::Weak<App>>,
+    copies: usize,
     /// Shards run, and of them how many found the result committed when they returned.
     shards: AtomicU64,
     committed: AtomicU64,
+}
+
+impl InlineShards {
+    /// An app over `store` with `config` whose shards run inline, `copies` at once.
+    fn app(config: Config, store: DynStore, copies: usize) -> (Arc<App>, Arc<InlineShards>) {
+        let inner = Arc::new(cellmatrix::invoke::InProcess::new(|_| 2));
+        let inline = Arc::new(InlineShards {
+            inner: inner.clone(),
+            app: std::sync::OnceLock::new(),
+            copies,
+            shards: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
+        });
+        let app = App::with_invoker(config, store, inline.clone());
+        let target: Arc<dyn cellmatrix::invoke::Dispatch> = app.clone();
+        inner.bind(Arc::downgrade(&target));
+        inline.app.set(Arc::downgrade(&app)).unwrap();
+        (app, inline)
+    }
 }
 
 #[async_trait::async_trait]
@@ -253,7 +273,9 @@ impl cellmatrix::invoke::Invoker for InlineShards {
         let app = self.app.get().and_then(std::sync::Weak::upgrade).unwrap();
         let event: cellmatrix::messages::ReducerEvent = serde_json::from_value(payload).unwrap();
         let keys = cellmatrix::state::Keys::new(&event.request_id);
-        cellmatrix::handlers::reducer::handle(&app, event).await?;
+        let runs =
+            (0..self.copies).map(|_| cellmatrix::handlers::reducer::handle(&app, event.clone()));
+        futures::future::try_join_all(runs).await?;
         self.shards.fetch_add(1, Ordering::SeqCst);
         if cellmatrix::state::exists(&app.store, &keys.result()).await? {
             self.committed.fetch_add(1, Ordering::SeqCst);
@@ -288,17 +310,7 @@ async fn the_last_shard_commits_the_result_without_waiting_for_the_collector() {
 
     let mut c = config();
     c.shard_nnz = 1 << 12;
-    let inner = Arc::new(cellmatrix::invoke::InProcess::new(|_| 2));
-    let inline = Arc::new(InlineShards {
-        inner: inner.clone(),
-        app: std::sync::OnceLock::new(),
-        shards: AtomicU64::new(0),
-        committed: AtomicU64::new(0),
-    });
-    let app = App::with_invoker(c, store.clone(), inline.clone());
-    let target: Arc<dyn cellmatrix::invoke::Dispatch> = app.clone();
-    inner.bind(Arc::downgrade(&target));
-    inline.app.set(Arc::downgrade(&app)).unwrap();
+    let (app, inline) = InlineShards::app(c, store.clone(), 1);
     let (_, status) = run_request(&app, &request).await;
     assert_eq!(status["status"], "Succeeded", "{status}");
     assert_eq!(status["result"]["nnz"], want["result"]["nnz"]);
@@ -309,43 +321,6 @@ async fn the_last_shard_commits_the_result_without_waiting_for_the_collector() {
     // The last to return found it there (the ones before it, if they returned later,
     // too); the collector could not have written it meanwhile.
     assert!(inline.committed.load(Ordering::SeqCst) >= 1);
-}
-
-/// Delivers every consolidation shard twice, both copies at once, inside the collector's
-/// `Invoke` call: the last shard's two copies each find every shard marker, and the
-/// collector looks again at once when they return.
-#[derive(Debug)]
-struct TwinShards {
-    inner: Arc<cellmatrix::invoke::InProcess>,
-    app: std::sync::OnceLock<std::sync::Weak<App>>,
-}
-
-#[async_trait::async_trait]
-impl cellmatrix::invoke::Invoker for TwinShards {
-    async fn invoke(
-        &self,
-        function: cellmatrix::invoke::Function,
-        payload: serde_json::Value,
-    ) -> Result<(), cellmatrix::Error> {
-        if function != cellmatrix::invoke::Function::Reducer
-            || payload["mode"]["kind"] != "consolidate"
-        {
-            return self.inner.invoke(function, payload).await;
-        }
-        let app = self.app.get().and_then(std::sync::Weak::upgrade).unwrap();
-        let event: cellmatrix::messages::ReducerEvent = serde_json::from_value(payload).unwrap();
-        let (a, b) = futures::join!(
-            cellmatrix::handlers::reducer::handle(&app, event.clone()),
-            cellmatrix::handlers::reducer::handle(&app, event),
-        );
-        a.and(b)
-    }
-    fn counts(&self) -> std::collections::HashMap<cellmatrix::invoke::Function, u64> {
-        self.inner.counts()
-    }
-    async fn idle(&self) {
-        self.inner.idle().await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -371,15 +346,9 @@ async fn twin_shards_and_the_collector_write_the_outputs_metadata_once() {
     });
     let mut c = config();
     c.shard_nnz = 1 << 12;
-    let inner = Arc::new(cellmatrix::invoke::InProcess::new(|_| 2));
-    let twins = Arc::new(TwinShards {
-        inner: inner.clone(),
-        app: std::sync::OnceLock::new(),
-    });
-    let app = App::with_invoker(c, store.clone(), twins.clone());
-    let target: Arc<dyn cellmatrix::invoke::Dispatch> = app.clone();
-    inner.bind(Arc::downgrade(&target));
-    twins.app.set(Arc::downgrade(&app)).unwrap();
+    // Every shard twice at once: the last shard's two copies each find every marker,
+    // and the collector looks again at once when they return.
+    let (app, _) = InlineShards::app(c, store.clone(), 2);
     let (_, status) = run_request(&app, &request).await;
     assert_eq!(status["status"], "Succeeded", "{status}");
     app.idle().await;

@@ -8,7 +8,9 @@ use zarrs::array::ElementOwned;
 use crate::bundle::manifest::Layout;
 use crate::bundle::manifest::zarr_prefix;
 use crate::bundle::qc::Qc;
-use crate::bundle::zarr_io::{Column, ZArray, array_handle, open_array, read_range, read_values};
+use crate::bundle::zarr_io::{
+    Column, ZArray, array_handle, cut_at_multiples, open_array, read_range, read_values,
+};
 use crate::bundle::{Csr, Manifest, ValueType, Values, read_manifest};
 use crate::error::Error;
 use crate::fqid::Fqid;
@@ -256,15 +258,7 @@ impl BundleReader {
             .ok()
             .and_then(|s| s.first().map(|n| n.get()))
             .unwrap_or(1);
-        let step = target.div_ceil(chunk).max(1) * chunk;
-        let mut out = Vec::new();
-        let mut at = range.start;
-        while at < range.end {
-            let next = ((at / step + 1) * step).min(range.end);
-            out.push(at..next);
-            at = next;
-        }
-        out
+        cut_at_multiples(range, target.div_ceil(chunk).max(1) * chunk)
     }
 
     /// The column indices and values of nonzeros `range`, the indices checked against

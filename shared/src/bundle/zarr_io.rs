@@ -370,6 +370,19 @@ pub async fn read_range<T: ElementOwned + Send + Sync>(
         .map_err(|e| zarr_err(array.path().as_str(), e))
 }
 
+/// `range` cut at every multiple of `step` (at least 1) inside it.
+pub fn cut_at_multiples(range: std::ops::Range<u64>, step: u64) -> Vec<std::ops::Range<u64>> {
+    let step = step.max(1);
+    let mut out = Vec::new();
+    let mut at = range.start;
+    while at < range.end {
+        let next = ((at / step + 1) * step).min(range.end);
+        out.push(at..next);
+        at = next;
+    }
+    out
+}
+
 /// Chunks of one [`read_values`] decoded ahead of the one being appended.
 const CHUNKS_AHEAD: usize = 4;
 
@@ -392,13 +405,7 @@ pub async fn read_values<T: bytemuck::Pod>(
         .map_err(|e| zarr_err(&what(), e))?
         .first()
         .map_or(1, |n| n.get());
-    let mut cuts = Vec::new();
-    let mut at = range.start;
-    while at < range.end {
-        let next = ((at / chunk + 1) * chunk).min(range.end);
-        cuts.push(at..next);
-        at = next;
-    }
+    let cuts = cut_at_multiples(range.clone(), chunk);
     let mut out: Vec<T> = Vec::with_capacity((range.end - range.start) as usize);
     let mut decoded = futures::stream::iter(cuts)
         .map(|cut| async move {
