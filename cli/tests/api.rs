@@ -246,14 +246,15 @@ async fn serve_refuses_remote_addresses_unless_allowed() {
 
 #[tokio::test]
 async fn client_commands_say_when_no_server_listens() {
-    // A port that was free a moment ago.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // The port stays bound but never listens, so a connection is refused and no
+    // server started by a test running alongside can take it: a port merely freed
+    // a moment ago was once picked up by `api_answers_without_data`'s server.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = held.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     let (ok, _, stderr) = cellmatrix(&["status", "--url", &url, UNKNOWN_ID]).await;
     assert!(!ok);
     assert!(stderr.contains(&url), "{stderr}");
+    drop(held);
 }
