@@ -87,18 +87,49 @@ impl GeneSpace {
 
     /// For each column of `features`, its column in this space, or `None` when the
     /// request's subset leaves it out.
-    pub fn remap(&self, features: &Features) -> Vec<Option<u32>> {
+    pub fn remap(&self, features: &Features) -> Remap {
         let index: HashMap<&str, u32> = self
             .ids
             .iter()
             .enumerate()
             .map(|(i, id)| (id.as_str(), i as u32))
             .collect();
-        features
-            .ids
+        Remap::new(
+            features
+                .ids
+                .iter()
+                .map(|id| index.get(id.as_str()).copied())
+                .collect(),
+        )
+    }
+}
+
+/// A feature set's columns in the output gene space: for each, its output column, or
+/// `None` when the request leaves it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remap {
+    columns: Vec<Option<u32>>,
+    identity: bool,
+}
+
+impl Remap {
+    pub fn new(columns: Vec<Option<u32>>) -> Remap {
+        let identity = columns
             .iter()
-            .map(|id| index.get(id.as_str()).copied())
-            .collect()
+            .enumerate()
+            .all(|(i, &c)| c == Some(i as u32));
+        Remap { columns, identity }
+    }
+
+    pub fn columns(&self) -> &[Option<u32>] {
+        &self.columns
+    }
+
+    /// Whether every column stays where it is: the common request, whose bundles share
+    /// one feature set and no subset. A worker then moves no column (see
+    /// `part::keep_row`), which is most of its work per nonzero otherwise.
+    pub fn is_identity(&self) -> bool {
+        self.identity
     }
 }
 
@@ -120,7 +151,9 @@ mod tests {
         let u = GeneSpace::union([&a, &b]);
         assert_eq!(u.ids, ["g2", "g1", "g3", "g4"]);
         assert_eq!(u.names, ["B", "A", "C", "A"]);
-        assert_eq!(u.remap(&b), [Some(2), Some(1), Some(3)]);
+        assert_eq!(u.remap(&b).columns(), [Some(2), Some(1), Some(3)]);
+        assert!(!u.remap(&b).is_identity());
+        assert!(u.remap(&a).is_identity());
     }
 
     #[test]
@@ -129,7 +162,7 @@ mod tests {
         let s = u.subset(&["B".into(), "A".into(), "g1".into()]).unwrap();
         assert_eq!(s.ids, ["g2", "g1", "g3"]);
         assert_eq!(
-            s.remap(&features(&[("g1", "A"), ("g9", "Z")])),
+            s.remap(&features(&[("g1", "A"), ("g9", "Z")])).columns(),
             [Some(1), None]
         );
         assert_eq!(u.subset(&["nope".into()]).unwrap_err(), ["nope"]);

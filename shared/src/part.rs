@@ -23,6 +23,7 @@ use crate::bundle::{ValueType, Values};
 use crate::convert::source::{ColumnKind, ObsValues};
 use crate::error::Error;
 use crate::filter::{BundleField, CellValues, Field, Filter, bundle_value};
+use crate::genes::Remap;
 use crate::state::BundleInfo;
 use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
@@ -120,7 +121,7 @@ impl PartBuilder {
         &mut self,
         bundle: &BundleInfo,
         rows: Rows,
-        remap: &[Option<u32>],
+        remap: &Remap,
         filter: Option<&Filter>,
     ) -> Result<(), Error> {
         let Rows { cells, matrix, qc } = rows;
@@ -149,7 +150,7 @@ impl PartBuilder {
         &mut self,
         bundle: &BundleInfo,
         head: Head,
-        remap: &[Option<u32>],
+        remap: &Remap,
         filter: Option<&Filter>,
     ) -> Result<bool, Error> {
         if self.open.is_some() {
@@ -211,7 +212,7 @@ impl PartBuilder {
     }
 
     /// Adds the open slice's next nonzeros (they continue where the last ended).
-    pub fn add_nonzeros(&mut self, nonzeros: Nonzeros, remap: &[Option<u32>]) -> Result<(), Error> {
+    pub fn add_nonzeros(&mut self, nonzeros: Nonzeros, remap: &Remap) -> Result<(), Error> {
         let Some(open) = &self.open else {
             return Err(Error::Internal("nonzeros without an open slice".into()));
         };
@@ -244,7 +245,7 @@ impl PartBuilder {
 
     /// Remaps, filters and compacts the open slice's rows whose nonzeros are all in;
     /// closes the slice when none is left.
-    fn process(&mut self, remap: &[Option<u32>]) -> Result<(), Error> {
+    fn process(&mut self, remap: &Remap) -> Result<(), Error> {
         let Some(open) = &mut self.open else {
             return Ok(());
         };
@@ -260,9 +261,9 @@ impl PartBuilder {
             let at = |p: u64| (open.origin + p as i64) as usize;
             let raw = at(open.indptr[r])..at(open.indptr[r + 1]);
             let remapped = match &mut self.values {
-                Values::U32(v) => compact_row(&mut self.indices, v, raw, w, remap),
-                Values::F32(v) => compact_row(&mut self.indices, v, raw, w, remap),
-                Values::F64(v) => compact_row(&mut self.indices, v, raw, w, remap),
+                Values::U32(v) => move_row(&mut self.indices, v, raw, w, remap),
+                Values::F32(v) => move_row(&mut self.indices, v, raw, w, remap),
+                Values::F64(v) => move_row(&mut self.indices, v, raw, w, remap),
             };
             w = remapped.map_err(|col| Error::Corrupt {
                 what: format!("bundle {}", open.fqid),
@@ -548,6 +549,55 @@ fn joined(done: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(),
     done.map_err(|e| Error::Internal(format!("a part write stopped: {e}")))?
 }
 
+/// Moves the kept nonzeros of the row at `raw` to `w..` (`w <= raw.start`) in their
+/// output columns, ascending; returns the end of the kept ones, or the first column
+/// outside the feature set.
+fn move_row<T: Copy>(
+    indices: &mut [i32],
+    values: &mut [T],
+    raw: std::ops::Range<usize>,
+    w: usize,
+    remap: &Remap,
+) -> Result<usize, usize> {
+    if remap.is_identity() {
+        keep_row(indices, values, raw, w, remap.columns().len())
+    } else {
+        compact_row(indices, values, raw, w, remap.columns())
+    }
+}
+
+/// [`compact_row`] for an identity remap: each column stays, so the row is only
+/// checked and, when rows before it were dropped, moved.
+fn keep_row<T: Copy>(
+    indices: &mut [i32],
+    values: &mut [T],
+    raw: std::ops::Range<usize>,
+    w: usize,
+    n_columns: usize,
+) -> Result<usize, usize> {
+    let (mut inside, mut ascending, mut last) = (true, true, -1i64);
+    for &c in &indices[raw.clone()] {
+        inside &= (c as u32 as usize) < n_columns;
+        ascending &= i64::from(c) > last;
+        last = i64::from(c);
+    }
+    if !inside {
+        let bad = indices[raw]
+            .iter()
+            .find(|&&c| c as u32 as usize >= n_columns);
+        return Err(bad.map_or(n_columns, |&c| c as u32 as usize));
+    }
+    let end = w + raw.len();
+    if w != raw.start {
+        indices.copy_within(raw.clone(), w);
+        values.copy_within(raw, w);
+    }
+    if !ascending {
+        sort_row(indices, values, w..end);
+    }
+    Ok(end)
+}
+
 /// Remaps the bundle columns of the nonzeros at `raw` to output columns, moving those
 /// kept (with their values) to `w..` (`w <= raw.start`) with columns ascending; returns
 /// the end of the kept ones, or the first column outside `remap`.
@@ -580,18 +630,23 @@ fn compact_row<T: Copy>(
     }
     if !ascending {
         // Bundle columns may map to the output in another order.
-        let mut row: Vec<(i32, T)> = indices[first..w]
-            .iter()
-            .copied()
-            .zip(values[first..w].iter().copied())
-            .collect();
-        row.sort_unstable_by_key(|&(c, _)| c);
-        for (k, (c, v)) in row.into_iter().enumerate() {
-            indices[first + k] = c;
-            values[first + k] = v;
-        }
+        sort_row(indices, values, first..w);
     }
     Ok(w)
+}
+
+/// Sorts the nonzeros at `row` by column.
+fn sort_row<T: Copy>(indices: &mut [i32], values: &mut [T], row: std::ops::Range<usize>) {
+    let mut pairs: Vec<(i32, T)> = indices[row.clone()]
+        .iter()
+        .copied()
+        .zip(values[row.clone()].iter().copied())
+        .collect();
+    pairs.sort_unstable_by_key(|&(c, _)| c);
+    for (k, (c, v)) in pairs.into_iter().enumerate() {
+        indices[row.start + k] = c;
+        values[row.start + k] = v;
+    }
 }
 
 /// Appends `from[range]` to `to`, widening as the output type asks: a copy where the
@@ -665,6 +720,32 @@ mod tests {
         }
     }
 
+    /// An identity remap's shortcut gives what the general remapping gives with the
+    /// same columns: rows moved down or in place, unsorted or repeated columns sorted,
+    /// and the same error for a column outside the feature set.
+    #[test]
+    fn an_identity_remap_keeps_rows_as_the_general_path_does() {
+        const N: usize = 6;
+        let identity: Vec<Option<u32>> = (0..N as u32).map(Some).collect();
+        let rows: [&[i32]; 6] = [&[0, 2, 5], &[4, 1, 3], &[2, 2, 0], &[], &[1, 6], &[-1, 0]];
+        for row in rows {
+            for gap in [0, 2] {
+                let mut indices = vec![9; gap];
+                indices.extend_from_slice(row);
+                let mut values: Vec<u32> = (0..indices.len() as u32).collect();
+                let raw = gap..indices.len();
+                let (mut ki, mut kv) = (indices.clone(), values.clone());
+                let kept = keep_row(&mut ki, &mut kv, raw.clone(), 0, N);
+                let general = compact_row(&mut indices, &mut values, raw, 0, &identity);
+                assert_eq!(kept, general, "row {row:?}, gap {gap}");
+                if let Ok(end) = kept {
+                    assert_eq!(ki[..end], indices[..end], "row {row:?}, gap {gap}");
+                    assert_eq!(kv[..end], values[..end], "row {row:?}, gap {gap}");
+                }
+            }
+        }
+    }
+
     /// Cells the filter drops leave no nonzeros behind, whether the slice's nonzeros
     /// became the part's (first slice) or were appended (second), and the rows kept are
     /// the ones the filter names, in order.
@@ -677,37 +758,44 @@ mod tests {
         let filter =
             Filter::parse(&serde_json::json!({"op": "=", "field": "cell.n_genes", "value": 1}))
                 .unwrap();
-        let remap: Vec<Option<u32>> = vec![Some(0), None, Some(1), Some(2), None, Some(3)];
-        let mut part = PartBuilder::new(ValueType::Uint32, &[]);
-        for _ in 0..2 {
-            let mut s = rows(&dense);
-            s.qc.n_genes = slice.qc.n_genes.clone();
-            part.add(&bundle(), s, &remap, Some(&filter)).unwrap();
-        }
-        let kept: Vec<usize> = (0..n).filter(|r| r % 3 == 1).collect();
-        let want_index: Vec<String> = kept
-            .iter()
-            .chain(kept.iter())
-            .map(|r| format!("{}:c{r}", bundle().fqid))
-            .collect();
-        assert_eq!(part.index, want_index);
-        assert_eq!(*part.indptr.last().unwrap() as usize, part.indices.len());
-        assert_eq!(part.indices.len(), part.values.len());
-        for (k, &r) in kept.iter().chain(kept.iter()).enumerate() {
-            let span = part.indptr[k] as usize..part.indptr[k + 1] as usize;
-            let mut want = Vec::new();
-            for (g, out) in remap.iter().enumerate() {
-                let v = dense[r * GENES + g];
-                if let Some(out) = out
-                    && v != 0
-                {
-                    want.push((*out as i32, f64::from(v)));
-                }
+        // A remap that drops and moves columns, and one that keeps them all in place.
+        let remaps = [
+            Remap::new(vec![Some(0), None, Some(1), Some(2), None, Some(3)]),
+            Remap::new((0..GENES as u32).map(Some).collect()),
+        ];
+        assert!(remaps[1].is_identity());
+        for remap in &remaps {
+            let mut part = PartBuilder::new(ValueType::Uint32, &[]);
+            for _ in 0..2 {
+                let mut s = rows(&dense);
+                s.qc.n_genes = slice.qc.n_genes.clone();
+                part.add(&bundle(), s, remap, Some(&filter)).unwrap();
             }
-            let got: Vec<(i32, f64)> = span
-                .map(|i| (part.indices[i], part.values.get_f64(i)))
+            let kept: Vec<usize> = (0..n).filter(|r| r % 3 == 1).collect();
+            let want_index: Vec<String> = kept
+                .iter()
+                .chain(kept.iter())
+                .map(|r| format!("{}:c{r}", bundle().fqid))
                 .collect();
-            assert_eq!(got, want, "kept row {k} (bundle row {r})");
+            assert_eq!(part.index, want_index);
+            assert_eq!(*part.indptr.last().unwrap() as usize, part.indices.len());
+            assert_eq!(part.indices.len(), part.values.len());
+            for (k, &r) in kept.iter().chain(kept.iter()).enumerate() {
+                let span = part.indptr[k] as usize..part.indptr[k + 1] as usize;
+                let mut want = Vec::new();
+                for (g, out) in remap.columns().iter().enumerate() {
+                    let v = dense[r * GENES + g];
+                    if let Some(out) = out
+                        && v != 0
+                    {
+                        want.push((*out as i32, f64::from(v)));
+                    }
+                }
+                let got: Vec<(i32, f64)> = span
+                    .map(|i| (part.indices[i], part.values.get_f64(i)))
+                    .collect();
+                assert_eq!(got, want, "kept row {k} (bundle row {r})");
+            }
         }
     }
 
@@ -718,11 +806,14 @@ mod tests {
     fn rows_land_in_their_output_columns_in_order() {
         let dense = dense();
         let n = dense.len() / GENES;
-        let remaps: Vec<Vec<Option<u32>>> = vec![
+        let remaps: Vec<Remap> = [
             (0..GENES as u32).map(Some).collect(),
             vec![Some(0), None, Some(1), Some(2), None, Some(3)],
             vec![Some(5), Some(3), Some(4), None, Some(0), Some(1)],
-        ];
+        ]
+        .into_iter()
+        .map(Remap::new)
+        .collect();
         for remap in &remaps {
             for value_type in [ValueType::Uint32, ValueType::Float64] {
                 // The first slice's nonzeros become the part's; the second's are
@@ -733,10 +824,10 @@ mod tests {
                 assert_eq!(part.indptr.len(), 2 * n + 1);
                 assert_eq!(part.indices.len(), part.values.len());
                 assert_eq!(*part.indptr.last().unwrap() as usize, part.indices.len());
-                let width = remap.iter().flatten().max().unwrap() + 1;
+                let width = remap.columns().iter().flatten().max().unwrap() + 1;
                 for r in 0..2 * n {
                     let mut want = vec![0.0; width as usize];
-                    for (g, out) in remap.iter().enumerate() {
+                    for (g, out) in remap.columns().iter().enumerate() {
                         if let Some(out) = out {
                             want[*out as usize] = f64::from(dense[(r % n) * GENES + g]);
                         }
@@ -790,7 +881,7 @@ mod tests {
         let filter =
             Filter::parse(&serde_json::json!({"op": "!=", "field": "cell.n_genes", "value": 0}))
                 .unwrap();
-        let remap: Vec<Option<u32>> = vec![Some(5), Some(3), None, Some(0), Some(1), Some(2)];
+        let remap = Remap::new(vec![Some(5), Some(3), None, Some(0), Some(1), Some(2)]);
         let slice = || {
             let mut s = rows(&dense);
             s.qc.n_genes = n_genes.clone();

@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::bundle::reader::{BundleReader, BundleShape, Head, Rows};
 use crate::error::Error;
 use crate::filter::{Field, Filter};
-use crate::genes::GeneSpace;
+use crate::genes::{GeneSpace, Remap};
 use crate::handlers::driver::feature_set;
 use crate::messages::WorkerEvent;
 use crate::part::PartBuilder;
@@ -140,7 +140,7 @@ async fn run(
             .buffered(FEATURE_SETS_IN_FLIGHT)
             .try_collect()
             .await?;
-        Ok::<HashMap<String, Vec<Option<u32>>>, Error>(
+        Ok::<HashMap<String, Remap>, Error>(
             sets.iter()
                 .zip(features)
                 .map(|(set, features)| ((*set).clone(), genes.remap(&features)))
