@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cellmatrix::bench::worker::{prepare, report_line, run_child, run_task};
+use cellmatrix::bench::worker::{TaskRun, prepare, report_line, run_child, run_task};
 use cellmatrix::bench::{template_environment, template_worker_memory};
 use cellmatrix::ingest::{IngestOptions, ingest};
 use cellmatrix::messages::{RequestId, TaskId, WorkerEvent};
@@ -85,7 +85,7 @@ async fn the_largest_real_bundle_task_peaks_within_60_percent_of_the_worker_memo
     if let Some(arena) = template_environment(&template, "MALLOC_ARENA_MAX") {
         child.env("MALLOC_ARENA_MAX", arena);
     }
-    let run = run_child(&mut child).unwrap();
+    let run: TaskRun = run_child(&mut child).unwrap();
     assert_eq!((run.cells_in, run.cells_out), (2700, 2700));
     assert_eq!(run.nnz, 2_286_884);
     // A zero would pass anything: the child must have measured itself.

@@ -198,41 +198,43 @@ pub async fn run_task(store: &DynStore, event: &WorkerEvent) -> Result<TaskRun, 
     })
 }
 
-/// What a child process running [`run_task`] prints before its [`TaskRun`] as JSON, on
-/// one line of stdout.
-pub const REPORT_PREFIX: &str = "cellmatrix-task-run: ";
+/// What a benchmark's child process (a [`run_task`] or a [`bound`] run) prints before
+/// its figures as JSON, on one line of stdout.
+pub const REPORT_PREFIX: &str = "cellmatrix-bench-child: ";
 
-/// The line a child prints for `run`.
-pub fn report_line(run: &TaskRun) -> String {
-    let json = serde_json::to_string(run).expect("a TaskRun serialises");
+/// The line a child prints for its figures `run` (a [`TaskRun`] or a [`BoundRun`]).
+pub fn report_line(run: &impl serde::Serialize) -> String {
+    let json = serde_json::to_string(run).expect("a child's figures serialise");
     format!("{REPORT_PREFIX}{json}")
 }
 
-/// The [`TaskRun`] in a child's stdout. The line may follow other text (a test
-/// harness prints the test's name first).
-pub fn parse_report(stdout: &str) -> Result<TaskRun, Error> {
+/// The figures in a child's stdout. The line may follow other text (a test harness
+/// prints the test's name first).
+pub fn parse_report<T: serde::de::DeserializeOwned>(stdout: &str) -> Result<T, Error> {
     stdout
         .lines()
         .find_map(|l| {
             l.find(REPORT_PREFIX)
                 .map(|at| &l[at + REPORT_PREFIX.len()..])
         })
-        .ok_or_else(|| Error::input("worker child", "no report line in its output"))
+        .ok_or_else(|| Error::input("benchmark child", "no report line in its output"))
         .and_then(|json| {
-            serde_json::from_str(json).map_err(|e| Error::input("worker child", e.to_string()))
+            serde_json::from_str(json).map_err(|e| Error::input("benchmark child", e.to_string()))
         })
 }
 
-/// Runs `command` (a child that calls [`run_task`] and prints [`report_line`]) and
-/// returns its report; a failed child is an error carrying its stderr.
-pub fn run_child(command: &mut std::process::Command) -> Result<TaskRun, Error> {
+/// Runs `command` (a child that prints a [`report_line`]) and returns its figures; a
+/// failed child is an error carrying its stderr.
+pub fn run_child<T: serde::de::DeserializeOwned>(
+    command: &mut std::process::Command,
+) -> Result<T, Error> {
     let out = command
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| Error::io("worker child", e))?;
+        .map_err(|e| Error::io("benchmark child", e))?;
     if !out.status.success() {
         return Err(Error::input(
-            "worker child",
+            "benchmark child",
             format!(
                 "{}: {}",
                 out.status,
@@ -372,10 +374,11 @@ mod tests {
         assert!(b.decoded_bytes >= report.nnz * 8, "{b:?}");
 
         let line = report_line(&first);
-        assert_eq!(parse_report(&format!("noise\n{line}\n")).unwrap(), first);
-        assert_eq!(
-            parse_report(&format!("test x ... {line}\nok")).unwrap(),
-            first
-        );
+        let parsed: TaskRun = parse_report(&format!("noise\n{line}\n")).unwrap();
+        assert_eq!(parsed, first);
+        let parsed: TaskRun = parse_report(&format!("test x ... {line}\nok")).unwrap();
+        assert_eq!(parsed, first);
+        let parsed: BoundRun = parse_report(&report_line(&b)).unwrap();
+        assert_eq!(parsed, b);
     }
 }

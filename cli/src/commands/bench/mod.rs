@@ -23,6 +23,10 @@ enum What {
     /// each run in a fresh process of this command, so its peak RSS is the worker's own.
     #[command(hide = true)]
     WorkerTask(worker::TaskArgs),
+    /// Runs the bound over one prepared task's chunks and prints its figures, in a
+    /// fresh process as the worker runs.
+    #[command(hide = true)]
+    WorkerBound(worker::BoundArgs),
     /// Invocations, store requests (GET, PUT, LIST) and bytes of one request, against
     /// the planner's optimum.
     Requests(requests::Args),
@@ -40,6 +44,7 @@ pub async fn run(_store: &str, args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Worker(a) => worker::run(a).await,
         What::WorkerTask(a) => worker::run_task(a).await,
+        What::WorkerBound(a) => worker::run_bound(a).await,
         What::Requests(a) => requests::run(a).await,
         What::E2e(a) => e2e::run(a).await,
         What::E2eRun(a) => e2e::run_child(a).await,

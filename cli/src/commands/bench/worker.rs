@@ -3,9 +3,13 @@
 //! run, and the worker's peak RSS against the memory the template gives it.
 //!
 //! Every worker run is a fresh child process (`bench worker-task`), so its peak RSS is
-//! the worker's own; the bound runs in this process, between the children, on one
-//! thread (see `cellmatrix::bench::worker` for why one). Figures are medians over
-//! `--reps` runs; peak RSS is the largest.
+//! the worker's own. Every run of the bound is a fresh child too (`bench worker-bound`),
+//! on one thread (see `cellmatrix::bench::worker` for why one): both then start from
+//! the same state, an empty heap whose pages are faulted in as they are first touched.
+//! Measured in this process instead, the bound's speed depended on what the process
+//! had done before (it was up to 1.8 times faster after generating the store than
+//! when reusing a kept one). Figures are medians over `--reps` runs; peak RSS is the
+//! largest.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -13,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use cellmatrix::bench::worker::{
-    PreparedTask, TaskRun, bound, chunk_objects, prepare, report_line, run_child,
+    BoundRun, PreparedTask, TaskRun, bound, chunk_objects, prepare, report_line, run_child,
 };
 use cellmatrix::bench::{median, template_environment, template_worker_memory};
 use cellmatrix::fqid::Fqid;
@@ -83,16 +87,49 @@ pub struct TaskArgs {
     task: String,
 }
 
+impl TaskArgs {
+    fn event(&self) -> anyhow::Result<WorkerEvent> {
+        Ok(WorkerEvent {
+            request_id: RequestId::parse(&self.request)?,
+            task_id: TaskId::parse(&self.task)?,
+            attempt: 0,
+        })
+    }
+}
+
 pub async fn run_task(a: TaskArgs) -> anyhow::Result<()> {
     let store: DynStore = Arc::new(FsStore::open(&a.dir)?);
-    let event = WorkerEvent {
-        request_id: RequestId::parse(&a.request)?,
-        task_id: TaskId::parse(&a.task)?,
-        attempt: 0,
-    };
-    let run = cellmatrix::bench::worker::run_task(&store, &event).await?;
+    let run = cellmatrix::bench::worker::run_task(&store, &a.event()?).await?;
     println!("{}", report_line(&run));
     Ok(())
+}
+
+/// The hidden child: one run of the bound over one prepared task's chunk files.
+#[derive(Debug, clap::Args)]
+pub struct BoundArgs {
+    #[command(flatten)]
+    task: TaskArgs,
+    /// Bytes the chunks decode to (an earlier pass's), to size the output buffer.
+    #[arg(long)]
+    decoded_hint: u64,
+}
+
+pub async fn run_bound(a: BoundArgs) -> anyhow::Result<()> {
+    let fs = Arc::new(FsStore::open(&a.task.dir)?);
+    let paths = chunk_paths(&fs, &a.task.event()?).await?;
+    let run = bound(&paths, a.decoded_hint)?;
+    println!("{}", report_line(&run));
+    Ok(())
+}
+
+/// The files of the chunks the task's worker decodes.
+async fn chunk_paths(fs: &Arc<FsStore>, event: &WorkerEvent) -> anyhow::Result<Vec<PathBuf>> {
+    let store: DynStore = fs.clone();
+    let objects = chunk_objects(&store, event).await?;
+    Ok(objects
+        .iter()
+        .map(|o| fs.path_of(&o.key))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The figures of one kind, in the shape the simulator reads (extra fields are ignored
@@ -242,19 +279,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let mut figures = Vec::new();
     for case in &cases {
         bar.set_message(case.kind.clone());
-        figures.push(
-            measure(
-                &store,
-                &fs,
-                &root,
-                case,
-                a.reps,
-                memory,
-                arena.as_deref(),
-                &bar,
-            )
-            .await?,
-        );
+        figures.push(measure(&fs, &root, case, a.reps, memory, arena.as_deref(), &bar).await?);
     }
     bar.finish_and_clear();
     let real = figures.split_off(n_synthetic);
@@ -333,24 +358,51 @@ async fn ingest_real(store: &DynStore, dir: &Path) -> anyhow::Result<Vec<(String
     Ok(out)
 }
 
-/// Runs the task in a fresh child process of this command.
-fn child(root: &Path, event: &WorkerEvent, arena: Option<&str>) -> anyhow::Result<TaskRun> {
+/// A command running `bench <sub>` on the task in a fresh child process of this
+/// program, with the worker's environment.
+fn child_command(
+    sub: &str,
+    root: &Path,
+    event: &WorkerEvent,
+    arena: Option<&str>,
+) -> anyhow::Result<std::process::Command> {
     let exe = std::env::current_exe().context("finding this program to run the worker")?;
     let mut command = std::process::Command::new(exe);
-    command.args(["bench", "worker-task", "--dir"]);
+    command.args(["bench", sub, "--dir"]);
     command.arg(root);
     command.args(["--request", event.request_id.as_str()]);
     command.args(["--task", event.task_id.as_str()]);
     if let Some(arena) = arena {
         command.env("MALLOC_ARENA_MAX", arena);
     }
+    Ok(command)
+}
+
+/// Runs the task in a fresh child process.
+fn child(root: &Path, event: &WorkerEvent, arena: Option<&str>) -> anyhow::Result<TaskRun> {
+    Ok(run_child(&mut child_command(
+        "worker-task",
+        root,
+        event,
+        arena,
+    )?)?)
+}
+
+/// Runs the bound over the task's chunks in a fresh child process.
+fn bound_child(
+    root: &Path,
+    event: &WorkerEvent,
+    arena: Option<&str>,
+    decoded_hint: u64,
+) -> anyhow::Result<BoundRun> {
+    let mut command = child_command("worker-bound", root, event, arena)?;
+    command.args(["--decoded-hint", &decoded_hint.to_string()]);
     Ok(run_child(&mut command)?)
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn measure(
-    store: &DynStore,
-    fs: &FsStore,
+    fs: &Arc<FsStore>,
     root: &Path,
     case: &Case,
     reps: usize,
@@ -359,18 +411,14 @@ async fn measure(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<KindFigures> {
     let event = &case.task.event;
-    let objects = chunk_objects(store, event).await?;
-    let paths = objects
-        .iter()
-        .map(|o| fs.path_of(&o.key))
-        .collect::<Result<Vec<_>, _>>()?;
+    let paths = chunk_paths(fs, event).await?;
     // A first pass fills the page cache for both sides and sizes the bound's buffer.
     let warm = bound(&paths, 0)?;
     let (mut runs, mut bounds) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         // Alternated, so that both see the machine in the same state.
         runs.push(child(root, event, arena)?);
-        bounds.push(bound(&paths, warm.decoded_bytes)?);
+        bounds.push(bound_child(root, event, arena, warm.decoded_bytes)?);
         bar.inc(1);
     }
     let seconds = median(&runs.iter().map(|r| r.seconds).collect::<Vec<_>>());
