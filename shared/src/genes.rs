@@ -88,20 +88,15 @@ impl GeneSpace {
     /// For each column of `features`, its column in this space, or `None` when the
     /// request's subset leaves it out.
     pub fn remap(&self, features: &Features) -> Remap {
-        let index: HashMap<&str, u32> = self
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i as u32))
-            .collect();
-        Remap::new(
-            features
-                .ids
-                .iter()
-                .map(|id| index.get(id.as_str()).copied())
-                .collect(),
-        )
+        Remap::between(&self.ids, &features.ids)
     }
+}
+
+/// The ids of a gene space or a feature set, read from its document without the names
+/// (the parser skips them rather than allocating them): all a worker needs to remap.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct GeneIds {
+    pub ids: Vec<String>,
 }
 
 /// A feature set's columns in the output gene space: for each, its output column, or
@@ -113,6 +108,26 @@ pub struct Remap {
 }
 
 impl Remap {
+    /// For each of `features`, its column in `space` (both lists of unique ids).
+    pub fn between(space: &[String], features: &[String]) -> Remap {
+        // The common case, without hashing every id: the features are the space's
+        // first genes in order.
+        if space.get(..features.len()) == Some(features) {
+            return Remap::new((0..features.len() as u32).map(Some).collect());
+        }
+        let index: HashMap<&str, u32> = space
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i as u32))
+            .collect();
+        Remap::new(
+            features
+                .iter()
+                .map(|id| index.get(id.as_str()).copied())
+                .collect(),
+        )
+    }
+
     pub fn new(columns: Vec<Option<u32>>) -> Remap {
         let identity = columns
             .iter()
@@ -154,6 +169,25 @@ mod tests {
         assert_eq!(u.remap(&b).columns(), [Some(2), Some(1), Some(3)]);
         assert!(!u.remap(&b).is_identity());
         assert!(u.remap(&a).is_identity());
+    }
+
+    #[test]
+    fn a_remap_between_ids_is_an_identity_only_for_the_spaces_first_genes_in_order() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let space = ids(&["g1", "g2", "g3"]);
+        let prefix = Remap::between(&space, &ids(&["g1", "g2"]));
+        assert!(prefix.is_identity());
+        assert_eq!(prefix.columns(), [Some(0), Some(1)]);
+        let gap = Remap::between(&space, &ids(&["g1", "g3"]));
+        assert!(!gap.is_identity());
+        assert_eq!(gap.columns(), [Some(0), Some(2)]);
+        let longer = Remap::between(&space, &ids(&["g1", "g2", "g3", "g4"]));
+        assert!(!longer.is_identity());
+        assert_eq!(longer.columns(), [Some(0), Some(1), Some(2), None]);
+        // The worker reads the documents' ids only.
+        let json = serde_json::to_vec(&GeneSpace::union([&features(&[("g1", "A")])])).unwrap();
+        let read: GeneIds = serde_json::from_slice(&json).unwrap();
+        assert_eq!(read.ids, ["g1"]);
     }
 
     #[test]

@@ -412,7 +412,7 @@ pub async fn lookup(
 }
 
 /// Reads a feature set.
-pub async fn feature_set(app: &App, id: &str) -> Result<Features, Error> {
+pub async fn feature_set<T: serde::de::DeserializeOwned>(app: &App, id: &str) -> Result<T, Error> {
     let key = feature_set_key(id);
     get_json(&app.store, &key)
         .await?
@@ -433,7 +433,8 @@ async fn gene_space(
             ids.push(&e.feature_set);
         }
     }
-    let sets = futures::future::try_join_all(ids.iter().map(|id| feature_set(app, id))).await?;
+    let sets = futures::future::try_join_all(ids.iter().map(|id| feature_set::<Features>(app, id)))
+        .await?;
     let union = GeneSpace::union(&sets);
     Ok(match &req.genes {
         None => Ok(union),

@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::bundle::reader::{BundleReader, BundleShape, Head, Rows};
 use crate::error::Error;
 use crate::filter::{Field, Filter};
-use crate::genes::{GeneSpace, Remap};
+use crate::genes::{GeneIds, Remap};
 use crate::handlers::driver::feature_set;
 use crate::messages::WorkerEvent;
 use crate::part::PartBuilder;
@@ -101,12 +101,12 @@ async fn read_documents(
     store: &DynStore,
     keys: &Keys,
     event: &WorkerEvent,
-) -> Result<(Option<TaskSpec>, RequestView, Option<GeneSpace>), Error> {
+) -> Result<(Option<TaskSpec>, RequestView, Option<GeneIds>), Error> {
     let (task_key, genes_key) = (keys.task(&event.task_id), keys.genes());
     futures::try_join!(
         get_json::<TaskSpec>(store, &task_key),
         RequestView::read(store, keys),
-        get_json::<GeneSpace>(store, &genes_key),
+        get_json::<GeneIds>(store, &genes_key),
     )
 }
 
@@ -116,7 +116,7 @@ async fn run(
     keys: &Keys,
     started: Instant,
     counting: &Arc<Counting>,
-    (spec, view, genes): (Option<TaskSpec>, RequestView, Option<GeneSpace>),
+    (spec, view, genes): (Option<TaskSpec>, RequestView, Option<GeneIds>),
 ) -> Result<(), Error> {
     let store: DynStore = counting.clone();
     // The mapper writes the task before invoking it: missing, it was removed with the
@@ -134,7 +134,10 @@ async fn run(
     sets.dedup();
     // The feature sets are needed to add the first slice, not to read it: read while
     // the first slices are. Futures built eagerly for `Send`.
-    let feature_reads: Vec<_> = sets.iter().map(|set| feature_set(app, set)).collect();
+    let feature_reads: Vec<_> = sets
+        .iter()
+        .map(|set| feature_set::<GeneIds>(app, set))
+        .collect();
     let remaps = async {
         let features: Vec<_> = futures::stream::iter(feature_reads)
             .buffered(FEATURE_SETS_IN_FLIGHT)
@@ -143,7 +146,7 @@ async fn run(
         Ok::<HashMap<String, Remap>, Error>(
             sets.iter()
                 .zip(features)
-                .map(|(set, features)| ((*set).clone(), genes.remap(&features)))
+                .map(|(set, features)| ((*set).clone(), Remap::between(&genes.ids, &features.ids)))
                 .collect(),
         )
     };
