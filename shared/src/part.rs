@@ -28,8 +28,16 @@ use crate::state::BundleInfo;
 use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
 
-/// Rows per chunk of a part's row arrays.
+/// Rows per chunk of a part's row arrays, at most.
 pub const PART_ROWS_PER_CHUNK: u64 = 1 << 16;
+
+/// The chunk of a part's row array of `len` entries: [`PART_ROWS_PER_CHUNK`], or the
+/// whole array when it is shorter. A regular grid stores its last chunk full size, so
+/// a fixed chunk padded a small task's every row array (a 2,700-cell part's cell ids
+/// to 65,536 strings) and wrote and read the padding.
+pub fn part_row_chunk(len: u64) -> u64 {
+    len.clamp(1, PART_ROWS_PER_CHUNK)
+}
 /// Values per chunk of a part's `indices` and `data`.
 pub const PART_NNZ_PER_CHUNK: u64 = 1 << 20;
 
@@ -343,8 +351,9 @@ impl PartBuilder {
             self = self.streaming_to(store, prefix)?;
         }
         let mut writer = self.writer.take().expect("a writer was just made");
-        let (rows, chunk) = (PART_ROWS_PER_CHUNK, self.chunk);
+        let chunk = self.chunk;
         let n_cells = self.index.len() as u64;
+        let rows = part_row_chunk(n_cells);
         let n_nnz = self.written + self.kept as u64;
         let first_chunk = self.written / chunk;
         let indices = std::mem::take(&mut self.indices);
@@ -374,7 +383,7 @@ impl PartBuilder {
                 storage,
                 "/indptr",
                 &self.indptr,
-                rows,
+                part_row_chunk(self.indptr.len() as u64),
                 attrs(),
             )),
             Box::pin(write_scratch_array(
@@ -718,6 +727,14 @@ mod tests {
                 pct_mito: vec![0.0; n],
             },
         }
+    }
+
+    #[test]
+    fn a_small_parts_row_arrays_are_one_unpadded_chunk() {
+        assert_eq!(part_row_chunk(0), 1);
+        assert_eq!(part_row_chunk(2_701), 2_701);
+        assert_eq!(part_row_chunk(PART_ROWS_PER_CHUNK), PART_ROWS_PER_CHUNK);
+        assert_eq!(part_row_chunk(1 << 20), PART_ROWS_PER_CHUNK);
     }
 
     /// An identity remap's shortcut gives what the general remapping gives with the

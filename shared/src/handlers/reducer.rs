@@ -25,7 +25,7 @@ use crate::invoke::Function;
 use crate::messages::{
     MapperEvent, ReducerEvent, ReducerInput, ReducerMode, RequestId, TaskId, WorkerEvent,
 };
-use crate::part::{PART_NNZ_PER_CHUNK, PART_ROWS_PER_CHUNK};
+use crate::part::{PART_NNZ_PER_CHUNK, part_row_chunk};
 use crate::scratch::{self, Ending};
 use crate::state::{
     Consolidation, Converted, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress,
@@ -1122,7 +1122,7 @@ impl PartReaders {
     }
 
     /// Opens array `path` of every part in `parts` not yet open. The worker wrote it
-    /// (`part::PartBuilder`) with a length the plan gives and a fixed chunk, so
+    /// (`part::PartBuilder`) with a length the plan gives and a chunk set by it, so
     /// its handle is built rather than its metadata read: a round trip less per part.
     /// A chunk that does not decode as such fails its checksum or its size.
     fn open_all<T: Column>(&mut self, parts: &[&PartPlace], path: &str) -> Result<(), Error> {
@@ -1132,9 +1132,9 @@ impl PartReaders {
                 continue;
             }
             let (len, chunk) = match path {
-                "/indptr" => (p.cells + 1, PART_ROWS_PER_CHUNK),
+                "/indptr" => (p.cells + 1, part_row_chunk(p.cells + 1)),
                 "/indices" | "/data" => (p.nnz, PART_NNZ_PER_CHUNK),
-                _ => (p.cells, PART_ROWS_PER_CHUNK),
+                _ => (p.cells, part_row_chunk(p.cells)),
             };
             let storage =
                 ZarrStore::new(self.store.clone(), &self.keys.part(&p.task)).into_storage();

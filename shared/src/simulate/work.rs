@@ -439,7 +439,7 @@ impl Ctx<'_, '_> {
         let read = read_end - run_start;
         t = read_end + secs(read as f64 / 1e6 * (slowdown - 1.0).max(0.0));
         // What is left of the part at the end, written at once: indptr and obs by rows
-        // (65,536 a chunk, the metadata with the chunks), and the last chunk and the
+        // (up to 65,536 a chunk, the metadata with the chunks), and the last chunk and the
         // metadata of indices and data; the slowest array's round trips after the
         // streamed chunks have landed.
         let arrays = self.model.sizes.arrays.max(1);
