@@ -38,6 +38,7 @@ pub const PART_ROWS_PER_CHUNK: u64 = 1 << 16;
 pub fn part_row_chunk(len: u64) -> u64 {
     len.clamp(1, PART_ROWS_PER_CHUNK)
 }
+
 /// Values per chunk of a part's `indices` and `data`.
 pub const PART_NNZ_PER_CHUNK: u64 = 1 << 20;
 

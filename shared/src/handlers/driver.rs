@@ -411,7 +411,7 @@ pub async fn lookup(
     Ok(Some(entry))
 }
 
-/// Reads a feature set.
+/// Reads a feature set: whole (`Features`), or only its ids (`genes::GeneIds`).
 pub async fn feature_set<T: serde::de::DeserializeOwned>(app: &App, id: &str) -> Result<T, Error> {
     let key = feature_set_key(id);
     get_json(&app.store, &key)
