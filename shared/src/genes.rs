@@ -128,6 +128,14 @@ impl Remap {
         )
     }
 
+    /// The remap of a feature set of `n` features that are the output's first genes.
+    pub fn identity(n: u64) -> Remap {
+        Remap {
+            columns: (0..n.min(u64::from(u32::MAX)) as u32).map(Some).collect(),
+            identity: true,
+        }
+    }
+
     pub fn new(columns: Vec<Option<u32>>) -> Remap {
         let identity = columns
             .iter()

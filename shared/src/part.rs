@@ -244,8 +244,9 @@ impl PartBuilder {
             self.indices = bytemuck::allocation::cast_vec(nonzeros.indices);
             self.values = nonzeros.values;
         } else {
+            // The same bits: a copy, not a conversion per value.
             self.indices
-                .extend(nonzeros.indices.iter().map(|&c| c as i32));
+                .extend_from_slice(bytemuck::cast_slice(&nonzeros.indices));
             let len = nonzeros.values.len();
             extend_values_from(&mut self.values, &nonzeros.values, 0..len)?;
         }
@@ -416,8 +417,21 @@ impl PartBuilder {
                 }
             });
         }
-        futures::future::try_join_all(writes).await?;
+        // Every write settles before this returns, error or not (see `settle`).
+        for outcome in futures::future::join_all(writes).await {
+            outcome?;
+        }
         Ok((n_cells, n_nnz))
+    }
+
+    /// Waits for the part's writes in flight, after the task failed: the caller then
+    /// cleans up if the request has ended, which must see everything this copy wrote.
+    /// Dropped instead, a write would go on without it (the file store's blocking
+    /// writes, a request S3 already has) and could land after that cleanup.
+    pub async fn settle(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.finish().await;
+        }
     }
 }
 
@@ -534,7 +548,11 @@ impl ChunkWriter {
                     Values::F64(v) => store_chunks(&da, chunk, first_chunk, v).await,
                 }
             };
-            futures::try_join!(store_chunks(&ia, chunk, first_chunk, &indices), data)?;
+            // Both settle before the task ends, error or not: a write left running past
+            // its invocation's end could land after the request's cleanup.
+            let (written, data) =
+                futures::join!(store_chunks(&ia, chunk, first_chunk, &indices), data);
+            written.and(data)?;
             // A flush takes one, and about one write finishes per flush.
             if let Ok(mut spares) = spares.lock()
                 && spares.len() < 2
@@ -546,12 +564,13 @@ impl ChunkWriter {
         Ok(())
     }
 
-    /// Waits for every write.
+    /// Waits for every write, also after one failed; returns the first error.
     async fn finish(mut self) -> Result<(), Error> {
+        let mut first = Ok(());
         while let Some(done) = self.tasks.join_next().await {
-            joined(done)?;
+            first = first.and(joined(done));
         }
-        Ok(())
+        first
     }
 }
 

@@ -249,6 +249,12 @@ pub struct StoredRequest {
     pub n_genes: u64,
     /// When it was first submitted (RFC 3339).
     pub submitted_at: String,
+    /// The feature sets whose every feature keeps its column in the output genes (they
+    /// are the output's first genes, in order): a worker remaps their bundles without
+    /// reading the set or the gene space, hundreds of kB of ids each. Empty in a
+    /// request stored before it was recorded, whose workers read both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_sets: Vec<String>,
 }
 
 /// One run of a request (a re-run after Failed or Cancelled gets a new one).

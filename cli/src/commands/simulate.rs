@@ -49,6 +49,10 @@ pub struct Args {
     /// Override the nonzeros per consolidation shard (`CELLMATRIX_SHARD_NNZ`).
     #[arg(long)]
     shard_nnz: Option<u64>,
+    /// Override how long a launch may go without starting before it is taken for lost
+    /// (`CELLMATRIX_LOST_AFTER_MS`).
+    #[arg(long)]
+    lost_after_ms: Option<u64>,
     /// Override how long a launch passed by a later one may go without starting
     /// (`CELLMATRIX_LOST_PASSED_AFTER_MS`).
     #[arg(long)]
@@ -69,6 +73,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(n) = a.shard_nnz {
         model.service.shard_nnz = n.max(1);
+    }
+    if let Some(ms) = a.lost_after_ms {
+        model.service.lost_after_s = ms as f64 / 1e3;
     }
     if let Some(ms) = a.lost_passed_after_ms {
         model.service.lost_passed_after_s = ms as f64 / 1e3;

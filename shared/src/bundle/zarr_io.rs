@@ -141,6 +141,14 @@ impl ReusedZstd {
     /// Decodes a frame that records its size into a buffer of exactly that size; `None`
     /// where it does not (zarrs' own decoding takes those).
     fn decode_sized(encoded: &[u8]) -> Option<Result<Vec<u8>, std::io::Error>> {
+        let mut out = Vec::new();
+        Self::decode_into(encoded, &mut out).map(|r| r.map(|()| out))
+    }
+
+    /// Decodes a frame that records its size into `out` (cleared first, its capacity
+    /// reused), checking the frame's checksum; `None` where the frame does not record
+    /// its size.
+    fn decode_into(encoded: &[u8], out: &mut Vec<u8>) -> Option<Result<(), std::io::Error>> {
         let size = zstd::zstd_safe::get_frame_content_size(encoded).ok()??;
         let size = usize::try_from(size).ok()?;
         Some(DECOMPRESSOR.with(|cell| {
@@ -149,9 +157,10 @@ impl ReusedZstd {
                 Some(d) => d,
                 None => cell.insert(zstd::bulk::Decompressor::new()?),
             };
-            let mut out = Vec::with_capacity(size);
-            decompressor.decompress_to_buffer(encoded, &mut out)?;
-            Ok(out)
+            out.clear();
+            out.reserve(size);
+            decompressor.decompress_to_buffer(encoded, out)?;
+            Ok(())
         }))
     }
 }
@@ -295,7 +304,12 @@ pub async fn store_chunks<T: Column>(
                 }
             })
             .collect();
-        futures::future::try_join_all(writes).await?;
+        // Every write settles before an error returns: a dropped one could still land
+        // (a file store's blocking write, a request S3 already has), after its writer's
+        // cleanup looked.
+        for outcome in futures::future::join_all(writes).await {
+            outcome?;
+        }
     }
     Ok(())
 }
@@ -347,13 +361,13 @@ pub async fn write_scratch_array<T: Column>(
         attrs,
         ChunkCodec::Checked,
     )?;
-    futures::try_join!(store_chunks(&array, chunk, 0, values), async {
+    let (chunks, metadata) = futures::join!(store_chunks(&array, chunk, 0, values), async {
         array
             .async_store_metadata()
             .await
             .map_err(|e| zarr_err(path, e))
-    })?;
-    Ok(())
+    });
+    chunks.and(metadata)
 }
 
 /// Reads elements `range` of a 1-D array.
@@ -390,7 +404,11 @@ const CHUNKS_AHEAD: usize = 4;
 /// time: each chunk's decoded bytes are appended straight to the result. zarrs would
 /// gather a range of several chunks into a buffer of bytes and then copy that into a
 /// `Vec<T>` (a byte buffer is not aligned for `T`): two passes over the values and
-/// two fresh buffers to fault in, where this makes one of each.
+/// two fresh buffers to fault in, where this makes one of each. A chunk of an array
+/// built by [`array_handle`] is decoded here, into a buffer kept per thread, rather
+/// than by zarrs into a fresh one per chunk (and, for a part of a chunk, through its
+/// partial decoder's cache): the pages a worker faulted in per chunk cost it about as
+/// much as decoding did.
 pub async fn read_values<T: bytemuck::Pod>(
     array: &ZArray,
     range: std::ops::Range<u64>,
@@ -405,28 +423,71 @@ pub async fn read_values<T: bytemuck::Pod>(
         .map_err(|e| zarr_err(&what(), e))?
         .first()
         .map_or(1, |n| n.get());
+    let direct = decodes_directly(array);
     let cuts = cut_at_multiples(range.clone(), chunk);
     let mut out: Vec<T> = Vec::with_capacity((range.end - range.start) as usize);
-    let mut decoded = futures::stream::iter(cuts)
+    let mut read = futures::stream::iter(cuts)
         .map(|cut| async move {
-            array
+            let index = cut.start / chunk;
+            if direct {
+                // A missing chunk reads as the fill value: zarrs' path gives it.
+                if let Some(encoded) = array
+                    .async_retrieve_encoded_chunk(&[index])
+                    .await
+                    .map_err(|e| zarr_err(&what(), e))?
+                {
+                    return Ok(ChunkRead::Encoded(index, encoded, cut));
+                }
+            }
+            let bytes = array
                 .async_retrieve_array_subset::<zarrs::array::ArrayBytes<'static>>(&[cut])
                 .await
+                .map_err(|e| zarr_err(&what(), e))?
+                .into_fixed()
+                .map_err(|e| zarr_err(&what(), e))?;
+            Ok::<_, Error>(ChunkRead::Decoded(bytes.into_owned()))
         })
         .buffered(CHUNKS_AHEAD);
-    while let Some(bytes) = decoded.next().await {
-        let bytes = bytes
-            .map_err(|e| zarr_err(&what(), e))?
-            .into_fixed()
-            .map_err(|e| zarr_err(&what(), e))?;
-        match bytemuck::try_cast_slice::<u8, T>(&bytes) {
-            Ok(values) => out.extend_from_slice(values),
-            // A decoded chunk is its own allocation, aligned; a slice of one may not be.
-            Err(_) => out.extend(
-                bytes
-                    .chunks_exact(size_of::<T>())
-                    .map(bytemuck::pod_read_unaligned::<T>),
-            ),
+    while let Some(chunk_read) = read.next().await {
+        match chunk_read? {
+            ChunkRead::Decoded(bytes) => append_values(&mut out, &bytes),
+            ChunkRead::Encoded(index, encoded, cut) => {
+                let decoded = SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    let result = ReusedZstd::decode_into(&encoded, &mut scratch);
+                    // A chunk is stored whole (the last one padded); the cut is a part
+                    // of it.
+                    let want = chunk as usize * size_of::<T>();
+                    let offset = (cut.start - index * chunk) as usize * size_of::<T>();
+                    let len = (cut.end - cut.start) as usize * size_of::<T>();
+                    let decoded = match result {
+                        Some(Ok(())) if scratch.len() == want => {
+                            append_values(&mut out, &scratch[offset..offset + len]);
+                            Ok(true)
+                        }
+                        Some(Ok(())) => Err(format!(
+                            "chunk {index} decodes to {} bytes, not {want}",
+                            scratch.len()
+                        )),
+                        Some(Err(e)) => Err(format!("chunk {index}: {e}")),
+                        None => Ok(false),
+                    };
+                    if scratch.capacity() > MAX_SCRATCH_BYTES {
+                        *scratch = Vec::new();
+                    }
+                    decoded
+                });
+                // A frame that does not record its size: zarrs decodes it.
+                if !decoded.map_err(|m| Error::zarr(what(), m))? {
+                    let bytes = array
+                        .async_retrieve_array_subset::<zarrs::array::ArrayBytes<'static>>(&[cut])
+                        .await
+                        .map_err(|e| zarr_err(&what(), e))?
+                        .into_fixed()
+                        .map_err(|e| zarr_err(&what(), e))?;
+                    append_values(&mut out, &bytes);
+                }
+            }
         }
     }
     if out.len() as u64 != range.end - range.start {
@@ -438,6 +499,46 @@ pub async fn read_values<T: bytemuck::Pod>(
     Ok(out)
 }
 
+/// A chunk of a [`read_values`] range: decoded by zarrs, or its stored bytes for
+/// [`read_values`] to decode.
+enum ChunkRead {
+    Decoded(Vec<u8>),
+    Encoded(u64, zarrs::storage::Bytes, std::ops::Range<u64>),
+}
+
+thread_local! {
+    /// The buffer [`read_values`] decodes whole chunks into on this thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A decode buffer larger than this is not kept for the next chunk: a bundle's chunks
+/// are a few MB, and a worker process lives on between invocations.
+const MAX_SCRATCH_BYTES: usize = 64 << 20;
+
+/// Whether [`read_values`] may decode `array`'s whole chunks itself: its chunks are
+/// zstd frames of its elements' bytes, as [`array_handle`] builds it (the bytes codec's
+/// default is this machine's order, little-endian wherever the service runs). An array
+/// opened from stored metadata is decoded by zarrs.
+fn decodes_directly(array: &ZArray) -> bool {
+    let codecs = array.codecs();
+    cfg!(target_endian = "little")
+        && codecs.array_to_array_codecs().is_empty()
+        && matches!(codecs.bytes_to_bytes_codecs(), [only] if only.as_any().is::<ReusedZstd>())
+}
+
+/// Appends the values in `bytes` (whole values, this machine's order) to `out`.
+fn append_values<T: bytemuck::Pod>(out: &mut Vec<T>, bytes: &[u8]) {
+    match bytemuck::try_cast_slice::<u8, T>(bytes) {
+        Ok(values) => out.extend_from_slice(values),
+        // A byte buffer need not be aligned for `T`.
+        Err(_) => out.extend(
+            bytes
+                .chunks_exact(size_of::<T>())
+                .map(bytemuck::pod_read_unaligned::<T>),
+        ),
+    }
+}
+
 /// Opens a 1-D array.
 pub async fn open_array(
     storage: &AsyncReadableWritableListableStorage,
@@ -446,4 +547,67 @@ pub async fn open_array(
     Array::async_open(storage.clone(), path)
         .await
         .map_err(|e| zarr_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::DynStore;
+    use crate::store::fs::FsStore;
+    use crate::store::zarr::ZarrStore;
+
+    /// 50 values in chunks of 7: the last chunk is padded.
+    async fn stored() -> (
+        tempfile::TempDir,
+        DynStore,
+        AsyncReadableWritableListableStorage,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+        let storage = ZarrStore::new(store.clone(), "a").into_storage();
+        let values: Vec<u32> = (0..50).map(|i| i * 3 + 1).collect();
+        write_array(&storage, "/v", &values, 7, Map::new())
+            .await
+            .unwrap();
+        (dir, store, storage)
+    }
+
+    #[tokio::test]
+    async fn read_values_decodes_any_range_as_zarrs_does() {
+        let (_dir, _store, storage) = stored().await;
+        let built = array_handle::<u32>(&storage, "/v", 50, 7, Map::new()).unwrap();
+        let opened = open_array(&storage, "/v").await.unwrap();
+        assert!(decodes_directly(&built));
+        assert!(!decodes_directly(&opened));
+        for start in 0..=50u64 {
+            for end in start..=50 {
+                let want: Vec<u32> = (start as u32..end as u32).map(|i| i * 3 + 1).collect();
+                assert_eq!(read_values::<u32>(&built, start..end).await.unwrap(), want);
+                assert_eq!(read_values::<u32>(&opened, start..end).await.unwrap(), want);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn read_values_names_a_corrupt_chunk_and_reads_a_missing_one_as_fill() {
+        let (_dir, store, storage) = stored().await;
+        let built = array_handle::<u32>(&storage, "/v", 50, 7, Map::new()).unwrap();
+        let key = "a/v/c/2";
+        let mut bytes = store.get(key).await.unwrap().unwrap().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        store.put(key, bytes.into()).await.unwrap();
+        let e = read_values::<u32>(&built, 10..20).await.unwrap_err();
+        assert!(e.to_string().contains("chunk 2"), "{e}");
+        // Chunks 0 and 1 still read.
+        assert_eq!(read_values::<u32>(&built, 0..14).await.unwrap().len(), 14);
+
+        store.delete(key).await.unwrap();
+        let read = read_values::<u32>(&built, 12..23).await.unwrap();
+        assert_eq!(read[..2], [37, 40]);
+        assert_eq!(read[2..9], [0; 7]);
+        assert_eq!(read[9..], [64, 67]);
+    }
 }

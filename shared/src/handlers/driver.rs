@@ -17,7 +17,7 @@ use crate::catalog::{self, CatalogEntry};
 use crate::error::{Error, clip};
 use crate::filter::{Field, FieldType, bundle_value};
 use crate::fqid::Fqid;
-use crate::genes::GeneSpace;
+use crate::genes::{GeneSpace, Remap};
 use crate::invoke::Function;
 use crate::messages::{MapperEvent, RequestId};
 use crate::request::{self, BundleSource, MatrixRequest, Rejection};
@@ -195,7 +195,7 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
         Ok(r) => r,
         Err(r) => return Ok(r.into()),
     };
-    let genes = match gene_space(app, &req, &resolved.entries).await? {
+    let (genes, identity_sets) = match gene_space(app, &req, &resolved.entries).await? {
         Ok(g) => g,
         Err(r) => return Ok(r.into()),
     };
@@ -241,6 +241,7 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
         value_type: output_type(&resolved.entries),
         n_genes: genes.len() as u64,
         submitted_at: state::rfc3339(now_ms()),
+        identity_sets,
     };
     // Everything the functions read comes first (at once: they are independent);
     // request.json commits the request.
@@ -422,11 +423,13 @@ pub async fn feature_set<T: serde::de::DeserializeOwned>(app: &App, id: &str) ->
         })
 }
 
+/// The output genes, and the feature sets that map onto them unchanged (see
+/// `StoredRequest::identity_sets`).
 async fn gene_space(
     app: &App,
     req: &MatrixRequest,
     entries: &[CatalogEntry],
-) -> Result<Result<GeneSpace, Rejection>, Error> {
+) -> Result<Result<(GeneSpace, Vec<String>), Rejection>, Error> {
     let mut ids: Vec<&str> = Vec::new();
     for e in entries {
         if !ids.contains(&e.feature_set.as_str()) {
@@ -436,17 +439,27 @@ async fn gene_space(
     let sets = futures::future::try_join_all(ids.iter().map(|id| feature_set::<Features>(app, id)))
         .await?;
     let union = GeneSpace::union(&sets);
-    Ok(match &req.genes {
-        None => Ok(union),
-        Some(wanted) => union.subset(wanted).map_err(|missing| {
-            let shown: Vec<String> = missing.iter().take(10).map(|g| clip(g)).collect();
-            Rejection::bad(format!(
-                "genes: {} not in the selected bundles: {}",
-                missing.len(),
-                shown.join(", ")
-            ))
-        }),
-    })
+    let space = match &req.genes {
+        None => union,
+        Some(wanted) => match union.subset(wanted) {
+            Ok(space) => space,
+            Err(missing) => {
+                let shown: Vec<String> = missing.iter().take(10).map(|g| clip(g)).collect();
+                return Ok(Err(Rejection::bad(format!(
+                    "genes: {} not in the selected bundles: {}",
+                    missing.len(),
+                    shown.join(", ")
+                ))));
+            }
+        },
+    };
+    let identity = ids
+        .iter()
+        .zip(&sets)
+        .filter(|(_, set)| Remap::between(&space.ids, &set.ids).is_identity())
+        .map(|(id, _)| id.to_string())
+        .collect();
+    Ok(Ok((space, identity)))
 }
 
 /// Reads the bundle list behind `bundle_fqids_url`.

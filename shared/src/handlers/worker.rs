@@ -95,19 +95,62 @@ impl RequestView {
     }
 }
 
-/// The task, the request and the gene space: independent, so one round trip, made
-/// while the start marker is written.
+/// The task and the request: independent, so one round trip, made while the start
+/// marker is written.
 async fn read_documents(
     store: &DynStore,
     keys: &Keys,
     event: &WorkerEvent,
-) -> Result<(Option<TaskSpec>, RequestView, Option<GeneIds>), Error> {
-    let (task_key, genes_key) = (keys.task(&event.task_id), keys.genes());
+) -> Result<(Option<TaskSpec>, RequestView), Error> {
+    let task_key = keys.task(&event.task_id);
     futures::try_join!(
         get_json::<TaskSpec>(store, &task_key),
         RequestView::read(store, keys),
-        get_json::<GeneIds>(store, &genes_key),
     )
+}
+
+/// Each feature set's remap into the output genes. A set the request records as
+/// identity is not read (nor the gene space, if none needs it): its remap keeps every
+/// column, as many as its bundles' features.
+async fn remaps(
+    app: &App,
+    store: &DynStore,
+    keys: &Keys,
+    stored: &StoredRequest,
+    spec: &TaskSpec,
+) -> Result<HashMap<String, Remap>, Error> {
+    let mut remaps = HashMap::new();
+    let mut sets: Vec<&String> = Vec::new();
+    for slice in &spec.slices {
+        let b = &slice.bundle;
+        if stored.identity_sets.contains(&b.feature_set) {
+            remaps
+                .entry(b.feature_set.clone())
+                .or_insert_with(|| Remap::identity(b.n_features));
+        } else if !sets.contains(&&b.feature_set) {
+            sets.push(&b.feature_set);
+        }
+    }
+    if sets.is_empty() {
+        return Ok(remaps);
+    }
+    // Futures built eagerly for `Send`.
+    let reads: Vec<_> = sets
+        .iter()
+        .map(|set| feature_set::<GeneIds>(app, set))
+        .collect();
+    let genes_key = keys.genes();
+    let (genes, features) = futures::try_join!(get_json::<GeneIds>(store, &genes_key), async {
+        futures::stream::iter(reads)
+            .buffered(FEATURE_SETS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await
+    })?;
+    let genes = genes.ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
+    for (set, features) in sets.into_iter().zip(features) {
+        remaps.insert(set.clone(), Remap::between(&genes.ids, &features.ids));
+    }
+    Ok(remaps)
 }
 
 async fn run(
@@ -116,7 +159,7 @@ async fn run(
     keys: &Keys,
     started: Instant,
     counting: &Arc<Counting>,
-    (spec, view, genes): (Option<TaskSpec>, RequestView, Option<GeneIds>),
+    (spec, view): (Option<TaskSpec>, RequestView),
 ) -> Result<(), Error> {
     let store: DynStore = counting.clone();
     // The mapper writes the task before invoking it: missing, it was removed with the
@@ -124,32 +167,13 @@ async fn run(
     let spec = spec.ok_or_else(|| {
         Error::Cancelled(format!("{}: task {} removed", keys.id(), event.task_id))
     })?;
-    let genes = genes.ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
 
     let prefix = keys.part(&event.task_id);
     let mut part =
         PartBuilder::new(view.stored.value_type, &view.fields).streaming_to(&store, &prefix)?;
-    let mut sets: Vec<&String> = spec.slices.iter().map(|s| &s.bundle.feature_set).collect();
-    sets.sort_unstable();
-    sets.dedup();
     // The feature sets are needed to add the first slice, not to read it: read while
-    // the first slices are. Futures built eagerly for `Send`.
-    let feature_reads: Vec<_> = sets
-        .iter()
-        .map(|set| feature_set::<GeneIds>(app, set))
-        .collect();
-    let remaps = async {
-        let features: Vec<_> = futures::stream::iter(feature_reads)
-            .buffered(FEATURE_SETS_IN_FLIGHT)
-            .try_collect()
-            .await?;
-        Ok::<HashMap<String, Remap>, Error>(
-            sets.iter()
-                .zip(features)
-                .map(|(set, features)| ((*set).clone(), Remap::between(&genes.ids, &features.ids)))
-                .collect(),
-        )
-    };
+    // the first slices are.
+    let remaps = remaps(app, &store, keys, &view.stored, &spec);
     // Slices are read a few at a time (a task of one-cell SmartSeq2 bundles is hundreds
     // of small reads, latency-bound on S3) and added in order, so the part is the same.
     // `in_flight` of them hold requests open; slices read but not yet added hold only
@@ -224,7 +248,13 @@ async fn run(
         Ok::<u64, Error>(cells_in)
     };
     // `add` ends first or fails; a failure drops the reads still in flight.
-    let ((), cells_in) = futures::try_join!(produce, add)?;
+    let cells_in = match futures::try_join!(produce, add) {
+        Ok(((), cells_in)) => cells_in,
+        Err(e) => {
+            part.settle().await;
+            return Err(e);
+        }
+    };
     crate::fault::straggle(started).await;
     let stats = part.finish(&store, &prefix).await?;
     let marker = DoneMarker {
