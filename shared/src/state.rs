@@ -351,6 +351,14 @@ pub struct DoneMarker {
     pub peak_rss_bytes: u64,
     /// The attempt that wrote it.
     pub attempt: u32,
+    /// Values per chunk of the part's `indices` and `data` (see
+    /// `part::part_nnz_chunk`; a marker written before it was recorded: 2^20).
+    #[serde(default = "default_part_nnz_chunk")]
+    pub nnz_per_chunk: u64,
+}
+
+fn default_part_nnz_chunk() -> u64 {
+    crate::part::PART_NNZ_PER_CHUNK
 }
 
 /// An invocation that failed, `errors/{name}.json`.
@@ -395,6 +403,9 @@ pub struct PartPlace {
     pub nz: u64,
     /// Its nonzeros.
     pub nnz: u64,
+    /// Values per chunk of its `indices` and `data`, as its done marker says.
+    #[serde(default = "default_part_nnz_chunk")]
+    pub nnz_per_chunk: u64,
 }
 
 /// The consolidation plan, `consolidate.json`.

@@ -25,7 +25,7 @@ use crate::invoke::Function;
 use crate::messages::{
     MapperEvent, ReducerEvent, ReducerInput, ReducerMode, RequestId, TaskId, WorkerEvent,
 };
-use crate::part::{PART_NNZ_PER_CHUNK, part_row_chunk};
+use crate::part::part_row_chunk;
 use crate::scratch::{self, Ending};
 use crate::state::{
     Consolidation, Converted, DoneMarker, ErrorMarker, Failure, Keys, PartPlace, Plan, Progress,
@@ -732,6 +732,7 @@ impl<'a> Collector<'a> {
                         cells: m.cells_out,
                         nz,
                         nnz: m.nnz,
+                        nnz_per_chunk: m.nnz_per_chunk,
                     });
                 }
                 row += m.cells_out;
@@ -1133,7 +1134,7 @@ impl PartReaders {
             }
             let (len, chunk) = match path {
                 "/indptr" => (p.cells + 1, part_row_chunk(p.cells + 1)),
-                "/indices" | "/data" => (p.nnz, PART_NNZ_PER_CHUNK),
+                "/indices" | "/data" => (p.nnz, p.nnz_per_chunk),
                 _ => (p.cells, part_row_chunk(p.cells)),
             };
             let storage =

@@ -17,7 +17,7 @@ use crate::filter::{Field, Filter};
 use crate::genes::{GeneIds, Remap};
 use crate::handlers::driver::feature_set;
 use crate::messages::WorkerEvent;
-use crate::part::PartBuilder;
+use crate::part::{PartBuilder, part_nnz_chunk};
 use crate::state::{
     DoneMarker, Keys, StoredRequest, TaskSpec, get_json, peak_rss_bytes, put_json_if_absent,
 };
@@ -169,8 +169,10 @@ async fn run(
     })?;
 
     let prefix = keys.part(&event.task_id);
-    let mut part =
-        PartBuilder::new(view.stored.value_type, &view.fields).streaming_to(&store, &prefix)?;
+    let nnz_per_chunk = part_nnz_chunk(spec.slices.iter().map(slice_nnz).sum());
+    let mut part = PartBuilder::new(view.stored.value_type, &view.fields)
+        .with_chunk(nnz_per_chunk)
+        .streaming_to(&store, &prefix)?;
     // The feature sets are needed to add the first slice, not to read it: read while
     // the first slices are.
     let remaps = remaps(app, &store, keys, &view.stored, &spec);
@@ -267,6 +269,7 @@ async fn run(
         duration_ms: started.elapsed().as_millis() as u64,
         peak_rss_bytes: peak_rss_bytes(),
         attempt: event.attempt,
+        nnz_per_chunk,
     };
     // The first copy to finish says how long the task took; a later one changes nothing.
     put_json_if_absent(&app.store, &keys.done(&event.task_id), &marker).await?;
@@ -303,6 +306,21 @@ pub fn slices_in_flight(largest: u64) -> usize {
 pub fn slices_window(largest: u64) -> usize {
     let n = SLICE_BYTES_IN_FLIGHT / largest.max(1);
     n.clamp(SLICES_IN_FLIGHT as u64, MAX_SLICES_WINDOW as u64) as usize
+}
+
+/// Nonzeros of a slice: its bundle's, for a whole bundle (every SmartSeq2 slice, a
+/// 10x bundle within the budget); else at the bundle's average density, rounded up.
+pub fn slice_nnz(slice: &crate::state::SliceSpec) -> u64 {
+    let b = &slice.bundle;
+    let rows = slice
+        .rows
+        .end
+        .min(b.n_cells)
+        .saturating_sub(slice.rows.start);
+    if rows == b.n_cells {
+        return b.nnz;
+    }
+    (u128::from(b.nnz) * u128::from(rows)).div_ceil(u128::from(b.n_cells.max(1))) as u64
 }
 
 /// Decoded bytes of a slice as the planner counts them (an index and a value per

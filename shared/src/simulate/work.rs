@@ -446,7 +446,7 @@ impl Ctx<'_, '_> {
         let row_chunks = task.cells.div_ceil(crate::part::PART_ROWS_PER_CHUNK);
         // The streamed chunks of indices and data, before the last: counted and
         // priced, their time inside the upload above.
-        let streamed = task.nnz.div_ceil(crate::part::PART_NNZ_PER_CHUNK);
+        let streamed = task.nnz.div_ceil(crate::part::part_nnz_chunk(task.nnz));
         if streamed > 1 {
             for _ in 0..2 {
                 self.chunks(streamed - 1);
