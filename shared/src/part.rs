@@ -375,7 +375,11 @@ impl PartBuilder {
         let first_chunk = self.written / chunk;
         let indices = std::mem::take(&mut self.indices);
         let values = std::mem::replace(&mut self.values, Values::empty(ValueType::Uint32));
-        writer.write(first_chunk, indices, values).await?;
+        if let Err(e) = writer.write(first_chunk, indices, values).await {
+            // The writes in flight settle first (see `settle`).
+            let _ = writer.finish().await;
+            return Err(e);
+        }
         let storage = ZarrStore::new(store.clone(), prefix).into_storage();
         // Parts are scratch: written once, read once by the consolidation, then deleted.
         let attrs = || encoding("array", "0.2.0");

@@ -439,13 +439,7 @@ pub async fn read_values<T: bytemuck::Pod>(
                     return Ok(ChunkRead::Encoded(index, encoded, cut));
                 }
             }
-            let bytes = array
-                .async_retrieve_array_subset::<zarrs::array::ArrayBytes<'static>>(&[cut])
-                .await
-                .map_err(|e| zarr_err(&what(), e))?
-                .into_fixed()
-                .map_err(|e| zarr_err(&what(), e))?;
-            Ok::<_, Error>(ChunkRead::Decoded(bytes.into_owned()))
+            Ok::<_, Error>(ChunkRead::Decoded(decoded_by_zarrs(array, cut).await?))
         })
         .buffered(CHUNKS_AHEAD);
     while let Some(chunk_read) = read.next().await {
@@ -479,13 +473,7 @@ pub async fn read_values<T: bytemuck::Pod>(
                 });
                 // A frame that does not record its size: zarrs decodes it.
                 if !decoded.map_err(|m| Error::zarr(what(), m))? {
-                    let bytes = array
-                        .async_retrieve_array_subset::<zarrs::array::ArrayBytes<'static>>(&[cut])
-                        .await
-                        .map_err(|e| zarr_err(&what(), e))?
-                        .into_fixed()
-                        .map_err(|e| zarr_err(&what(), e))?;
-                    append_values(&mut out, &bytes);
+                    append_values(&mut out, &decoded_by_zarrs(array, cut).await?);
                 }
             }
         }
@@ -497,6 +485,19 @@ pub async fn read_values<T: bytemuck::Pod>(
         ));
     }
     Ok(out)
+}
+
+/// The bytes of `cut` (within one chunk) of a 1-D array of plain values, as zarrs
+/// decodes them.
+async fn decoded_by_zarrs(array: &ZArray, cut: std::ops::Range<u64>) -> Result<Vec<u8>, Error> {
+    let what = || array.path().as_str().to_string();
+    let bytes = array
+        .async_retrieve_array_subset::<zarrs::array::ArrayBytes<'static>>(&[cut])
+        .await
+        .map_err(|e| zarr_err(&what(), e))?
+        .into_fixed()
+        .map_err(|e| zarr_err(&what(), e))?;
+    Ok(bytes.into_owned())
 }
 
 /// A chunk of a [`read_values`] range: decoded by zarrs, or its stored bytes for
