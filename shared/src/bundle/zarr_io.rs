@@ -397,7 +397,8 @@ pub fn cut_at_multiples(range: std::ops::Range<u64>, step: u64) -> Vec<std::ops:
     out
 }
 
-/// Chunks of one [`read_values`] decoded ahead of the one being appended.
+/// Chunks of one [`read_values`] fetched ahead of the one being appended (those zarrs
+/// reads, decoded too).
 const CHUNKS_AHEAD: usize = 4;
 
 /// Reads `range` of a 1-D array of plain values, as [`read_range`] does, a chunk at a
