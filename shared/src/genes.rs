@@ -110,10 +110,9 @@ pub struct Remap {
 impl Remap {
     /// For each of `features`, its column in `space` (both lists of unique ids).
     pub fn between(space: &[String], features: &[String]) -> Remap {
-        // The common case, without hashing every id: the features are the space's
-        // first genes in order.
-        if space.get(..features.len()) == Some(features) {
-            return Remap::new((0..features.len() as u32).map(Some).collect());
+        // The common case, without hashing every id.
+        if Self::keeps_columns(space, features) {
+            return Remap::identity(features.len() as u64);
         }
         let index: HashMap<&str, u32> = space
             .iter()
@@ -126,6 +125,12 @@ impl Remap {
                 .map(|id| index.get(id.as_str()).copied())
                 .collect(),
         )
+    }
+
+    /// Whether the remap of `features` into `space` is the identity: the features are
+    /// the space's first genes, in order.
+    pub fn keeps_columns(space: &[String], features: &[String]) -> bool {
+        space.get(..features.len()) == Some(features)
     }
 
     /// The remap of a feature set of `n` features that are the output's first genes.

@@ -456,7 +456,7 @@ async fn gene_space(
     let identity = ids
         .iter()
         .zip(&sets)
-        .filter(|(_, set)| Remap::between(&space.ids, &set.ids).is_identity())
+        .filter(|(_, set)| Remap::keeps_columns(&space.ids, &set.ids))
         .map(|(id, _)| id.to_string())
         .collect();
     Ok(Ok((space, identity)))

@@ -308,29 +308,21 @@ pub fn slices_window(largest: u64) -> usize {
     n.clamp(SLICES_IN_FLIGHT as u64, MAX_SLICES_WINDOW as u64) as usize
 }
 
-/// Nonzeros of a slice: its bundle's, for a whole bundle (every SmartSeq2 slice, a
-/// 10x bundle within the budget); else at the bundle's average density, rounded up.
+/// Nonzeros of a slice as the planner counts them: at its bundle's average density,
+/// so exactly the bundle's for a whole bundle (every SmartSeq2 slice, a 10x bundle
+/// within the budget).
 pub fn slice_nnz(slice: &crate::state::SliceSpec) -> u64 {
     let b = &slice.bundle;
-    let rows = slice
-        .rows
-        .end
-        .min(b.n_cells)
-        .saturating_sub(slice.rows.start);
-    if rows == b.n_cells {
-        return b.nnz;
-    }
-    (u128::from(b.nnz) * u128::from(rows)).div_ceil(u128::from(b.n_cells.max(1))) as u64
+    let rows = slice.rows.end.saturating_sub(slice.rows.start);
+    (u128::from(b.nnz) * u128::from(rows) / u128::from(b.n_cells.max(1))) as u64
 }
 
 /// Decoded bytes of a slice as the planner counts them (an index and a value per
 /// nonzero, a row pointer per row), at its bundle's average density.
 pub fn slice_bytes(slice: &crate::state::SliceSpec) -> u64 {
-    let b = &slice.bundle;
     let rows = slice.rows.end.saturating_sub(slice.rows.start);
-    let nnz = u128::from(b.nnz) * u128::from(rows) / u128::from(b.n_cells.max(1));
-    let per_nnz = 4 + b.value_type.size() as u64;
-    (nnz as u64)
+    let per_nnz = 4 + slice.bundle.value_type.size() as u64;
+    slice_nnz(slice)
         .saturating_mul(per_nnz)
         .saturating_add(rows.saturating_mul(8))
 }
