@@ -100,6 +100,14 @@ pub struct Config {
     /// The collector writes its heartbeat every quarter of it (one small PUT); a dropped
     /// collector delays its request by this long.
     pub collector_stale: Duration,
+    /// A Running request whose collector has never been heard of (no heartbeat since the
+    /// run started) gets a new one from the next status request after this long
+    /// (`CELLMATRIX_COLLECTOR_FIRST_BEAT_MS`, default 2,000; never more than
+    /// `collector_stale`). A collector writes its heartbeat on its first look, an
+    /// asynchronous delivery and a cold start after the driver invokes it (under a
+    /// second at their tail), so a collector dropped or crashed at its start no
+    /// longer holds its request for `collector_stale`; a second collector is harmless.
+    pub collector_first_beat: Duration,
     /// Keep the parts and markers of a finished request (`CELLMATRIX_KEEP_SCRATCH=1`);
     /// by default they are removed after success and after a cancel.
     pub keep_scratch: bool,
@@ -138,6 +146,7 @@ impl Config {
             hedge_percent: 90,
             hedge_factor: 3,
             collector_stale: Duration::from_secs(10),
+            collector_first_beat: Duration::from_secs(2),
             keep_scratch: false,
             faults: None,
         }
@@ -154,12 +163,15 @@ impl Config {
     /// wait half a second for it: it polls every 50 ms unless told otherwise. Nor does
     /// the in-process invoker lose invocations, while tasks may queue for long behind its
     /// concurrency limit: a launch counts as lost after 60 s unless told otherwise (at
-    /// Lambda's 5 s, a million-cell run re-invoked 76 queued tasks and shards).
+    /// Lambda's 5 s, a million-cell run re-invoked 76 queued tasks and shards), and so
+    /// does a collector not yet heard of (`collector_stale` still applies).
     pub fn embedded(store: &str) -> Result<Self> {
         Self::from_lookup(|name| match name {
             "CELLMATRIX_STORE" => Some(store.to_string()),
             "CELLMATRIX_POLL_MS" => std::env::var(name).ok().or_else(|| Some("50".into())),
-            "CELLMATRIX_LOST_AFTER_MS" | "CELLMATRIX_LOST_PASSED_AFTER_MS" => {
+            "CELLMATRIX_LOST_AFTER_MS"
+            | "CELLMATRIX_LOST_PASSED_AFTER_MS"
+            | "CELLMATRIX_COLLECTOR_FIRST_BEAT_MS" => {
                 std::env::var(name).ok().or_else(|| Some("60000".into()))
             }
             _ => std::env::var(name).ok(),
@@ -231,6 +243,7 @@ impl Config {
         c.hedge_percent = num(&get, "CELLMATRIX_HEDGE_PERCENT", c.hedge_percent)?.min(100);
         c.hedge_factor = num(&get, "CELLMATRIX_HEDGE_FACTOR", c.hedge_factor)?;
         c.collector_stale = ms("CELLMATRIX_COLLECTOR_STALE_MS", c.collector_stale)?;
+        c.collector_first_beat = ms("CELLMATRIX_COLLECTOR_FIRST_BEAT_MS", c.collector_first_beat)?;
         c.keep_scratch = get("CELLMATRIX_KEEP_SCRATCH").is_some_and(|v| v.trim() == "1");
         if let Some(faults) = get("CELLMATRIX_FAULTS") {
             c.faults = Some(crate::fault::FaultPlan::parse(&faults)?);

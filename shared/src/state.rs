@@ -117,10 +117,6 @@ impl Keys {
     pub fn shard(&self, shard: u32) -> String {
         self.at(&format!("shards/{shard:06}.json"))
     }
-    /// The claim of whoever writes the output's metadata (see `reducer::claim_commit`).
-    pub fn commit(&self) -> String {
-        self.at("commit.json")
-    }
     /// The cancel marker.
     pub fn cancel(&self) -> String {
         self.at("cancel.json")

@@ -324,22 +324,20 @@ async fn the_last_shard_commits_the_result_without_waiting_for_the_collector() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn twin_shards_and_the_collector_write_the_outputs_metadata_once() {
+async fn the_root_group_is_written_only_after_every_shard_and_the_other_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let fs: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
     ingest_samples(&fs).await;
     let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
-    // Every write of the output's objects, by key.
-    let written = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
-        String,
-        u32,
-    >::new()));
+    // Every write of the output's metadata and of the shard markers, in order.
+    let written = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let log = written.clone();
     let store: DynStore = Arc::new(Intercept {
         inner: fs.clone(),
         on_write: move |key: &str, _: Option<&bytes::Bytes>| {
-            if key.starts_with("results/") {
-                *log.lock().unwrap().entry(key.to_string()).or_default() += 1;
+            let output = key.starts_with("results/") && key.ends_with("zarr.json");
+            if output || (key.starts_with("requests/") && key.contains("/shards/")) {
+                log.lock().unwrap().push(key.to_string());
             }
             Ok(())
         },
@@ -353,14 +351,29 @@ async fn twin_shards_and_the_collector_write_the_outputs_metadata_once() {
     assert_eq!(status["status"], "Succeeded", "{status}");
     app.idle().await;
     let written = written.lock().unwrap();
-    let metadata: Vec<_> = written
+    let is_root = |k: &str| k.ends_with("matrix.zarr/zarr.json");
+    let markers: std::collections::BTreeSet<&String> =
+        written.iter().filter(|k| k.contains("/shards/")).collect();
+    let metadata: std::collections::BTreeSet<&String> = written
         .iter()
-        .filter(|(key, _)| key.ends_with("zarr.json"))
+        .filter(|k| k.starts_with("results/") && !is_root(k))
         .collect();
+    assert!(markers.len() > 1, "{} shards", markers.len());
     assert!(metadata.len() > 10, "{written:?}");
-    // A shard's twin writes its chunks again (the same bytes), but the metadata is
-    // claimed by one writer.
-    for (key, n) in metadata {
-        assert_eq!(*n, 1, "{key} written {n} times");
+    let roots: Vec<usize> = (0..written.len())
+        .filter(|&i| is_root(&written[i]))
+        .collect();
+    assert!(!roots.is_empty(), "{written:?}");
+    // Whoever writes the root group (a last shard, its twin, the collector) writes it
+    // after every shard's marker and every other metadata document: the output is an
+    // AnnData object only once complete.
+    for &i in &roots {
+        let before: std::collections::BTreeSet<&String> = written[..i].iter().collect();
+        for key in markers.iter().chain(metadata.iter()) {
+            assert!(
+                before.contains(key),
+                "root group written before {key}: {written:?}"
+            );
+        }
     }
 }

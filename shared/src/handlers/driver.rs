@@ -718,10 +718,10 @@ pub async fn status(app: &App, stored: &StoredRequest) -> Result<Value, Error> {
     }))
 }
 
-/// Starts a new collector for a Running request whose collector has not written its
-/// heartbeat for `collector_stale`: its invocation was lost, or it died without a
-/// record. Two collectors at once are harmless (what must happen once is a put-if-absent),
-/// and the new one writes its heartbeat at once. Best effort: the status is answered anyway.
+/// Starts a new collector for a Running request whose collector has gone silent
+/// ([`collector_silent`]): its invocation was lost, or it died without a record. Two
+/// collectors at once are harmless (what must happen once is a put-if-absent), and the
+/// new one writes its heartbeat at once. Best effort: the status is answered anyway.
 async fn revive_if_silent(
     app: &App,
     stored: &StoredRequest,
@@ -730,14 +730,41 @@ async fn revive_if_silent(
     now: u64,
 ) {
     let Some(run) = run else { return };
-    let heard = progress.heartbeat_ms.max(run.started_ms);
-    if now.saturating_sub(heard) <= app.config.collector_stale.as_millis() as u64 {
+    let c = &app.config;
+    if !collector_silent(
+        now,
+        progress.heartbeat_ms,
+        run.started_ms,
+        c.collector_first_beat,
+        c.collector_stale,
+    ) {
         return;
     }
+    let heard = progress.heartbeat_ms.max(run.started_ms);
     tracing::warn!(request = %stored.id, silent_ms = now - heard, "collector silent; starting a new one");
     if let Err(e) = super::reducer::invoke_collector(app, &stored.id).await {
         tracing::error!(request = %stored.id, error = %e, "cannot start a new collector");
     }
+}
+
+/// Whether a run's collector has gone silent: never heard of (no heartbeat) for
+/// `first_beat` since the run started, or not heard of for `stale` since its last
+/// heartbeat. A collector writes its first heartbeat on its first look, a delivery and
+/// a cold start after the run starts, so silence from the start shows much sooner than
+/// silence after a heartbeat, which comes every quarter of `stale`.
+fn collector_silent(
+    now: u64,
+    heartbeat_ms: u64,
+    started_ms: u64,
+    first_beat: std::time::Duration,
+    stale: std::time::Duration,
+) -> bool {
+    let (heard, wait) = if heartbeat_ms == 0 {
+        (started_ms, first_beat.min(stale))
+    } else {
+        (heartbeat_ms.max(started_ms), stale)
+    };
+    now.saturating_sub(heard) > wait.as_millis() as u64
 }
 
 async fn result_document(app: &App, r: &ResultRecord) -> Result<Value, Error> {
@@ -788,6 +815,23 @@ async fn status_response(app: &App, stored: &StoredRequest, code: u16) -> Outcom
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_collector_never_heard_of_is_silent_sooner_than_one_that_stopped() {
+        use std::time::Duration;
+        let (first, stale) = (Duration::from_secs(2), Duration::from_secs(10));
+        let start = 1_000_000;
+        // No heartbeat yet: silent once `first_beat` has passed since the run started.
+        assert!(!collector_silent(start + 2_000, 0, start, first, stale));
+        assert!(collector_silent(start + 2_001, 0, start, first, stale));
+        // A heartbeat: silent only `stale` after it.
+        let beat = start + 500;
+        assert!(!collector_silent(beat + 10_000, beat, start, first, stale));
+        assert!(collector_silent(beat + 10_001, beat, start, first, stale));
+        // `first_beat` never waits longer than `stale`.
+        let long = Duration::from_secs(60);
+        assert!(collector_silent(start + 10_001, 0, start, long, stale));
+    }
 
     #[test]
     fn routes_match_their_patterns_only() {

@@ -670,25 +670,9 @@ impl<'a> Collector<'a> {
         }
         let view = self.view.as_ref().expect("read above");
         if !self.finished {
-            // The last shard to finish may have written the metadata (and, for Zarr, the
-            // result: the next look sees it); the root group is written last.
-            if !finished(&store, &self.keys, view.format).await? {
-                match claim_commit(&store, &self.keys, "collector").await? {
-                    Claim::Ours => {}
-                    // A shard is writing it: look again, unless it has been at it for
-                    // so long that it was lost.
-                    Claim::Theirs { at_ms }
-                        if now_ms().saturating_sub(at_ms)
-                            < self.app.config.lost_after.as_millis() as u64 =>
-                    {
-                        return Ok(false);
-                    }
-                    Claim::Theirs { .. } => {
-                        tracing::warn!(request = %self.keys.id(), "a claimed commit never finished; the collector writes it");
-                    }
-                }
-                finish(&store, &self.keys, view, &plan).await?;
-            }
+            // Every shard's marker is in, so shard 0 wrote the metadata; the last shard
+            // may have written the root group too: the same bytes again.
+            finish(&store, &self.keys, view.format).await?;
             self.finished = true;
         }
         let format = view.format;
@@ -891,41 +875,50 @@ async fn consolidate_shard(
             Some(w.write(kind, &plan, view.stored.value_type, keys))
         })
         .collect();
-    futures::future::try_join_all(copies).await?;
+    // Shard 0 also writes the output's metadata, with its chunks rather than after every
+    // shard: its marker then says the metadata is in, and the commit is the root group.
+    let metadata = async {
+        if shard == METADATA_SHARD {
+            write_metadata(store, keys, &view, &plan).await
+        } else {
+            Ok(())
+        }
+    };
+    futures::future::try_join(futures::future::try_join_all(copies), metadata).await?;
     put_json(store, &keys.shard(shard), &json!({ "shard": shard })).await?;
-    commit_if_last(store, keys, shard, &view, &plan).await?;
+    commit_if_last(store, keys, &view, &plan).await?;
     crate::scratch::after_write(store, keys, app.config.keep_scratch).await
 }
 
+/// The shard that writes the output's metadata (every array's, the groups', `var`'s)
+/// beside its chunks. Shard 0 exists whatever the shard count.
+const METADATA_SHARD: u32 = 0;
+
 /// After a shard's marker: if every shard's marker is there, this shard finished last
-/// (or with the last), so it writes the output's metadata and, for Zarr, the result,
-/// instead of waiting for the collector's next look. Each shard writes its marker
-/// before it lists, so at least one sees them all; of those that do, and the
-/// collector, the one that claims the commit first writes it.
+/// (or with the last), so it writes the root group and, for Zarr, the result, instead
+/// of waiting for the collector's next look. Each shard writes its marker before it
+/// lists, so at least one sees them all; the root group is the same bytes whoever
+/// writes it, and the result is put if absent.
 async fn commit_if_last(
     store: &DynStore,
     keys: &Keys,
-    shard: u32,
     view: &RequestView,
     plan: &Consolidation,
 ) -> Result<(), Error> {
-    let done = store
-        .list(&keys.shards())
-        .await?
+    let (listed, ended) = futures::try_join!(
+        async { Ok::<_, Error>(store.list(&keys.shards()).await?) },
+        crate::state::ended(store, keys)
+    )?;
+    let done = listed
         .iter()
         .filter_map(|o| shard_of(&o.key))
         .filter(|&n| n < plan.shards)
         .collect::<HashSet<u32>>()
         .len();
-    if (done as u32) < plan.shards || crate::state::ended(store, keys).await? {
+    if (done as u32) < plan.shards || ended {
         return Ok(());
     }
-    if !finished(store, keys, view.format).await? {
-        if claim_commit(store, keys, &format!("shard-{shard}")).await? != Claim::Ours {
-            return Ok(());
-        }
-        finish(store, keys, view, plan).await?;
-    }
+    finish(store, keys, view.format).await?;
     if view.format == Format::Zarr {
         let record = result_record(keys, view, plan, None);
         put_json_if_absent(store, &keys.result(), &record).await?;
@@ -955,47 +948,6 @@ fn result_record(
         collected_after_ms: plan.collected_after_ms,
         conversion,
     }
-}
-
-/// Who won the claim to write the output's metadata.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Claim {
-    /// This invocation: it writes it.
-    Ours,
-    /// Another, which claimed it at `at_ms`.
-    Theirs { at_ms: u64 },
-}
-
-/// What the commit claim records.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct CommitClaim {
-    by: String,
-    at_ms: u64,
-}
-
-/// Claims the writing of the output's metadata for `by`. The metadata is the same bytes
-/// whoever writes it, but without a claim the last shards and the collector, seeing
-/// every shard marker at once, would each write it all.
-async fn claim_commit(store: &DynStore, keys: &Keys, by: &str) -> Result<Claim, Error> {
-    let key = keys.commit();
-    let claim = CommitClaim {
-        by: by.to_string(),
-        at_ms: now_ms(),
-    };
-    if put_json_if_absent(store, &key, &claim).await? == PutOutcome::Created {
-        return Ok(Claim::Ours);
-    }
-    // A claim that went missing was removed with the scratch data of an ended request;
-    // one as old as the epoch lets the collector write the metadata.
-    let at_ms = get_json::<CommitClaim>(store, &key)
-        .await?
-        .map_or(0, |c| c.at_ms);
-    Ok(Claim::Theirs { at_ms })
-}
-
-/// Whether [`finish`] has run to its end: the output's root group, written last.
-async fn finished(store: &DynStore, keys: &Keys, format: Format) -> Result<bool, Error> {
-    crate::state::exists(store, &format!("{}/zarr.json", keys.zarr(format))).await
 }
 
 /// The output rows a part holds.
@@ -1233,10 +1185,12 @@ fn overlapping<'p>(
         .collect()
 }
 
-/// Writes the metadata of every array, var, and the groups; the root group last, so
-/// the output is an AnnData object only once complete. The documents are independent
-/// of each other, so written at once: three round trips, not a dozen.
-async fn finish(
+/// Writes the metadata of every output array, `var` with its arrays, and the groups,
+/// all but the root group ([`finish`]), which is written once every shard is in. The
+/// documents are independent of each other, so written at once after one round of
+/// reads: the gene space, and the plan, which goes first when scratch data is removed
+/// (a late duplicate of shard 0 stops there, as [`ShardRange::store`] does).
+async fn write_metadata(
     store: &DynStore,
     keys: &Keys,
     view: &RequestView,
@@ -1244,43 +1198,53 @@ async fn finish(
 ) -> Result<(), Error> {
     let out = ZarrStore::new(store.clone(), &keys.zarr(view.format)).into_storage();
     let out = &out;
-    let arrays: Vec<_> = output_arrays(view, plan)
+    let genes_key = keys.genes();
+    let plan_key = keys.consolidate();
+    let (genes, planned) = futures::try_join!(
+        get_json::<GeneSpace>(store, &genes_key),
+        crate::state::exists(store, &plan_key),
+    )?;
+    if !planned {
+        return Err(Error::Cancelled(format!(
+            "{}: consolidation plan removed",
+            keys.id()
+        )));
+    }
+    let genes = genes.ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
+    type Write<'a> = futures::future::BoxFuture<'a, Result<(), Error>>;
+    let mut writes: Vec<Write<'_>> = output_arrays(view, plan)
         .into_iter()
-        .map(|(path, kind, len, chunk)| async move {
-            let array = match (&kind, view.stored.value_type) {
-                (Kind::Indptr, _) => array_handle::<i64>(out, &path, len, chunk, attrs())?,
-                (Kind::Indices, _) => array_handle::<i32>(out, &path, len, chunk, attrs())?,
-                (Kind::Data, ValueType::Uint32) => {
-                    array_handle::<u32>(out, &path, len, chunk, attrs())?
-                }
-                (Kind::Data, ValueType::Float32) => {
-                    array_handle::<f32>(out, &path, len, chunk, attrs())?
-                }
-                (Kind::Data, ValueType::Float64) => {
-                    array_handle::<f64>(out, &path, len, chunk, attrs())?
-                }
-                (Kind::Obs(_, ColumnKind::Str), _) => {
-                    array_handle::<String>(out, &path, len, chunk, string_attrs())?
-                }
-                (Kind::Obs(_, ColumnKind::U32), _) => {
-                    array_handle::<u32>(out, &path, len, chunk, attrs())?
-                }
-                (Kind::Obs(_, ColumnKind::F64), _) => {
-                    array_handle::<f64>(out, &path, len, chunk, attrs())?
-                }
-            };
-            array
-                .async_store_metadata()
-                .await
-                .map_err(|e| crate::bundle::zarr_io::zarr_err(&path, e))
+        .map(|(path, kind, len, chunk)| -> Write<'_> {
+            Box::pin(async move {
+                let array = match (&kind, view.stored.value_type) {
+                    (Kind::Indptr, _) => array_handle::<i64>(out, &path, len, chunk, attrs())?,
+                    (Kind::Indices, _) => array_handle::<i32>(out, &path, len, chunk, attrs())?,
+                    (Kind::Data, ValueType::Uint32) => {
+                        array_handle::<u32>(out, &path, len, chunk, attrs())?
+                    }
+                    (Kind::Data, ValueType::Float32) => {
+                        array_handle::<f32>(out, &path, len, chunk, attrs())?
+                    }
+                    (Kind::Data, ValueType::Float64) => {
+                        array_handle::<f64>(out, &path, len, chunk, attrs())?
+                    }
+                    (Kind::Obs(_, ColumnKind::Str), _) => {
+                        array_handle::<String>(out, &path, len, chunk, string_attrs())?
+                    }
+                    (Kind::Obs(_, ColumnKind::U32), _) => {
+                        array_handle::<u32>(out, &path, len, chunk, attrs())?
+                    }
+                    (Kind::Obs(_, ColumnKind::F64), _) => {
+                        array_handle::<f64>(out, &path, len, chunk, attrs())?
+                    }
+                };
+                array
+                    .async_store_metadata()
+                    .await
+                    .map_err(|e| crate::bundle::zarr_io::zarr_err(&path, e))
+            })
         })
         .collect();
-    let genes_key = keys.genes();
-    let (genes, _) = futures::try_join!(
-        get_json::<GeneSpace>(store, &genes_key),
-        futures::future::try_join_all(arrays),
-    )?;
-    let genes = genes.ok_or_else(|| Error::NotFound(format!("genes of request {}", keys.id())))?;
     let mut x_attrs = encoding("csr_matrix", "0.1.0");
     x_attrs.insert("shape".into(), json!([plan.n_cells, genes.len()]));
     let mut obs_attrs = encoding("dataframe", "0.2.0");
@@ -1293,8 +1257,7 @@ async fn finish(
     let mut var_attrs = encoding("dataframe", "0.2.0");
     var_attrs.insert("_index".into(), json!("_index"));
     var_attrs.insert("column-order".into(), json!(["feature_name"]));
-    type Write<'a> = futures::future::BoxFuture<'a, Result<(), Error>>;
-    let mut writes: Vec<Write<'_>> = vec![
+    writes.extend([
         Box::pin(write_group(out, "/X", x_attrs)),
         Box::pin(write_group(out, "/obs", obs_attrs)),
         Box::pin(write_group(out, "/var", var_attrs)),
@@ -1312,10 +1275,17 @@ async fn finish(
             var_chunk,
             string_attrs(),
         )),
-    ];
+    ] as [Write<'_>; 5]);
     for empty in ["/layers", "/obsm", "/obsp", "/varm", "/varp", "/uns"] {
         writes.push(Box::pin(write_group(out, empty, encoding("dict", "0.1.0"))));
     }
     futures::future::try_join_all(writes).await?;
-    write_group(out, "/", encoding("anndata", "0.1.0")).await
+    Ok(())
+}
+
+/// The root group, written once every shard is in (so after [`write_metadata`]): the
+/// output is an AnnData object only once complete. The same bytes whoever writes it.
+async fn finish(store: &DynStore, keys: &Keys, format: Format) -> Result<(), Error> {
+    let out = ZarrStore::new(store.clone(), &keys.zarr(format)).into_storage();
+    write_group(&out, "/", encoding("anndata", "0.1.0")).await
 }

@@ -255,6 +255,9 @@ pub struct ServiceModel {
     pub shard_nnz: u64,
     /// `collector_stale`, seconds: a status request past it starts a new collector.
     pub collector_stale_s: f64,
+    /// `collector_first_beat`, seconds: a status request past it, with no heartbeat
+    /// yet, starts a new collector.
+    pub collector_first_beat_s: f64,
     /// Done markers the collector reads at once (16 in `handlers/reducer.rs`).
     pub marker_reads: usize,
     /// Part arrays a consolidation shard opens, then reads, at once
@@ -286,6 +289,7 @@ impl ServiceModel {
             },
             shard_nnz: config.shard_nnz.max(1),
             collector_stale_s: config.collector_stale.as_secs_f64(),
+            collector_first_beat_s: config.collector_first_beat.as_secs_f64(),
             marker_reads: 16,
             part_reads_in_flight: crate::handlers::reducer::PART_READS_IN_FLIGHT,
             client_poll_s: 0.25,
@@ -324,9 +328,9 @@ pub struct Sizes {
     /// Default 64: an assumption, an 8-byte row pointer or an index of `fqid:barcode`
     /// (about 60 characters) before compression.
     pub row_bytes: f64,
-    /// Metadata documents `finish` writes: the arrays' at once, then the others but
-    /// the root at once, then the root. Default 16: 4 arrays, `X`, `obs`, `var` and
-    /// its 2 arrays, 6 empty groups, and the root.
+    /// Metadata documents of the output: shard 0 writes all but the root at once
+    /// (`write_metadata`), the commit the root (`finish`). Default 16: 4 arrays, `X`,
+    /// `obs`, `var` and its 2 arrays, 6 empty groups, and the root.
     pub finish_writes: u32,
 }
 

@@ -464,11 +464,15 @@ impl<'m> World<'m> {
             }
             Write::Shard { n } => {
                 s.shards.insert(n);
-                // `commit_if_last`: the shard that finds every marker commits the result.
+                // `commit_if_last`: the shard that finds every marker (listed with the
+                // ended check) commits the result.
                 if s.shards.len() as u32 == self.p.shards && !s.ended(now) {
                     let mut ctx = self.ctx();
-                    let at = now + ctx.s3.request(ctx.rng, Op::List, 0.0);
-                    let at = at + ctx.ended_check() + ctx.finish();
+                    let look = ctx
+                        .s3
+                        .request(ctx.rng, Op::List, 0.0)
+                        .max(ctx.ended_check());
+                    let at = now + look + ctx.finish();
                     let r = self.store.result_at.get_or_insert(at);
                     *r = (*r).min(at);
                 }
@@ -573,8 +577,14 @@ impl<'m> World<'m> {
             self.client_done = Some(end);
             return;
         }
-        // `revive_if_silent`: a collector not heard of for `collector_stale`.
-        let stale = secs(self.m.service.collector_stale_s);
+        // `revive_if_silent`: a collector never heard of for `collector_first_beat`, or
+        // not heard of for `collector_stale` since its last heartbeat.
+        let svc = &self.m.service;
+        let stale = if self.store.heartbeat == 0 {
+            secs(svc.collector_first_beat_s.min(svc.collector_stale_s))
+        } else {
+            secs(svc.collector_stale_s)
+        };
         if read_at.saturating_sub(self.store.heartbeat) > stale {
             // Every such poll starts one, until one writes its heartbeat.
             let call = self.lambda.invoke_call(&mut self.rng, Func::Reducer);

@@ -64,11 +64,11 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     //   progress PUT 10: nothing yet), at 380 (10, the plan's GET 10, progress 10), then
     //   at 510: ended check and LISTs 10, the done marker's GET 10, progress PUT 10, the
     //   consolidation plan PUT 10 → shard invoked at 550 (no LIST: it stored the plan).
-    // - shard: begins 650; marker HEAD with the ended check 10, start marker with plan
-    //   and request 10, its 4 arrays at once (parts' ranges, plan check, chunks) 30 →
-    //   marker at 710; it is the last shard: LIST 10, ended 10, finish (root HEAD, the
-    //   commit claim, genes with the arrays' metadata, the other documents, the root:
-    //   50) and the result PUT 10 → result at 790.
+    // - shard: begins 650; marker HEAD with the ended check 10, start marker with plan,
+    //   request and (shard 0) genes 10, its 4 arrays at once (parts' ranges, plan check,
+    //   chunks) 30, the metadata beside them (plan check, documents) 20 → marker at 710;
+    //   it is the last shard: LIST with the ended check 10, the root group 10 and the
+    //   result PUT 10 → result at 740.
     // - client polls at 410, 670 (each 10 ms + 250 ms apart), 930: it sees the result
     //   at 930 + 10.
     let m = plain();
@@ -77,7 +77,7 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     assert_eq!((p.tasks.len(), p.groups.len(), p.shards), (1, 1, 1));
     let o = run(&m, &p, 3, true, false);
     assert!(o.succeeded);
-    assert_eq!(o.result_s, Some(0.790));
+    assert_eq!(o.result_s, Some(0.740));
     assert_eq!(o.seconds, 0.940);
     // Driver (POST; its 3 polls are not counted), mapper, worker, collector, shard.
     assert_eq!(o.invocations, 5);

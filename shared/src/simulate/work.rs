@@ -476,9 +476,10 @@ impl Ctx<'_, '_> {
     }
 
     /// A consolidation shard: its marker's HEAD with the ended check, then its start
-    /// marker with the plan and the request; then per output array, its chunk-aligned range (`reducer::shard_chunks`):
-    /// the parts' ranges overlapping it, a batch at a time, and its chunks written; then
-    /// its marker.
+    /// marker with the plan and the request (shard 0 also the gene space); then per
+    /// output array, its chunk-aligned range (`reducer::shard_chunks`): the parts'
+    /// ranges overlapping it, a batch at a time, and its chunks written, every array at
+    /// once and, on shard 0, the output's metadata beside them; then its marker.
     pub fn shard(
         &mut self,
         n: u32,
@@ -502,7 +503,14 @@ impl Ctx<'_, '_> {
                 attempt,
             },
         ));
-        t += marker.max(self.s3.round(self.rng, Op::Get, 2, 0.0));
+        let metadata_shard = n == 0;
+        let fs = self.model.sizes.feature_set_bytes;
+        let mut reads = self.s3.round(self.rng, Op::Get, 2, 0.0);
+        if metadata_shard {
+            // Shard 0 reads the gene space too, for the output's metadata.
+            reads = reads.max(self.s3.request(self.rng, Op::Get, fs) + self.parse(fs));
+        }
+        t += marker.max(reads);
         let layout = &prepared.layout;
         let at_once = self.model.service.part_reads_in_flight;
         // Every array's range at once (`ShardRange::write`): the slowest array's round
@@ -523,6 +531,14 @@ impl Ctx<'_, '_> {
             slowest = slowest.max(a);
             bytes += share;
         }
+        if metadata_shard {
+            // `write_metadata`, beside the chunks: the plan's existence check, then every
+            // document but the root at once.
+            let others = (self.model.sizes.finish_writes as usize).saturating_sub(1);
+            let written = self.s3.request(self.rng, Op::Get, 0.0)
+                + self.s3.round(self.rng, Op::Put, others, 0.0);
+            slowest = slowest.max(written);
+        }
         t += slowest + secs(2.0 * self.s3.transfer(bytes));
         // Decoding and re-encoding: at the 10x worker rate per core, which also
         // filters and remaps, so an upper bound.
@@ -538,20 +554,10 @@ impl Ctx<'_, '_> {
         tl
     }
 
-    /// `finish` and the result: the root group's HEAD (`finished`), the commit claim's
-    /// conditional PUT, then the arrays' metadata at once with the gene space read, the
-    /// other documents at once, the root group, then `result.json`.
+    /// `finish` and the result: the root group, then `result.json` (shard 0 wrote the
+    /// other metadata with its chunks).
     pub fn finish(&mut self) -> Micros {
-        let fs = self.model.sizes.feature_set_bytes;
-        let mut t = self.s3.request(self.rng, Op::Get, 0.0);
-        t += self.s3.request(self.rng, Op::Put, 0.0);
-        let arrays = self.model.sizes.arrays as usize;
-        let others = (self.model.sizes.finish_writes as usize).saturating_sub(arrays + 1);
-        let genes = self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
-        t += genes.max(self.s3.round(self.rng, Op::Put, arrays, 0.0));
-        t += self.s3.round(self.rng, Op::Put, others, 0.0);
-        t += self.s3.request(self.rng, Op::Put, 0.0);
-        t + self.s3.request(self.rng, Op::Put, 0.0)
+        self.s3.request(self.rng, Op::Put, 0.0) + self.s3.request(self.rng, Op::Put, 0.0)
     }
 
     /// `scratch::remove` after success: a LIST per prefix, then deletes 16 at a time.
