@@ -377,3 +377,50 @@ async fn the_root_group_is_written_only_after_every_shard_and_the_other_metadata
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_record_that_races_the_end_of_its_request_leaves_no_error_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    let id = "0123456789abcdef0123456789abcdef";
+    let keys = cellmatrix::state::Keys::new(&cellmatrix::messages::RequestId::parse(id).unwrap());
+    // The request's result lands, and its scratch data goes, between the failure
+    // handler's look at whether the request ended and its error marker's write.
+    let result = dir.path().join(keys.result());
+    let store: DynStore = Arc::new(Intercept {
+        inner: fs.clone(),
+        on_write: move |key: &str, _: Option<&bytes::Bytes>| {
+            if key.contains("/errors/") {
+                std::fs::create_dir_all(result.parent().unwrap()).unwrap();
+                std::fs::write(&result, b"{}").unwrap();
+            }
+            Ok(())
+        },
+    });
+    let app = App::in_process(config(), store, |_| 1);
+    let record: cellmatrix::messages::FailureRecord = serde_json::from_value(json!({
+        "version": "1.0",
+        "timestamp": "2026-11-21T10:15:42.118Z",
+        "requestContext": {
+            "requestId": "c2a8f0e4",
+            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:cm-worker:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": 3
+        },
+        "requestPayload": {"request_id": id, "task_id": "t1", "attempt": 0},
+    }))
+    .unwrap();
+    cellmatrix::handlers::failures::handle(&app, &record)
+        .await
+        .unwrap();
+    assert!(fs.get(&keys.result()).await.unwrap().is_some());
+    let left: Vec<String> = fs
+        .list(&keys.prefix())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| !k.ends_with("result.json"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "scratch data left");
+}

@@ -93,6 +93,9 @@ pub async fn handle(app: &App, record: &FailureRecord) -> Result<(), Error> {
             tracing::warn!(request = %keys.id(), name, %why, "invocation lost");
             // If the handler recorded its own error, that marker says more; keep it.
             put_json_if_absent(&app.store, &keys.error(&name), &marker).await?;
+            // The request may have ended since the check, its scratch data removed
+            // before the marker landed: removed again, so nothing is left behind.
+            crate::scratch::after_write(&app.store, &keys, app.config.keep_scratch).await?;
         }
         Lost::Collector(request) => {
             let keys = Keys::new(&request);
