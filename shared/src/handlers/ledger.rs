@@ -22,7 +22,18 @@ pub struct Ledger {
     pub planned_at: Option<u64>,
     /// When every task was first seen done.
     pub collected_at: Option<u64>,
+    /// Launches seen started.
+    #[serde(default)]
+    pub starts_seen: u64,
+    /// The longest any launch took from being launched to being seen started: what this
+    /// run's deliveries, queue and cold starts take, looks included.
+    #[serde(default)]
+    pub slowest_start_ms: u64,
 }
+
+/// Launches seen started before their slowest start says how long a launch may wait
+/// while nothing runs ([`Ledger::lost`]); until then the wait is `lost_after`.
+pub const STARTS_TO_TRUST: u64 = 8;
 
 /// One invocation name's launches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -83,8 +94,10 @@ impl Ledger {
         let e = self.entries.entry(name.to_string()).or_default();
         e.next_attempt = e.next_attempt.max(attempt + 1);
         e.started_ms.get_or_insert(now);
-        if let Some((seq, _)) = e.pending.remove(&attempt) {
+        if let Some((seq, at)) = e.pending.remove(&attempt) {
             self.last_started_seq = self.last_started_seq.max(seq);
+            self.starts_seen += 1;
+            self.slowest_start_ms = self.slowest_start_ms.max(now.saturating_sub(at));
         }
     }
 
@@ -108,14 +121,24 @@ impl Ledger {
     }
 
     /// Invocations that have not started although they should have: launched more than
-    /// `passed_after` ago while a later launch has started, or more than `lost_after`
-    /// ago while nothing launched before them is still waiting and nothing is running
-    /// (so no queue holds them back). A later launch that started is evidence that the
-    /// queue delivers, so the first rule may wait less; `passed_after` is held to at
-    /// most `lost_after`. Those launches are forgotten; the caller launches the names
-    /// again.
+    /// `passed_after` ago while a later launch has started, or, while nothing launched
+    /// before them is still waiting and nothing is running (so no queue holds them
+    /// back), more than `lost_after` ago, or twice the run's slowest start once
+    /// [`STARTS_TO_TRUST`] launches have started, whichever is shorter but never less
+    /// than `passed_after`. A later launch that started is evidence that the queue
+    /// delivers, and so are the starts seen: a lone relaunch (the last shard's, say) need
+    /// not wait `lost_after` when every launch so far started within a second.
+    /// `passed_after` is held to at most `lost_after`. Those launches are forgotten; the
+    /// caller launches the names again.
     pub fn lost(&mut self, now: u64, lost_after: u64, passed_after: u64) -> Vec<String> {
         let passed_after = passed_after.min(lost_after);
+        let idle_after = if self.starts_seen >= STARTS_TO_TRUST {
+            self.slowest_start_ms
+                .saturating_mul(2)
+                .clamp(passed_after, lost_after)
+        } else {
+            lost_after
+        };
         // Started and not over: an entry relaunched after a failure waits again, unless
         // its pending launch is a hedge beside a copy that still runs.
         let running = self
@@ -140,7 +163,7 @@ impl Ledger {
             e.pending.retain(|_, &mut (seq, at)| {
                 let age = now.saturating_sub(at);
                 let passed = last_started > seq && age > passed_after;
-                let head_of_idle_queue = seq == oldest_waiting && running == 0 && age > lost_after;
+                let head_of_idle_queue = seq == oldest_waiting && running == 0 && age > idle_after;
                 !(passed || head_of_idle_queue)
             });
             if e.pending.len() < before {
@@ -230,6 +253,41 @@ mod tests {
         l.launched("task-b", 0, 0);
         l.started("task-b", 0, 1);
         assert_eq!(l.lost(150, 100, 1_000), ["task-a"]);
+    }
+
+    #[test]
+    fn a_lone_launch_waits_twice_the_slowest_start_once_enough_have_started() {
+        let mut l = Ledger::default();
+        for i in 0..STARTS_TO_TRUST {
+            let name = format!("task-{i}");
+            l.launched(&name, 0, 0);
+            // The slowest takes 300 ms from launch to being seen started.
+            l.started(&name, 0, 100 + 200 * i / (STARTS_TO_TRUST - 1));
+            l.finished(&name);
+        }
+        assert_eq!(l.slowest_start_ms, 300);
+        l.launched("shard-0", 1, 1_000);
+        // Nothing passed it and nothing runs: lost after 2 × 300 ms, not `lost_after`
+        // (5 s), nor less than `passed_after`.
+        assert!(l.lost(1_600, 5_000, 500).is_empty());
+        assert_eq!(l.lost(1_601, 5_000, 500), ["shard-0"]);
+        l.launched("shard-0", 2, 2_000);
+        assert!(
+            l.lost(2_900, 5_000, 900).is_empty(),
+            "at least passed_after"
+        );
+        assert_eq!(l.lost(2_901, 5_000, 900), ["shard-0"]);
+        // One start short of trusting them: `lost_after`.
+        let mut l = Ledger::default();
+        for i in 0..STARTS_TO_TRUST - 1 {
+            let name = format!("task-{i}");
+            l.launched(&name, 0, 0);
+            l.started(&name, 0, 100);
+            l.finished(&name);
+        }
+        l.launched("shard-0", 0, 1_000);
+        assert!(l.lost(5_999, 5_000, 500).is_empty());
+        assert_eq!(l.lost(6_001, 5_000, 500), ["shard-0"]);
     }
 
     #[test]
