@@ -25,6 +25,7 @@ pub async fn run_all(store: DynStore) {
     list_prefix(&store).await;
     list_paginates(&store).await;
     delete(&store).await;
+    list_while_deleting(&store).await;
     invalid_keys(&store).await;
     presign_get(&store).await;
     put_if_absent_race(&store).await;
@@ -456,6 +457,57 @@ pub async fn delete(store: &DynStore) {
         .delete(&never)
         .await
         .unwrap_or_else(|e| panic!("{d}: delete of a missing key {never}: {e}"));
+}
+
+/// A listing while objects under the prefix are deleted succeeds and names only keys
+/// that were there: a request's cleanup deletes its scratch data while a late
+/// invocation lists it to clean up after itself.
+pub async fn list_while_deleting(store: &DynStore) {
+    let d = store.describe();
+    let p = unique_prefix("list-while-deleting");
+    let all: Vec<String> = (0..400)
+        .map(|i| format!("{p}/d{}/k{i:04}", i % 4))
+        .collect();
+    futures::stream::iter(
+        all.iter()
+            .map(|k| must_put(store, k, Bytes::from_static(b"x"))),
+    )
+    .buffer_unordered(32)
+    .collect::<Vec<()>>()
+    .await;
+    let deleting = async {
+        futures::stream::iter(all.iter().map(|k| store.delete(k)))
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await
+            .unwrap_or_else(|e| panic!("{d}: delete while listing: {e}"));
+    };
+    // Four listings at once, each until the prefix is empty.
+    let listing = |n: usize| {
+        let (all, d, p) = (&all, &d, &p);
+        async move {
+            let mut lists = 0;
+            loop {
+                let listed = store.list(&format!("{p}/")).await.unwrap_or_else(|e| {
+                    panic!("{d}: list while deleting (lister {n}, list {lists}): {e}")
+                });
+                lists += 1;
+                for o in &listed {
+                    assert!(all.contains(&o.key), "{d}: listed {} never written", o.key);
+                }
+                if listed.is_empty() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    let listings = futures::future::join_all((0..4).map(listing));
+    futures::join!(deleting, listings);
+    assert!(
+        must_list(store, &format!("{p}/")).await.is_empty(),
+        "{d}: all deleted"
+    );
 }
 
 /// Unsafe keys are refused by every operation, before any I/O.

@@ -234,7 +234,12 @@ impl BlobStore for FsStore {
                     if rel == TMP_DIR || rel.starts_with(".tmp/") {
                         continue;
                     }
-                    let ft = entry.file_type()?;
+                    // An entry deleted while the directory is read is gone, not an error:
+                    // a listing is no snapshot (nor is S3's), and a request's cleanup
+                    // deletes while a late invocation lists to clean up after itself.
+                    let Some(ft) = not_found_is_none(entry.file_type())? else {
+                        continue;
+                    };
                     if ft.is_dir() {
                         let as_prefix = format!("{rel}/");
                         if as_prefix.starts_with(&prefix_owned)
@@ -243,9 +248,12 @@ impl BlobStore for FsStore {
                             stack.push(path);
                         }
                     } else if ft.is_file() && rel.starts_with(&prefix_owned) {
+                        let Some(meta) = not_found_is_none(entry.metadata())? else {
+                            continue;
+                        };
                         out.push(ObjectMeta {
                             key: rel.to_string(),
-                            size: entry.metadata()?.len(),
+                            size: meta.len(),
                         });
                     }
                 }
