@@ -31,8 +31,9 @@ pub struct Ledger {
     pub slowest_start_ms: u64,
 }
 
-/// Launches seen started before their slowest start says how long a launch may wait
-/// while nothing runs ([`Ledger::lost`]); until then the wait is `lost_after`.
+/// How many launches must be seen starting before the slowest of them sets how long a
+/// launch may wait while nothing runs ([`Ledger::lost`]); until then it waits
+/// `lost_after`.
 pub const STARTS_TO_TRUST: u64 = 8;
 
 /// One invocation name's launches.
