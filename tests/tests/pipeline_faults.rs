@@ -382,7 +382,10 @@ async fn the_root_group_is_written_only_after_every_shard_and_the_other_metadata
 async fn a_failure_record_that_races_the_end_of_its_request_leaves_no_error_marker() {
     let dir = tempfile::tempdir().unwrap();
     let fs: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
-    let id = "0123456789abcdef0123456789abcdef";
+    // Lambda's on-failure record of a worker's event, as the template delivers it.
+    let record: cellmatrix::messages::FailureRecord =
+        serde_json::from_str(include_str!("../../events/reducer-on-failure.json")).unwrap();
+    let id = record.request_payload["request_id"].as_str().unwrap();
     let keys = cellmatrix::state::Keys::new(&cellmatrix::messages::RequestId::parse(id).unwrap());
     // The request's result lands, and its scratch data goes, between the failure
     // handler's look at whether the request ended and its error marker's write.
@@ -398,18 +401,6 @@ async fn a_failure_record_that_races_the_end_of_its_request_leaves_no_error_mark
         },
     });
     let app = App::in_process(config(), store, |_| 1);
-    let record: cellmatrix::messages::FailureRecord = serde_json::from_value(json!({
-        "version": "1.0",
-        "timestamp": "2026-11-21T10:15:42.118Z",
-        "requestContext": {
-            "requestId": "c2a8f0e4",
-            "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:cm-worker:$LATEST",
-            "condition": "RetriesExhausted",
-            "approximateInvokeCount": 3
-        },
-        "requestPayload": {"request_id": id, "task_id": "t1", "attempt": 0},
-    }))
-    .unwrap();
     cellmatrix::handlers::failures::handle(&app, &record)
         .await
         .unwrap();
