@@ -41,6 +41,9 @@ fn config(faults: Option<FaultPlan>, hedge: bool, pace: Pace) -> Config {
     // bundles.
     c.cells_per_worker = pace.cells_per_worker;
     c.bundles_per_mapper = 16;
+    // Of the 3 groups the driver plans the first, mappers the others: both ways under
+    // the faults.
+    c.driver_groups = 1;
     c.lost_after = Duration::from_millis(300);
     c.collector_stale = Duration::from_secs(1);
     c.request_timeout = Duration::from_secs(120);

@@ -293,6 +293,9 @@ async fn the_real_binaries_serve_a_request_under_cargo_lambda_watch() {
         // Several groups, tasks and consolidation shards, so every kind of invocation
         // crosses the emulator more than once.
         ("CELLMATRIX_BUNDLES_PER_MAPPER", "16".into()),
+        // The driver plans the first group itself and invokes its workers; mappers
+        // plan the others: both ways across the emulator.
+        ("CELLMATRIX_DRIVER_GROUPS", "1".into()),
         ("CELLMATRIX_CELLS_PER_WORKER", "256".into()),
         ("CELLMATRIX_SHARD_NNZ", (1u64 << 15).to_string()),
         ("CELLMATRIX_POLL_MS", "100".into()),

@@ -15,15 +15,26 @@ use serde_json::json;
 
 /// Fails the first `failures` writes of worker parts with a transient error (503-like).
 fn flaky_parts(inner: DynStore, failures: u64) -> DynStore {
-    let failures = AtomicU64::new(failures);
+    failing_writes(inner, vec![("/parts/", failures)])
+}
+
+/// Fails, for each `(infix, n)`, the first `n` writes of keys containing `infix` with a
+/// transient error (503-like).
+fn failing_writes(inner: DynStore, rules: Vec<(&'static str, u64)>) -> DynStore {
+    let rules: Vec<(&str, AtomicU64)> = rules
+        .into_iter()
+        .map(|(infix, n)| (infix, AtomicU64::new(n)))
+        .collect();
     Arc::new(Intercept {
         inner,
         on_write: move |key: &str, _: Option<&bytes::Bytes>| {
-            if key.contains("/parts/")
-                && failures
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-            {
+            let fails = rules.iter().any(|(infix, left)| {
+                key.contains(infix)
+                    && left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+            });
+            if fails {
                 return Err(StoreError::Transient {
                     op: "put",
                     key: key.into(),
@@ -414,4 +425,50 @@ async fn a_failure_record_that_races_the_end_of_its_request_leaves_no_error_mark
         .filter(|k| !k.ends_with("result.json"))
         .collect();
     assert_eq!(left, Vec::<String>::new(), "scratch data left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planning_that_fails_in_the_driver_goes_to_a_mapper_and_the_result_is_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    ingest_samples(&inner).await;
+    let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
+    let clean = App::in_process(config(), inner.clone(), |_| 2);
+    assert!(clean.config.driver_groups > 0);
+    let (id, status) = run_request(&clean, &request).await;
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    let want = status["result"].clone();
+    let mappers = |app: &App| {
+        let counts = app.invoker.counts();
+        counts
+            .get(&cellmatrix::invoke::Function::Mapper)
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        mappers(&clean),
+        0,
+        "the driver plans a small request itself"
+    );
+    clean.idle().await;
+    for prefix in ["requests/", "results/"] {
+        for o in inner.list(prefix).await.unwrap() {
+            inner.delete(&o.key).await.unwrap();
+        }
+    }
+    // The first write of the plan fails, and so does that of the error marker the
+    // failed planning then leaves for the collector: only the driver knows.
+    let flaky = failing_writes(inner.clone(), vec![("/plans/", 1), ("/errors/", 1)]);
+    let mut c = config();
+    c.store_attempts = 1;
+    // Were the group left to the collector, it would wait for this.
+    c.request_timeout = Duration::from_secs(20);
+    let app = App::in_process(c, flaky, |_| 2);
+    let (again, status) = run_request(&app, &request).await;
+    assert_eq!(again, id);
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    assert_eq!(mappers(&app), 1, "no mapper took the group over");
+    for field in ["n_cells", "n_genes", "nnz"] {
+        assert_eq!(status["result"][field], want[field], "{field}");
+    }
 }

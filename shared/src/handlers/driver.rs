@@ -278,36 +278,60 @@ async fn start_or_fail(app: &App, stored: &StoredRequest) -> Result<(), Error> {
     outcome
 }
 
-/// Invokes the collector and the mappers, `invoke_concurrency` at a time (the caller
-/// has written `run.json`, whose deadline counts from just before).
+/// Invokes the collector, plans the first `driver_groups` groups here (as their mappers
+/// would, with the same code) and invokes a mapper for each other group,
+/// `invoke_concurrency` at a time (the caller has written `run.json`, whose deadline
+/// counts from just before).
 async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
-    let events: Vec<Value> = stored
+    let events: Vec<MapperEvent> = stored
         .bundles
         .chunks(stored.bundles_per_mapper)
         .enumerate()
-        .map(|(group, bundles)| {
-            to_value(&MapperEvent {
-                request_id: stored.id.clone(),
-                group: group as u32,
-                bundles: bundles.to_vec(),
-                attempt: 0,
-            })
+        .map(|(group, bundles)| MapperEvent {
+            request_id: stored.id.clone(),
+            group: group as u32,
+            bundles: bundles.to_vec(),
+            attempt: 0,
         })
-        .collect::<Result<_, _>>()?;
+        .collect();
     // Futures built eagerly for `Send`; `buffer_unordered` polls at most
     // `invoke_concurrency`.
     let mut calls: Vec<futures::future::BoxFuture<'_, Result<(), Error>>> =
         vec![Box::pin(super::reducer::invoke_collector(app, &stored.id))];
-    for event in events {
-        calls.push(Box::pin(async move {
-            app.invoker.invoke(Function::Mapper, event).await
-        }));
+    for (n, event) in events.into_iter().enumerate() {
+        if n < app.config.driver_groups {
+            calls.push(Box::pin(map_here(app, event)));
+        } else {
+            calls.push(Box::pin(async move {
+                app.invoker
+                    .invoke(Function::Mapper, to_value(&event)?)
+                    .await
+            }));
+        }
     }
     futures::stream::iter(calls)
         .buffer_unordered(app.config.invoke_concurrency.max(1))
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+/// Plans one group in this invocation. A failure is recorded as a mapper's is (its error
+/// marker, which the collector retries), and the group goes to a mapper invocation, as
+/// Lambda retries a mapper that failed: the request does not wait for its deadline if
+/// even that marker could not be written. Planning twice writes the same keys.
+async fn map_here(app: &App, event: MapperEvent) -> Result<(), Error> {
+    let retry = event.clone();
+    match super::mapper::handle(app, event).await {
+        Ok(()) | Err(Error::Cancelled(_)) => Ok(()),
+        Err(e) => {
+            tracing::warn!(request = %retry.request_id, group = retry.group, error = %e,
+                "planning in the driver failed; invoking a mapper");
+            app.invoker
+                .invoke(Function::Mapper, to_value(&retry)?)
+                .await
+        }
+    }
 }
 
 fn to_value<T: serde::Serialize>(event: &T) -> Result<Value, Error> {

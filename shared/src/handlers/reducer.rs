@@ -433,7 +433,7 @@ impl<'a> Collector<'a> {
     async fn relaunch_lost(&mut self, now: u64) -> Result<(), Error> {
         let c = &self.app.config;
         let lost_after = c.lost_after.as_millis() as u64;
-        let passed_after = c.lost_passed_after.as_millis() as u64;
+        let passed_after = passed_after(c.lost_passed_after, self.consolidation.is_some());
         for name in self.ledger.lost(now, lost_after, passed_after) {
             if self.ledger.launches(&name) < self.max_launches() {
                 tracing::warn!(request = %self.keys.id(), name, "invocation lost; invoking it again");
@@ -738,6 +738,17 @@ impl<'a> Collector<'a> {
             collected_after_ms: after(self.ledger.collected_at),
         }
     }
+}
+
+/// How long a launch passed by a later one that started waits before it is taken for
+/// lost (ms). `lost_passed_after` allows for workers queued behind the worker's
+/// concurrency, which start out of order; once the consolidation is planned every task
+/// is done, so no such queue is left and a shard that a later shard passed is waited
+/// for half as long: one delivery in a few thousand takes over a second, and the
+/// result waits for the last shard.
+pub fn passed_after(lost_passed_after: std::time::Duration, consolidating: bool) -> u64 {
+    let ms = lost_passed_after.as_millis() as u64;
+    if consolidating { ms / 2 } else { ms }
 }
 
 fn shard_of(key: &str) -> Option<u32> {
@@ -1288,4 +1299,34 @@ async fn write_metadata(
 async fn finish(store: &DynStore, keys: &Keys, format: Format) -> Result<(), Error> {
     let out = ZarrStore::new(store.clone(), &keys.zarr(format)).into_storage();
     write_group(&out, "/", encoding("anndata", "0.1.0")).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::passed_after;
+    use crate::handlers::ledger::Ledger;
+
+    #[test]
+    fn a_shard_passed_by_another_is_lost_sooner_than_a_task() {
+        let rule = Duration::from_millis(1_500);
+        for (prefix, consolidating) in [("task-", false), ("shard-", true)] {
+            let mut ledger = Ledger::default();
+            for n in 0..2 {
+                ledger.launched(&format!("{prefix}{n}"), 0, 1_000);
+            }
+            ledger.started(&format!("{prefix}1"), 0, 1_100);
+            let wait = passed_after(rule, consolidating);
+            let lost = |ledger: &mut Ledger, at| ledger.lost(at, 5_000, wait);
+            assert!(lost(&mut ledger, 1_000 + 750).is_empty(), "{prefix}");
+            let at_800 = lost(&mut ledger, 1_000 + 800);
+            if consolidating {
+                assert_eq!(at_800, vec![format!("{prefix}0")]);
+            } else {
+                assert!(at_800.is_empty(), "a task waits the whole rule");
+                assert_eq!(lost(&mut ledger, 1_000 + 1_501), vec![format!("{prefix}0")]);
+            }
+        }
+    }
 }

@@ -239,6 +239,8 @@ pub struct ServiceModel {
     pub budget: Budget,
     /// Bundles per mapper (`bundles_per_mapper`).
     pub bundles_per_mapper: usize,
+    /// Groups the driver plans itself (`driver_groups`).
+    pub driver_groups: usize,
     /// Worker invocations a mapper has in flight (`invoke_concurrency`).
     pub invoke_concurrency: usize,
     /// How often the collector looks (`poll_interval`), seconds.
@@ -278,6 +280,7 @@ impl ServiceModel {
                 slice_bytes: config.slice_bytes,
             },
             bundles_per_mapper: config.bundles_per_mapper.max(1),
+            driver_groups: config.driver_groups,
             invoke_concurrency: config.invoke_concurrency.max(1),
             poll_s: config.poll_interval.as_secs_f64(),
             lost_after_s: config.lost_after.as_secs_f64(),

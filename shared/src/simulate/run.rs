@@ -312,10 +312,21 @@ impl<'m> World<'m> {
             _ => 0,
         };
         let groups = self.p.groups.len() as u32;
+        let here = (self.m.service.driver_groups as u32).min(groups);
         let bundles = self.p.bundles;
-        let tl = self.ctx().driver(bundles, groups);
+        let tl = self.ctx().driver(bundles, here..groups);
         self.schedule(init, &tl);
-        let end = init + tl.duration;
+        let mut end = init + tl.duration;
+        // The groups the driver plans itself, each as a mapper would, all at once once
+        // the invocations are out, as `driver::start` runs them beside the invocations;
+        // the answer waits for them. No faults: they are no asynchronous invocation.
+        let at = end;
+        for g in 0..here {
+            let (size, tasks) = self.p.groups[g as usize].clone();
+            let mapped = self.ctx().mapper(g, 0, bundles, size, &tasks);
+            self.schedule(at, &mapped);
+            end = end.max(at + mapped.duration);
+        }
         self.q.at(
             end,
             Ev::End {
@@ -710,7 +721,10 @@ impl<'m> World<'m> {
             }
         }
         let lost_after = secs(svc.lost_after_s) / MS;
-        let passed_after = secs(svc.lost_passed_after_s) / MS;
+        let passed_after = crate::handlers::reducer::passed_after(
+            std::time::Duration::from_secs_f64(svc.lost_passed_after_s),
+            c.plan_known,
+        );
         for name in c.ledger.lost(now_ms, lost_after, passed_after) {
             if c.ledger.launches(&name) < max_launches {
                 self.relaunched += 1;

@@ -49,7 +49,8 @@ fn the_same_seed_gives_the_same_run() {
 #[test]
 fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     // One one-cell bundle: one group, one task of one slice, one shard. Every S3
-    // request 10 ms, a cold start 100 ms, everything else free. In ms:
+    // request 10 ms, a cold start 100 ms, everything else free. First with a mapper
+    // (`driver_groups` 0). In ms:
     // - driver: cold 100; catalog LIST+GET, feature set GET, the earlier run's GET,
     //   genes and run PUTs at once, the request PUT = 60 → invokes at 160; the client's
     //   first poll at 160 + 250 = 410.
@@ -71,7 +72,8 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     //   result PUT 10 → result at 740.
     // - client polls at 410, 670 (each 10 ms + 250 ms apart), 930: it sees the result
     //   at 930 + 10.
-    let m = plain();
+    let mut m = plain();
+    m.service.driver_groups = 0;
     let case = mix("one", 0, 0, 1, &m.calibration, String::new());
     let p = Prepared::new(&case, &m);
     assert_eq!((p.tasks.len(), p.groups.len(), p.shards), (1, 1, 1));
@@ -82,6 +84,30 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     // Driver (POST; its 3 polls are not counted), mapper, worker, collector, shard.
     assert_eq!(o.invocations, 5);
     assert_eq!(o.status_polls, 3);
+
+    // The driver plans the group itself (the default), after invoking the collector:
+    // - driver: 60 as above → collector invoked at 160; then what the mapper did, from
+    //   its start: 60 → plan lands at 220, worker invoked at 240, the answer at 240;
+    //   the client's first poll at 490.
+    // - worker: begins 340, done marker at 390.
+    // - collector: begins 260; looks at 260 (10, the plan's GET 10, progress 10), at
+    //   390 (10: the done marker lands as it lists, unseen; nothing to write), then at
+    //   500: 10, the done marker's GET 10, progress 10, the consolidation plan 10 →
+    //   shard invoked at 540.
+    // - shard: begins 640, marker at 700, result at 730.
+    // - client polls at 490, 750: it sees the result at 750 + 10.
+    let m = plain();
+    assert!(m.service.driver_groups >= 1);
+    let p = Prepared::new(&case, &m);
+    let o = run(&m, &p, 3, true, false);
+    assert!(o.succeeded);
+    assert_eq!(o.planned_s, Some(0.220));
+    assert_eq!(o.collected_s, Some(0.390));
+    assert_eq!(o.result_s, Some(0.730));
+    assert_eq!(o.seconds, 0.760);
+    // Driver, worker, collector, shard.
+    assert_eq!(o.invocations, 4);
+    assert_eq!(o.status_polls, 2);
 }
 
 #[test]

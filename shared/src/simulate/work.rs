@@ -269,9 +269,10 @@ impl Ctx<'_, '_> {
 
     /// The driver's `POST /v1/matrix` until it answers 202: catalog, gene space, the
     /// look for an earlier run (`request.json`), `genes.json` and `run.json` at once,
-    /// `request.json`, then the collector and the mappers invoked `invoke_concurrency`
-    /// at a time.
-    pub fn driver(&mut self, bundles: usize, groups: u32) -> Timeline {
+    /// `request.json`, then the collector and the mappers of `groups` invoked
+    /// `invoke_concurrency` at a time (the groups the driver plans itself are the
+    /// caller's).
+    pub fn driver(&mut self, bundles: usize, groups: std::ops::Range<u32>) -> Timeline {
         let mut t = self.catalog(bundles);
         let fs = self.model.sizes.feature_set_bytes;
         t += self.s3.request(self.rng, Op::Get, fs) + self.parse(fs);
@@ -283,7 +284,7 @@ impl Ctx<'_, '_> {
         t += self.s3.request(self.rng, Op::Put, 0.0);
         let mut tl = Timeline::default();
         let payloads: Vec<Payload> = std::iter::once(Payload::Collect)
-            .chain((0..groups).map(|group| Payload::Mapper { group, attempt: 0 }))
+            .chain(groups.map(|group| Payload::Mapper { group, attempt: 0 }))
             .collect();
         for batch in payloads.chunks(self.model.service.invoke_concurrency.max(1)) {
             let mut slowest = 0;
