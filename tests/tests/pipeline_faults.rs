@@ -55,25 +55,39 @@ fn config() -> Config {
 
 const REQUEST: &str = r#"{"filter": {"op": ">=", "field": "cell.n_genes", "value": 300}}"#;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_retryable_failure_is_retried_and_the_result_is_the_same() {
-    let dir = tempfile::tempdir().unwrap();
+/// The samples ingested into a file store in `dir` and [`REQUEST`] run on it without
+/// faults; then the request and its result forgotten, the bundles kept, for a second run
+/// to compare with: the store, the clean run's app, the request and its id and status.
+async fn a_clean_run_forgotten(
+    dir: &tempfile::TempDir,
+) -> (
+    DynStore,
+    Arc<App>,
+    serde_json::Value,
+    String,
+    serde_json::Value,
+) {
     let inner: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
     ingest_samples(&inner).await;
     let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
-
     let clean = App::in_process(config(), inner.clone(), |_| 2);
     let (id, status) = run_request(&clean, &request).await;
     assert_eq!(status["status"], "Succeeded", "{status}");
-    let want = status["result"]["nnz"].clone();
     clean.idle().await;
-    // Forget the result, keep the bundles, and run again with two failing part writes.
-    for o in inner.list("requests/").await.unwrap() {
-        inner.delete(&o.key).await.unwrap();
+    for prefix in ["requests/", "results/"] {
+        for o in inner.list(prefix).await.unwrap() {
+            inner.delete(&o.key).await.unwrap();
+        }
     }
-    for o in inner.list("results/").await.unwrap() {
-        inner.delete(&o.key).await.unwrap();
-    }
+    (inner, clean, request, id, status)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retryable_failure_is_retried_and_the_result_is_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, _, request, id, status) = a_clean_run_forgotten(&dir).await;
+    let want = status["result"]["nnz"].clone();
+    // Run again with two failing part writes.
     let flaky = flaky_parts(inner.clone(), 2);
     // One try per store call: the failures reach the worker, and the collector retries.
     let mut c = config();
@@ -430,13 +444,8 @@ async fn a_failure_record_that_races_the_end_of_its_request_leaves_no_error_mark
 #[tokio::test(flavor = "multi_thread")]
 async fn planning_that_fails_in_the_driver_goes_to_a_mapper_and_the_result_is_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let inner: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
-    ingest_samples(&inner).await;
-    let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
-    let clean = App::in_process(config(), inner.clone(), |_| 2);
+    let (inner, clean, request, id, status) = a_clean_run_forgotten(&dir).await;
     assert!(clean.config.driver_groups > 0);
-    let (id, status) = run_request(&clean, &request).await;
-    assert_eq!(status["status"], "Succeeded", "{status}");
     let want = status["result"].clone();
     let mappers = |app: &App| {
         let counts = app.invoker.counts();
@@ -450,12 +459,6 @@ async fn planning_that_fails_in_the_driver_goes_to_a_mapper_and_the_result_is_th
         0,
         "the driver plans a small request itself"
     );
-    clean.idle().await;
-    for prefix in ["requests/", "results/"] {
-        for o in inner.list(prefix).await.unwrap() {
-            inner.delete(&o.key).await.unwrap();
-        }
-    }
     // The first write of the plan fails, and so does that of the error marker the
     // failed planning then leaves for the collector: only the driver knows.
     let flaky = failing_writes(inner.clone(), vec![("/plans/", 1), ("/errors/", 1)]);

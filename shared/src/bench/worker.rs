@@ -67,6 +67,8 @@ pub async fn prepare(
     let recorder = Arc::new(super::Recorder::default());
     let mut config = Config::new("bench");
     config.bundles_per_mapper = bundles.len().max(1);
+    // The mapper runs below, once: the driver only records its invocation.
+    config.driver_groups = 0;
     config.cells_per_worker = budget.cells;
     config.bytes_per_worker = budget.bytes;
     let app = App::with_invoker(config, store.clone(), recorder.clone());
