@@ -81,7 +81,7 @@ pub struct InProcess {
     target: OnceLock<Weak<dyn Dispatch>>,
     limits: HashMap<Function, Arc<Semaphore>>,
     counts: Mutex<HashMap<Function, u64>>,
-    tasks: tokio_util_like::TaskCounter,
+    tasks: TaskCounter,
     faults: Option<Arc<HandlerFaults>>,
 }
 
@@ -124,7 +124,7 @@ impl InProcess {
                 .map(|&f| (f, Arc::new(Semaphore::new(limit(f).max(1)))))
                 .collect(),
             counts: Mutex::new(HashMap::new()),
-            tasks: tokio_util_like::TaskCounter::default(),
+            tasks: TaskCounter::default(),
             faults: None,
         }
     }
@@ -245,7 +245,13 @@ async fn deliver(
     );
     let outcome = tokio::select! {
         outcome = run => outcome,
-        () = invocation.killed() => return Delivery::Crashed("midway, after a write"),
+        () = invocation.killed() => {
+            // The handler is gone, but writes it had sent may still land, as S3 completes
+            // a PUT it already holds. Lambda retries a minute later, so they have always
+            // landed by then; the scaled-down retry here must not overtake them.
+            invocation.writes_landed().await;
+            return Delivery::Crashed("midway, after a write");
+        }
     };
     if crash_after {
         Delivery::Crashed("after its side effects")
@@ -270,6 +276,8 @@ fn failure_record(function: Function, payload: &Value, why: &str) -> Value {
         "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": format!("crashed {why} (injected)")},
     })
 }
+
+pub(crate) use tokio_util_like::TaskCounter;
 
 /// A tiny task counter: `idle()` resolves when every entered guard is dropped. Written
 /// here because tokio-util's TaskTracker would be a dependency for twenty lines.
@@ -483,5 +491,53 @@ mod tests {
         assert_eq!(probe.done.load(Ordering::SeqCst), 15);
         assert!(probe.most.load(Ordering::SeqCst) <= 2);
         assert_eq!(invoker.counts()[&Function::Worker], 10);
+    }
+
+    /// Its first delivery sends a slow write from a task of its own, as the part writer
+    /// does, and crashes; the retry records whether that write had landed.
+    #[derive(Default)]
+    struct CrashMidWrite {
+        deliveries: AtomicUsize,
+        landed: Arc<std::sync::atomic::AtomicBool>,
+        landed_at_retry: Mutex<Option<bool>>,
+    }
+
+    impl Dispatch for CrashMidWrite {
+        fn dispatch(
+            self: Arc<Self>,
+            _function: Function,
+            _payload: Value,
+        ) -> BoxFuture<'static, Result<(), Error>> {
+            async move {
+                if self.deliveries.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let landed = self.landed.clone();
+                    let write = crate::fault::landing(async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        landed.store(true, Ordering::SeqCst);
+                    });
+                    let _task = tokio::spawn(crate::fault::carried(write));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    return Err(crate::fault::crash("a test write").await);
+                }
+                *self.landed_at_retry.lock().unwrap() = Some(self.landed.load(Ordering::SeqCst));
+                Ok(())
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_crashed_invocation_is_retried_only_once_its_writes_have_landed() {
+        let handler = Arc::new(CrashMidWrite::default());
+        let invoker = InProcess::new(|_| 2)
+            .with_faults(crate::fault::FaultPlan::default(), Duration::from_millis(1));
+        let target: Arc<dyn Dispatch> = handler.clone();
+        invoker.bind(Arc::downgrade(&target));
+        invoker.invoke(Function::Worker, json!({})).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), invoker.idle())
+            .await
+            .expect("the invocation did not end");
+        assert_eq!(handler.deliveries.load(Ordering::SeqCst), 2);
+        assert_eq!(*handler.landed_at_retry.lock().unwrap(), Some(true));
     }
 }

@@ -558,7 +558,7 @@ impl ChunkWriter {
             .map_err(|_| Error::Internal("the part writer's semaphore closed".into()))?;
         let (ia, da, chunk) = (self.indices.clone(), self.data.clone(), self.chunk);
         let spares = self.spares.clone();
-        self.tasks.spawn(async move {
+        self.tasks.spawn(crate::fault::carried(async move {
             let _permit = permit;
             let data = async {
                 match &values {
@@ -579,7 +579,7 @@ impl ChunkWriter {
                 spares.push((indices, values));
             }
             Ok(())
-        });
+        }));
         Ok(())
     }
 

@@ -475,3 +475,68 @@ async fn planning_that_fails_in_the_driver_goes_to_a_mapper_and_the_result_is_th
         assert_eq!(status["result"][field], want[field], "{field}");
     }
 }
+
+/// Lambda as seen by a driver whose process stopped: what it invokes never runs.
+#[derive(Debug, Default)]
+struct Vanishing;
+
+#[async_trait::async_trait]
+impl cellmatrix::invoke::Invoker for Vanishing {
+    async fn invoke(
+        &self,
+        _function: cellmatrix::invoke::Function,
+        _payload: serde_json::Value,
+    ) -> Result<(), cellmatrix::Error> {
+        Ok(())
+    }
+    fn counts(&self) -> std::collections::HashMap<cellmatrix::invoke::Function, u64> {
+        Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_driver_that_stops_while_planning_leaves_its_group_to_a_mapper() {
+    use cellmatrix::handlers::{driver, reducer};
+    let dir = tempfile::tempdir().unwrap();
+    let inner: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    ingest_samples(&inner).await;
+    // The driver stops between its group's task documents and its plan: the plan and
+    // the error marker are never written, and nothing it invokes runs (a timeout or a
+    // crash of the driver, which API Gateway does not retry).
+    let stopped = failing_writes(inner.clone(), vec![("/plans/", 1), ("/errors/", 1)]);
+    let mut c = config();
+    c.store_attempts = 1;
+    // Were the group taken for running, the request would wait for this.
+    c.request_timeout = Duration::from_secs(20);
+    let driver_app = App::with_invoker(c, stopped, Arc::new(Vanishing));
+    let answer = driver::handle(&driver_app, "POST", "/v1/matrix", REQUEST.as_bytes()).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let id = answer.body["id"].as_str().unwrap().to_string();
+    let request_id = cellmatrix::messages::RequestId::parse(&id).unwrap();
+    let keys = cellmatrix::state::Keys::new(&request_id);
+    assert!(inner.get(&keys.plan(0)).await.unwrap().is_none());
+
+    // A collector on a working stack takes the group for lost and gives it to a mapper.
+    let mut c = config();
+    c.lost_after = Duration::from_millis(300);
+    c.lost_passed_after = Duration::from_millis(300);
+    let app = App::in_process(c, inner.clone(), |_| 2);
+    reducer::invoke_collector(&app, &request_id).await.unwrap();
+    let path = format!("/v1/matrix/{id}");
+    let status = loop {
+        let s = driver::handle(&app, "GET", &path, b"").await.body;
+        if s["status"] != "Running" {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    let mappers = app.invoker.counts();
+    assert!(
+        mappers
+            .get(&cellmatrix::invoke::Function::Mapper)
+            .is_some_and(|&n| n >= 1),
+        "no mapper planned the group: {mappers:?}"
+    );
+    app.idle().await;
+}

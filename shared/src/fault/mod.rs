@@ -169,6 +169,8 @@ fn splitmix(mut z: u64) -> u64 {
 pub struct Invocation {
     killed: Notify,
     slowdown: u32,
+    /// Its store writes under way, which a crash does not stop.
+    writes: crate::invoke::TaskCounter,
 }
 
 impl Invocation {
@@ -177,12 +179,53 @@ impl Invocation {
         Arc::new(Invocation {
             killed: Notify::new(),
             slowdown: slowdown.max(1),
+            writes: Default::default(),
         })
     }
 
     /// Resolves once [`crash`] was called inside this invocation.
     pub async fn killed(&self) {
         self.killed.notified().await
+    }
+
+    /// Resolves once no write of this invocation is under way ([`landing`]).
+    pub async fn writes_landed(&self) {
+        self.writes.idle().await
+    }
+}
+
+/// Runs `future` in the current invocation, if there is one: for a task a handler
+/// spawns, which would otherwise run outside it (not crashed by its faults, nor waited
+/// for when it crashes).
+pub fn carried<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let invocation = INVOCATION.try_with(Arc::clone).ok();
+    async move {
+        match invocation {
+            Some(invocation) => INVOCATION.scope(invocation, future).await,
+            None => future.await,
+        }
+    }
+}
+
+/// Runs a store write to its end even if its caller stops waiting, counted as under way
+/// in the current invocation until then. A crashed handler's future is dropped, but a
+/// write it sent still lands (S3 completes a PUT it holds; the file store's blocking
+/// write runs on): the in-process Lambda waits for these before it retries the event,
+/// as Lambda's minute-long pause always does.
+pub(crate) async fn landing<T: Send + 'static>(
+    write: impl Future<Output = T> + Send + 'static,
+) -> T {
+    let Ok(guard) = INVOCATION.try_with(|i| i.writes.enter()) else {
+        return write.await;
+    };
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        write.await
+    });
+    match task.await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("a store write's task was cancelled: {e}"),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Dice, FaultPlan};
+use super::{Dice, FaultPlan, landing};
 use crate::store::{BlobStore, DynStore, ObjectMeta, PutOutcome, StoreError, StoreResult, Upload};
 
 /// Wraps a store with [`FaultPlan::store_error`], [`FaultPlan::store_timeout`] and
@@ -86,12 +86,14 @@ impl BlobStore for FaultyStore {
     }
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
         self.before("put", key).await?;
-        self.inner.put(key, body).await?;
+        let (inner, owned) = (self.inner.clone(), key.to_string());
+        landing(async move { inner.put(&owned, body).await }).await?;
         self.after_write(key).await
     }
     async fn put_if_absent(&self, key: &str, body: Bytes) -> StoreResult<PutOutcome> {
         self.before("put", key).await?;
-        let outcome = self.inner.put_if_absent(key, body).await?;
+        let (inner, owned) = (self.inner.clone(), key.to_string());
+        let outcome = landing(async move { inner.put_if_absent(&owned, body).await }).await?;
         self.after_write(key).await?;
         Ok(outcome)
     }
@@ -101,7 +103,8 @@ impl BlobStore for FaultyStore {
     }
     async fn delete(&self, key: &str) -> StoreResult<()> {
         self.before("delete", key).await?;
-        self.inner.delete(key).await
+        let (inner, owned) = (self.inner.clone(), key.to_string());
+        landing(async move { inner.delete(&owned).await }).await
     }
     async fn presign_get(&self, key: &str, expires: Duration) -> StoreResult<String> {
         self.inner.presign_get(key, expires).await

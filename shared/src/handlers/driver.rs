@@ -316,13 +316,14 @@ async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
     Ok(())
 }
 
-/// Plans one group in this invocation. A failure is recorded as a mapper's is (its error
-/// marker, which the collector retries), and the group goes to a mapper invocation, as
-/// Lambda retries a mapper that failed: the request does not wait for its deadline if
-/// even that marker could not be written. Planning twice writes the same keys.
+/// Plans one group in this invocation (`mapper::handle_in_driver`). A failure is
+/// recorded as a mapper's is (its error marker, which the collector retries), and the
+/// group goes to a mapper invocation, as Lambda retries a mapper that failed: the
+/// request does not wait for the lost rule if even that marker could not be written.
+/// Planning twice writes the same keys.
 async fn map_here(app: &App, event: MapperEvent) -> Result<(), Error> {
     let retry = event.clone();
-    match super::mapper::handle(app, event).await {
+    match super::mapper::handle_in_driver(app, event).await {
         Ok(()) | Err(Error::Cancelled(_)) => Ok(()),
         Err(e) => {
             tracing::warn!(request = %retry.request_id, group = retry.group, error = %e,

@@ -27,6 +27,22 @@ pub async fn handle(app: &App, event: MapperEvent) -> Result<(), Error> {
     outcome
 }
 
+/// Plans the group within the driver's answer to the request's POST: as [`handle`],
+/// without the start marker. The collector counts every group launched when the run
+/// started, so a group whose plan never lands because the driver stopped half-way (its
+/// timeout, a crash: API Gateway retries neither) is taken for lost and goes to a mapper,
+/// as a dropped mapper invocation does; with a start marker it would count as running
+/// until the request's deadline.
+pub async fn handle_in_driver(app: &App, event: MapperEvent) -> Result<(), Error> {
+    let keys = Keys::new(&event.request_id);
+    let outcome = run(app, &event, &keys).await;
+    if let Err(e) = &outcome {
+        let name = format!("group-{}", event.group);
+        super::stopped(app, &keys, &name, event.attempt, e).await;
+    }
+    outcome
+}
+
 async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
     let catalog = catalog::read(&app.store).await?;
     let mut entries: Vec<(crate::fqid::Fqid, CatalogEntry)> =

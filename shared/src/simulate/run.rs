@@ -317,13 +317,14 @@ impl<'m> World<'m> {
         let tl = self.ctx().driver(bundles, here..groups);
         self.schedule(init, &tl);
         let mut end = init + tl.duration;
-        // The groups the driver plans itself, each as a mapper would, all at once once
-        // the invocations are out, as `driver::start` runs them beside the invocations;
-        // the answer waits for them. No faults: they are no asynchronous invocation.
+        // The groups the driver plans itself, each as a mapper would but with no start
+        // marker (`mapper::handle_in_driver`), all at once once the invocations are out,
+        // as `driver::start` runs them beside the invocations; the answer waits for
+        // them. No faults: they are no asynchronous invocation.
         let at = end;
         for g in 0..here {
             let (size, tasks) = self.p.groups[g as usize].clone();
-            let mapped = self.ctx().mapper(g, 0, bundles, size, &tasks);
+            let mapped = self.ctx().mapper(g, 0, bundles, size, &tasks, true);
             self.schedule(at, &mapped);
             end = end.max(at + mapped.duration);
         }
@@ -517,7 +518,8 @@ impl<'m> World<'m> {
                 Payload::Mapper { group, attempt } => {
                     let (size, tasks) = self.p.groups[*group as usize].clone();
                     let bundles = self.p.bundles;
-                    self.ctx().mapper(*group, *attempt, bundles, size, &tasks)
+                    self.ctx()
+                        .mapper(*group, *attempt, bundles, size, &tasks, false)
                 }
                 Payload::Worker { task, attempt } => {
                     if self.store.done.contains_key(task) {

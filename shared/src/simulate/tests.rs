@@ -86,25 +86,25 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     assert_eq!(o.status_polls, 3);
 
     // The driver plans the group itself (the default), after invoking the collector:
-    // - driver: 60 as above → collector invoked at 160; then what the mapper did, from
-    //   its start: 60 → plan lands at 220, worker invoked at 240, the answer at 240;
-    //   the client's first poll at 490.
-    // - worker: begins 340, done marker at 390.
-    // - collector: begins 260; looks at 260 (10, the plan's GET 10, progress 10), at
-    //   390 (10: the done marker lands as it lists, unseen; nothing to write), then at
-    //   500: 10, the done marker's GET 10, progress 10, the consolidation plan 10 →
-    //   shard invoked at 540.
-    // - shard: begins 640, marker at 700, result at 730.
-    // - client polls at 490, 750: it sees the result at 750 + 10.
+    // - driver: 60 as above → collector invoked at 160; then what the mapper did after
+    //   its start (no start marker): catalog 20, task 10, plan 10 → plan lands at 200,
+    //   ended checks 20 → worker invoked at 220, the answer at 220; the client's first
+    //   poll at 470.
+    // - worker: begins 320, done marker at 370.
+    // - collector: begins 260; looks at 260 (10, the plan's GET 10, progress 10), then
+    //   at 390: 10, the done marker's GET 10, progress 10, the consolidation plan 10 →
+    //   shard invoked at 430.
+    // - shard: begins 530, marker at 590, result at 620.
+    // - client polls at 470, 730: it sees the result at 730 + 10.
     let m = plain();
     assert!(m.service.driver_groups >= 1);
     let p = Prepared::new(&case, &m);
     let o = run(&m, &p, 3, true, false);
     assert!(o.succeeded);
-    assert_eq!(o.planned_s, Some(0.220));
-    assert_eq!(o.collected_s, Some(0.390));
-    assert_eq!(o.result_s, Some(0.730));
-    assert_eq!(o.seconds, 0.760);
+    assert_eq!(o.planned_s, Some(0.200));
+    assert_eq!(o.collected_s, Some(0.370));
+    assert_eq!(o.result_s, Some(0.620));
+    assert_eq!(o.seconds, 0.740);
     // Driver, worker, collector, shard.
     assert_eq!(o.invocations, 4);
     assert_eq!(o.status_polls, 2);

@@ -309,7 +309,8 @@ impl Ctx<'_, '_> {
     }
 
     /// A mapper: start, catalog, plan, task documents, the plan, then the workers
-    /// `invoke_concurrency` at a time, each batch after an ended check.
+    /// `invoke_concurrency` at a time, each batch after an ended check. `in_driver`: the
+    /// driver's planning of a group, which has no start (`mapper::handle_in_driver`).
     pub fn mapper(
         &mut self,
         group: u32,
@@ -317,11 +318,15 @@ impl Ctx<'_, '_> {
         catalog_bundles: usize,
         group_bundles: usize,
         tasks: &[usize],
+        in_driver: bool,
     ) -> Timeline {
         let mut tl = Timeline::default();
         let name = format!("group-{group}");
-        let mut t = self.start();
-        tl.writes.push((t, Write::Started { name, attempt }));
+        let mut t = 0;
+        if !in_driver {
+            t = self.start();
+            tl.writes.push((t, Write::Started { name, attempt }));
+        }
         t += self.catalog(catalog_bundles);
         t += secs(group_bundles as f64 * self.model.sizes.plan_s_per_bundle);
         let at_once = self.model.service.invoke_concurrency;

@@ -91,8 +91,9 @@ impl ObjectWriter {
             std::mem::replace(&mut self.buf, BytesMut::with_capacity(self.part_bytes)).freeze();
         let (number, offset) = (self.parts, self.offset);
         self.offset += body.len() as u64;
-        self.in_flight
-            .spawn(async move { upload.put_part(number, offset, body).await });
+        self.in_flight.spawn(crate::fault::carried(async move {
+            upload.put_part(number, offset, body).await
+        }));
         Ok(())
     }
 
