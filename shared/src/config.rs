@@ -101,6 +101,17 @@ pub struct Config {
     /// A task running longer than this many times the median task gets a second copy
     /// (`CELLMATRIX_HEDGE_FACTOR`, default 3).
     pub hedge_factor: u32,
+    /// A request of at most this many tasks gets a second copy of every task as soon as
+    /// the collector sees them all planned, and a result of at most this many shards a
+    /// second copy of every shard when they are launched (`CELLMATRIX_HEDGE_SMALL`, with
+    /// `hedge` on; default 48, so that both copies of each stay within the worker's
+    /// reserved concurrency of 100; 0 on the embedded stack unless set).
+    /// On Lambda a dropped or crashed launch is seen only `lost_passed_after` after a
+    /// later one started, and a straggler once most tasks are done: with #6's faults
+    /// nearly every run of a few dozen tasks meets one, and for so few a copy of each
+    /// costs less than that wait. In-process nothing is lost and a copy only takes the
+    /// machine's cores.
+    pub hedge_small: usize,
     /// A Running request whose collector has not been heard of for this long gets a new
     /// one from the next status request (`CELLMATRIX_COLLECTOR_STALE_MS`, default 10,000).
     /// The collector writes its heartbeat every quarter of it (one small PUT); a dropped
@@ -152,6 +163,7 @@ impl Config {
             hedge: true,
             hedge_percent: 90,
             hedge_factor: 3,
+            hedge_small: 48,
             collector_stale: Duration::from_secs(10),
             collector_first_beat: Duration::from_secs(2),
             keep_scratch: false,
@@ -171,11 +183,14 @@ impl Config {
     /// the in-process invoker lose invocations, while tasks may queue for long behind its
     /// concurrency limit: a launch counts as lost after 60 s unless told otherwise (at
     /// Lambda's 5 s, a million-cell run re-invoked 76 queued tasks and shards), and so
-    /// does a collector not yet heard of (`collector_stale` still applies).
+    /// does a collector not yet heard of (`collector_stale` still applies). For the same
+    /// reason it copies no small request's tasks (`hedge_small` 0): a copy would only
+    /// take the machine's cores from the first.
     pub fn embedded(store: &str) -> Result<Self> {
         Self::from_lookup(|name| match name {
             "CELLMATRIX_STORE" => Some(store.to_string()),
             "CELLMATRIX_POLL_MS" => std::env::var(name).ok().or_else(|| Some("50".into())),
+            "CELLMATRIX_HEDGE_SMALL" => std::env::var(name).ok().or_else(|| Some("0".into())),
             "CELLMATRIX_LOST_AFTER_MS"
             | "CELLMATRIX_LOST_PASSED_AFTER_MS"
             | "CELLMATRIX_COLLECTOR_FIRST_BEAT_MS" => {
@@ -250,6 +265,7 @@ impl Config {
         c.hedge = get("CELLMATRIX_HEDGE").is_none_or(|v| v.trim() != "0");
         c.hedge_percent = num(&get, "CELLMATRIX_HEDGE_PERCENT", c.hedge_percent)?.min(100);
         c.hedge_factor = num(&get, "CELLMATRIX_HEDGE_FACTOR", c.hedge_factor)?;
+        c.hedge_small = num(&get, "CELLMATRIX_HEDGE_SMALL", c.hedge_small)?;
         c.collector_stale = ms("CELLMATRIX_COLLECTOR_STALE_MS", c.collector_stale)?;
         c.collector_first_beat = ms("CELLMATRIX_COLLECTOR_FIRST_BEAT_MS", c.collector_first_beat)?;
         c.keep_scratch = get("CELLMATRIX_KEEP_SCRATCH").is_some_and(|v| v.trim() == "1");
@@ -303,6 +319,10 @@ mod tests {
         assert_eq!(c.poll_interval, Duration::from_millis(50));
         assert_eq!(c.lost_after, Duration::from_secs(60));
         assert_eq!(c.lost_passed_after, Duration::from_secs(60));
+        if std::env::var_os("CELLMATRIX_HEDGE_SMALL").is_none() {
+            assert_eq!(c.hedge_small, 0);
+            assert_eq!(Config::new("x").hedge_small, 48);
+        }
         // Lambda's default stays short.
         assert_eq!(Config::new("x").lost_after, Duration::from_secs(5));
         assert_eq!(

@@ -106,10 +106,22 @@ pub struct MapperEvent {
     /// 0 from the driver, then counted up by the collector: it names the start marker.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// How many times the mapper sends each worker event
+    /// ([`crate::state::StoredRequest::copies`]).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub copies: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+pub(crate) fn one() -> u32 {
+    1
+}
+
+pub(crate) fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// Mapper (or the collector re-invoking a failed or slow task) → worker: run one task.

@@ -251,6 +251,16 @@ pub struct StoredRequest {
     /// request stored before it was recorded, whose workers read both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identity_sets: Vec<String>,
+    /// How many times each worker event is sent: 2 when the whole request plans into at
+    /// most `hedge_small` tasks, with `hedge` on (`Config::hedge_small`), so that a
+    /// dropped, crashed or slow copy costs it nothing; 1 otherwise, and in a request
+    /// stored before it was recorded. Both copies are the same event: a duplicate
+    /// delivery, which every handler takes in its stride.
+    #[serde(
+        default = "crate::messages::one",
+        skip_serializing_if = "crate::messages::is_one"
+    )]
+    pub copies: u32,
 }
 
 /// One run of a request (a re-run after Failed or Cancelled gets a new one).

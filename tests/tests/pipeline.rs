@@ -146,19 +146,49 @@ async fn the_same_request_in_fresh_stores_gives_byte_identical_zarr() {
     let source = fs_store(&source_dir);
     ingest_samples(&source).await;
     let mut results = Vec::new();
-    // Different task sizes, worker concurrency, and planning by a mapper or by the
-    // driver: the output must not depend on them.
-    for (cells_per_worker, workers, driver_groups) in [(1024, 1, 0), (2048, 4, 8)] {
+    // Different task sizes, worker concurrency, planning by a mapper or by the driver,
+    // and each worker and shard event sent once or twice (`hedge_small`): the output
+    // must not depend on them.
+    for (cells_per_worker, workers, driver_groups, hedge_small) in
+        [(1024, 1, 0, 0), (2048, 4, 8, 48)]
+    {
         let dir = tempfile::tempdir().unwrap();
         let store = fs_store(&dir);
         copy_store(&source, &store).await;
         let mut c = config(cells_per_worker, 60_000);
         c.driver_groups = driver_groups;
+        c.hedge_small = hedge_small;
+        // No straggler's copy, so the copies below are counted exactly.
+        (c.hedge_percent, c.hedge_factor) = (100, 1_000);
         let app = App::in_process(c, store.clone(), move |f| {
             if f == Function::Worker { workers } else { 4 }
         });
         let (id, status) = run_request(&app, &request).await;
         assert_eq!(status["status"], "Succeeded", "{status}");
+        let keys = Keys::new(&cellmatrix::messages::RequestId::parse(&id).unwrap());
+        let stored: cellmatrix::state::StoredRequest =
+            get_json(&store, &keys.request()).await.unwrap().unwrap();
+        if hedge_small > 0 {
+            // A request this small: every worker and shard event went out twice.
+            assert_eq!(stored.copies, 2);
+            let mut tasks = 0;
+            for g in 0..stored.groups {
+                let plan: Plan = get_json(&store, &keys.plan(g)).await.unwrap().unwrap();
+                tasks += plan.tasks.len() as u64;
+            }
+            let shards = get_json::<Consolidation>(&store, &keys.consolidate())
+                .await
+                .unwrap()
+                .unwrap()
+                .shards as u64;
+            let counts = app.invoker.counts();
+            assert!(tasks <= 48, "{tasks} tasks");
+            assert_eq!(counts[&Function::Worker], 2 * tasks);
+            assert!(counts[&Function::Reducer] > 2 * shards, "{counts:?}");
+        } else {
+            assert_eq!(stored.copies, 1);
+        }
+        app.idle().await;
         let key = format!("results/{id}/matrix.zarr");
         results.push((id, objects(&store, &key).await));
         drop(dir);

@@ -85,6 +85,8 @@ async fn query(store: &DynStore) -> anyhow::Result<()> {
     });
     let mut config = Config::new(store.describe());
     config.poll_interval = Duration::from_millis(20);
+    // In one process no launch is lost: a copy of each task would only share its cores.
+    config.hedge_small = 0;
     let app = App::in_process(config, store.clone(), default_limit);
     println!("query: {request}");
     let started = Instant::now();

@@ -99,6 +99,7 @@ pub async fn prepare(
         group: 0,
         bundles: stored.bundles.clone(),
         attempt: 0,
+        copies: 1,
     };
     crate::handlers::mapper::handle(&app, event).await?;
     let plan: crate::state::Plan = get_json(store, &keys.plan(0))

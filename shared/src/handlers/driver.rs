@@ -229,6 +229,7 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
         return status_response(app, &existing, 202).await;
     }
 
+    let copies = worker_copies(app, &resolved);
     let stored = StoredRequest {
         id: id.clone(),
         canonical: req.canonical(&resolved.bundles),
@@ -242,6 +243,7 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
         n_genes: genes.len() as u64,
         submitted_at: state::rfc3339(now_ms()),
         identity_sets,
+        copies,
     };
     // Everything the functions read comes first (at once: they are independent);
     // request.json commits the request.
@@ -254,6 +256,39 @@ async fn submit(app: &App, body: &[u8]) -> Outcome {
         start_or_fail(app, &stored).await?;
     }
     status_response(app, &stored, 202).await
+}
+
+/// 2 for a request that plans into at most `hedge_small` tasks, with `hedge` on, else 1
+/// (`StoredRequest::copies`). The planner is pure and cheap (microseconds a bundle), so
+/// the driver plans the groups once more to count their tasks, and stops past the bound.
+fn worker_copies(app: &App, resolved: &Resolved) -> u32 {
+    let c = &app.config;
+    if !c.hedge || c.hedge_small == 0 {
+        return 1;
+    }
+    let budget = crate::plan::Budget {
+        cells: c.cells_per_worker,
+        bytes: c.bytes_per_worker,
+        slice_bytes: c.slice_bytes,
+    };
+    let per = c.bundles_per_mapper.max(1);
+    let mut tasks = 0;
+    for (fqids, entries) in resolved
+        .bundles
+        .chunks(per)
+        .zip(resolved.entries.chunks(per))
+    {
+        let bundles: Vec<_> = fqids
+            .iter()
+            .zip(entries)
+            .map(|(f, e)| e.plan_bundle(f))
+            .collect();
+        tasks += crate::plan::plan(&bundles, budget).len();
+        if tasks > c.hedge_small {
+            return 1;
+        }
+    }
+    2
 }
 
 fn new_run(app: &App) -> RunInfo {
@@ -292,6 +327,7 @@ async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
             group: group as u32,
             bundles: bundles.to_vec(),
             attempt: 0,
+            copies: stored.copies,
         })
         .collect();
     // Futures built eagerly for `Send`; `buffer_unordered` polls at most

@@ -131,8 +131,13 @@ async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
     };
     put_json(&app.store, &keys.plan(event.group), &plan_doc).await?;
     crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await?;
+    // A small request's every event twice, the copies after the first of each: a
+    // duplicate delivery on purpose (`StoredRequest::copies`).
+    let copies = event.copies.clamp(1, 2) as usize;
     let invocations: Vec<_> = specs
         .iter()
+        .cycle()
+        .take(specs.len() * copies)
         .map(|spec| {
             let worker = WorkerEvent {
                 request_id: event.request_id.clone(),

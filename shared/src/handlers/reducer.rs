@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use futures::{StreamExt, TryStreamExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::bundle::ValueType;
@@ -434,13 +434,14 @@ impl<'a> Collector<'a> {
         let c = &self.app.config;
         let lost_after = c.lost_after.as_millis() as u64;
         let passed_after = passed_after(c.lost_passed_after, self.consolidation.is_some());
+        let mut again = Vec::new();
         for name in self.ledger.lost(now, lost_after, passed_after) {
             if self.ledger.launches(&name) < self.max_launches() {
                 tracing::warn!(request = %self.keys.id(), name, "invocation lost; invoking it again");
-                self.launch(&name).await?;
+                again.push(name);
             }
         }
-        Ok(())
+        self.launch_all(again, 1).await
     }
 
     /// A second copy of each straggler; the first copy to finish wins, the other writes
@@ -454,16 +455,17 @@ impl<'a> Collector<'a> {
             percent: self.app.config.hedge_percent,
             factor: self.app.config.hedge_factor,
         };
+        let mut copies = Vec::new();
         for name in self
             .ledger
             .stragglers(now, self.done.len(), total, median, policy)
         {
             if self.ledger.launches(&name) < self.max_launches() {
-                tracing::info!(request = %self.keys.id(), name, "hedging a slow task");
-                self.launch(&name).await?;
+                tracing::info!(request = %self.keys.id(), name, "hedging a task");
+                copies.push(name);
             }
         }
-        Ok(())
+        self.launch_all(copies, 1).await
     }
 
     /// Launches beyond which lost or slow work is not invoked again: the first, the
@@ -474,15 +476,69 @@ impl<'a> Collector<'a> {
 
     /// Invokes `name` again, as its next attempt.
     async fn launch(&mut self, name: &str) -> Result<(), Error> {
-        let attempt = self.ledger.next_attempt(name);
+        self.launch_all(vec![name.to_string()], 1).await
+    }
+
+    /// Invokes each of `names` again, as its next attempt, `copies` times (the copies
+    /// after the first of each), `invoke_concurrency` calls at a time: a request's
+    /// relaunches or shards are dozens of `Invoke` calls of tens of ms. A launch is
+    /// recorded once, when one of its calls was accepted; one whose calls all failed is
+    /// not, so a later look launches it. The first error is returned once the others
+    /// are out.
+    async fn launch_all(&mut self, names: Vec<String>, copies: usize) -> Result<(), Error> {
+        let mut calls = Vec::with_capacity(names.len() * copies);
+        for name in &names {
+            let attempt = self.ledger.next_attempt(name);
+            if let Some((function, payload)) = self.event_for(name, attempt)? {
+                calls.push((name.clone(), attempt, function, payload));
+            }
+        }
+        let calls: Vec<_> = calls
+            .iter()
+            .cycle()
+            .take(calls.len() * copies)
+            .cloned()
+            .collect();
+        let invoker = self.app.invoker.clone();
+        let called: Vec<_> =
+            futures::stream::iter(calls.into_iter().map(|(name, attempt, function, payload)| {
+                let invoker = invoker.clone();
+                async move { (name, attempt, invoker.invoke(function, payload).await) }
+            }))
+            .buffered(self.app.config.invoke_concurrency.max(1))
+            .collect()
+            .await;
+        let mut first_error = None;
+        let mut recorded = HashSet::new();
+        for (name, attempt, outcome) in called {
+            match outcome {
+                Ok(()) => {
+                    if recorded.insert(name.clone()) {
+                        self.ledger.launched(&name, attempt, now_ms());
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The function and event that run `attempt` of `name`; `None` for a name that is
+    /// none of ours.
+    fn event_for(&self, name: &str, attempt: u32) -> Result<Option<(Function, Value)>, Error> {
         let request_id = self.keys.id().clone();
-        if let Some(task) = name.strip_prefix("task-") {
+        let to_json = |event: Result<Value, serde_json::Error>| {
+            event.map_err(|e| Error::input("event", e.to_string()))
+        };
+        let (function, payload) = if let Some(task) = name.strip_prefix("task-") {
             let event = WorkerEvent {
                 request_id,
                 task_id: TaskId::parse(task)?,
                 attempt,
             };
-            self.invoke(Function::Worker, &event).await?;
+            (Function::Worker, to_json(serde_json::to_value(&event))?)
         } else if let Some(group) = name
             .strip_prefix("group-")
             .and_then(|g| g.parse::<u32>().ok())
@@ -500,15 +556,16 @@ impl<'a> Collector<'a> {
                 group,
                 bundles,
                 attempt,
+                copies: self.stored.copies,
             };
-            self.invoke(Function::Mapper, &event).await?;
+            (Function::Mapper, to_json(serde_json::to_value(&event))?)
         } else if name == "convert" {
             let event = ReducerEvent {
                 request_id,
                 mode: ReducerMode::Convert,
                 attempt,
             };
-            self.invoke(Function::Reducer, &event).await?;
+            (Function::Reducer, to_json(serde_json::to_value(&event))?)
         } else if let Some(shard) = name
             .strip_prefix("shard-")
             .and_then(|s| s.parse::<u32>().ok())
@@ -518,63 +575,28 @@ impl<'a> Collector<'a> {
                 mode: ReducerMode::Consolidate { shard },
                 attempt,
             };
-            self.invoke(Function::Reducer, &event).await?;
+            (Function::Reducer, to_json(serde_json::to_value(&event))?)
         } else {
-            return Ok(());
-        }
-        self.ledger.launched(name, attempt, now_ms());
-        Ok(())
+            return Ok(None);
+        };
+        Ok(Some((function, payload)))
     }
 
-    /// Launches the shards not launched yet, `invoke_concurrency` at a time: a large
-    /// result has hundreds of them, each an `Invoke` call of tens of ms. One whose call
-    /// failed is not recorded, so the next look launches it.
+    /// Launches the shards not launched yet; with `hedge` on, a result of at most
+    /// `hedge_small` shards gets each event sent twice, as a small request's tasks do
+    /// (`Config::hedge_small`).
     async fn launch_shards(&mut self, shards: u32) -> Result<(), Error> {
-        let fresh: Vec<(u32, String)> = (0..shards)
-            .map(|n| (n, format!("shard-{n}")))
-            .filter(|(_, name)| !self.ledger.knows(name))
+        let fresh: Vec<String> = (0..shards)
+            .map(|n| format!("shard-{n}"))
+            .filter(|name| !self.ledger.knows(name))
             .collect();
-        let this = &*self;
-        // Futures built eagerly for `Send`; `buffered` polls at most `invoke_concurrency`.
-        let calls: Vec<_> = fresh
-            .into_iter()
-            .map(|(shard, name)| {
-                let attempt = this.ledger.next_attempt(&name);
-                let event = ReducerEvent {
-                    request_id: this.keys.id().clone(),
-                    mode: ReducerMode::Consolidate { shard },
-                    attempt,
-                };
-                async move {
-                    let called = this.invoke(Function::Reducer, &event).await;
-                    (name, attempt, called)
-                }
-            })
-            .collect();
-        let called: Vec<_> = futures::stream::iter(calls)
-            .buffered(self.app.config.invoke_concurrency.max(1))
-            .collect()
-            .await;
-        let mut first_error = None;
-        for (name, attempt, outcome) in called {
-            match outcome {
-                Ok(()) => self.ledger.launched(&name, attempt, now_ms()),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    async fn invoke<T: serde::Serialize>(
-        &self,
-        function: Function,
-        event: &T,
-    ) -> Result<(), Error> {
-        let payload =
-            serde_json::to_value(event).map_err(|e| Error::input("event", e.to_string()))?;
-        self.app.invoker.invoke(function, payload).await
+        let c = &self.app.config;
+        let copies = if c.hedge && shards as usize <= c.hedge_small {
+            2
+        } else {
+            1
+        };
+        self.launch_all(fresh, copies).await
     }
 
     /// What the request still waits for, for the deadline's message.

@@ -253,6 +253,9 @@ pub struct ServiceModel {
     pub task_attempts: u32,
     /// `hedge_percent` and `hedge_factor`.
     pub hedge_policy: HedgePolicy,
+    /// `hedge_small`: a request of at most this many tasks has each worker event sent
+    /// twice, and a result of at most this many shards each shard event.
+    pub hedge_small: usize,
     /// `shard_nnz`.
     pub shard_nnz: u64,
     /// `collector_stale`, seconds: a status request past it starts a new collector.
@@ -286,6 +289,7 @@ impl ServiceModel {
             lost_after_s: config.lost_after.as_secs_f64(),
             lost_passed_after_s: config.lost_passed_after.as_secs_f64(),
             task_attempts: config.task_attempts,
+            hedge_small: config.hedge_small,
             hedge_policy: HedgePolicy {
                 percent: config.hedge_percent,
                 factor: config.hedge_factor,

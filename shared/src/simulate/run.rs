@@ -16,7 +16,7 @@ use super::engine::{Engine, MS, Micros, SEC, secs};
 use super::lambda::{Admit, Func, Lambda};
 use super::model::{Faults, Model};
 use super::s3::{Op, Requests, S3};
-use super::work::{Ctx, Layout, Payload, SliceCost, TaskCost, Timeline, Write};
+use super::work::{Ctx, Layout, Payload, Planning, SliceCost, TaskCost, Timeline, Write};
 
 /// How long a request may run (`request_timeout`'s default).
 const REQUEST_TIMEOUT: Micros = 900 * SEC;
@@ -300,6 +300,16 @@ impl<'m> World<'m> {
         }
     }
 
+    /// As `driver::worker_copies`: each worker event twice for a request of at most
+    /// `hedge_small` tasks, with hedging on.
+    fn worker_copies(&self) -> usize {
+        if self.hedge && self.p.tasks.len() <= self.m.service.hedge_small {
+            2
+        } else {
+            1
+        }
+    }
+
     fn flip(&mut self, p: f64) -> bool {
         p > 0.0 && self.rng.random::<f64>() < p
     }
@@ -324,7 +334,19 @@ impl<'m> World<'m> {
         let at = end;
         for g in 0..here {
             let (size, tasks) = self.p.groups[g as usize].clone();
-            let mapped = self.ctx().mapper(g, 0, bundles, size, &tasks, true);
+            let copies = self.worker_copies();
+            self.hedges += (copies as u32 - 1) * tasks.len() as u32;
+            let mapped = self.ctx().mapper(
+                g,
+                0,
+                bundles,
+                size,
+                &tasks,
+                Planning {
+                    in_driver: true,
+                    copies,
+                },
+            );
             self.schedule(at, &mapped);
             end = end.max(at + mapped.duration);
         }
@@ -518,8 +540,19 @@ impl<'m> World<'m> {
                 Payload::Mapper { group, attempt } => {
                     let (size, tasks) = self.p.groups[*group as usize].clone();
                     let bundles = self.p.bundles;
-                    self.ctx()
-                        .mapper(*group, *attempt, bundles, size, &tasks, false)
+                    let copies = self.worker_copies();
+                    self.hedges += (copies as u32 - 1) * tasks.len() as u32;
+                    self.ctx().mapper(
+                        *group,
+                        *attempt,
+                        bundles,
+                        size,
+                        &tasks,
+                        Planning {
+                            in_driver: false,
+                            copies,
+                        },
+                    )
                 }
                 Payload::Worker { task, attempt } => {
                     if self.store.done.contains_key(task) {
@@ -607,20 +640,38 @@ impl<'m> World<'m> {
             .at(end + secs(self.m.service.client_poll_s), Ev::Poll);
     }
 
-    fn launch(&mut self, c: &mut Collector, name: &str, t: &mut Micros) {
-        let attempt = c.ledger.next_attempt(name);
-        let p = if let Some(&task) = self.task_names.get(name) {
-            Payload::Worker { task, attempt }
-        } else if let Some(group) = name.strip_prefix("group-").and_then(|g| g.parse().ok()) {
-            Payload::Mapper { group, attempt }
-        } else if let Some(n) = name.strip_prefix("shard-").and_then(|g| g.parse().ok()) {
-            Payload::Shard { n, attempt }
-        } else {
-            return;
-        };
-        *t += self.lambda.invoke_call(&mut self.rng, p.func());
-        self.q.at(*t, Ev::Invoke(p));
-        c.ledger.launched(name, attempt, *t / MS);
+    /// As `Collector::launch_all`: each of `names` `copies` times (the copies after the
+    /// first of each), `invoke_concurrency` calls at a time, each batch its slowest
+    /// call, the launches recorded once all are out.
+    fn launch_all(&mut self, c: &mut Collector, names: &[String], copies: usize, t: &mut Micros) {
+        let mut launched = Vec::with_capacity(names.len());
+        let calls: Vec<&String> = names.iter().cycle().take(names.len() * copies).collect();
+        for batch in calls.chunks(self.m.service.invoke_concurrency.max(1)) {
+            let mut slowest = 0;
+            for &name in batch {
+                let attempt = c.ledger.next_attempt(name);
+                let p = if let Some(&task) = self.task_names.get(name) {
+                    Payload::Worker { task, attempt }
+                } else if let Some(group) = name.strip_prefix("group-").and_then(|g| g.parse().ok())
+                {
+                    Payload::Mapper { group, attempt }
+                } else if let Some(n) = name.strip_prefix("shard-").and_then(|g| g.parse().ok()) {
+                    Payload::Shard { n, attempt }
+                } else {
+                    continue;
+                };
+                let call = self.lambda.invoke_call(&mut self.rng, p.func());
+                slowest = slowest.max(call);
+                self.q.at(*t + call, Ev::Invoke(p));
+                if !launched.contains(&(name, attempt)) {
+                    launched.push((name, attempt));
+                }
+            }
+            *t += slowest;
+        }
+        for (name, attempt) in launched {
+            c.ledger.launched(name, attempt, *t / MS);
+        }
     }
 
     /// One look of collector `c`, as `Collector::step`.
@@ -719,7 +770,7 @@ impl<'m> World<'m> {
             self.store.errors.remove(&name);
             t += self.s3.request(&mut self.rng, Op::Delete, 0.0);
             if !c.ledger.is_finished(&name) {
-                self.launch(c, &name, &mut t);
+                self.launch_all(c, &[name], 1, &mut t);
             }
         }
         let lost_after = secs(svc.lost_after_s) / MS;
@@ -727,12 +778,14 @@ impl<'m> World<'m> {
             std::time::Duration::from_secs_f64(svc.lost_passed_after_s),
             c.plan_known,
         );
-        for name in c.ledger.lost(now_ms, lost_after, passed_after) {
-            if c.ledger.launches(&name) < max_launches {
-                self.relaunched += 1;
-                self.launch(c, &name, &mut t);
-            }
-        }
+        let lost: Vec<String> = c
+            .ledger
+            .lost(now_ms, lost_after, passed_after)
+            .into_iter()
+            .filter(|name| c.ledger.launches(name) < max_launches)
+            .collect();
+        self.relaunched += lost.len() as u32;
+        self.launch_all(c, &lost, 1, &mut t);
         let total = p.tasks.len();
         let all_planned = c.plans.len() == groups;
         let total_planned: usize = c.plans.iter().map(|&g| p.groups[g as usize].1.len()).sum();
@@ -741,15 +794,14 @@ impl<'m> World<'m> {
             durations.sort_unstable();
             let median = durations.get(durations.len() / 2).copied();
             let policy = svc.hedge_policy;
-            for name in c
+            let copies: Vec<String> = c
                 .ledger
                 .stragglers(now_ms, c.done.len(), total, median, policy)
-            {
-                if c.ledger.launches(&name) < max_launches {
-                    self.hedges += 1;
-                    self.launch(c, &name, &mut t);
-                }
-            }
+                .into_iter()
+                .filter(|name| c.ledger.launches(name) < max_launches)
+                .collect();
+            self.hedges += copies.len() as u32;
+            self.launch_all(c, &copies, 1, &mut t);
         }
         let progress = (c.plans.len(), total_planned, c.done.len());
         let beat = secs(svc.collector_stale_s) / 4;
@@ -803,26 +855,18 @@ impl<'m> World<'m> {
             c.ledger.finished(&format!("shard-{n}"));
         }
         if (self.store.shards.len() as u32) < shards {
-            // As `launch_shards`: `invoke_concurrency` calls at a time, recorded after.
-            let fresh: Vec<u32> = (0..shards)
-                .filter(|n| !c.ledger.knows(&format!("shard-{n}")))
+            // As `launch_shards`: the fresh ones, then a small result's copies.
+            let fresh: Vec<String> = (0..shards)
+                .map(|n| format!("shard-{n}"))
+                .filter(|name| !c.ledger.knows(name))
                 .collect();
-            let mut launched = Vec::with_capacity(fresh.len());
-            for batch in fresh.chunks(self.m.service.invoke_concurrency.max(1)) {
-                let mut slowest = 0;
-                for &n in batch {
-                    let attempt = c.ledger.next_attempt(&format!("shard-{n}"));
-                    let call = self.lambda.invoke_call(&mut self.rng, Func::Reducer);
-                    slowest = slowest.max(call);
-                    self.q
-                        .at(*t + call, Ev::Invoke(Payload::Shard { n, attempt }));
-                    launched.push((n, attempt));
-                }
-                *t += slowest;
-            }
-            for (n, attempt) in launched {
-                c.ledger.launched(&format!("shard-{n}"), attempt, *t / MS);
-            }
+            let copies = if self.hedge && shards as usize <= self.m.service.hedge_small {
+                2
+            } else {
+                1
+            };
+            self.hedges += (copies - 1) * fresh.len() as u32;
+            self.launch_all(c, &fresh, copies as usize, t);
             return false;
         }
         if !c.finished {

@@ -72,6 +72,10 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     //   result PUT 10 → result at 740.
     // - client polls at 410, 670 (each 10 ms + 250 ms apart), 930: it sees the result
     //   at 930 + 10.
+    // One task and one shard make a small request (`hedge_small`): the mapper sends the
+    // worker's event twice at 340 and the collector the shard's twice at 550; each copy
+    // does the same work beside the first, in an environment of its own, writing the
+    // same bytes. Neither changes a time.
     let mut m = plain();
     m.service.driver_groups = 0;
     let case = mix("one", 0, 0, 1, &m.calibration, String::new());
@@ -81,9 +85,16 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     assert!(o.succeeded);
     assert_eq!(o.result_s, Some(0.740));
     assert_eq!(o.seconds, 0.940);
-    // Driver (POST; its 3 polls are not counted), mapper, worker, collector, shard.
-    assert_eq!(o.invocations, 5);
+    // Driver (POST; its 3 polls are not counted), mapper, worker and its copy,
+    // collector, shard and its copy.
+    assert_eq!(o.invocations, 7);
+    assert_eq!(o.hedges, 2);
     assert_eq!(o.status_polls, 3);
+    // Without the copies, the same times.
+    m.service.hedge_small = 0;
+    let o = run(&m, &p, 3, true, false);
+    assert_eq!((o.result_s, o.seconds), (Some(0.740), 0.940));
+    assert_eq!((o.invocations, o.hedges), (5, 0));
 
     // The driver plans the group itself (the default), after invoking the collector:
     // - driver: 60 as above → collector invoked at 160; then what the mapper did after
@@ -96,6 +107,7 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     //   shard invoked at 430.
     // - shard: begins 530, marker at 590, result at 620.
     // - client polls at 470, 730: it sees the result at 730 + 10.
+    // The copies as above.
     let m = plain();
     assert!(m.service.driver_groups >= 1);
     let p = Prepared::new(&case, &m);
@@ -105,8 +117,8 @@ fn a_run_without_faults_tails_or_limits_takes_the_time_computed_by_hand() {
     assert_eq!(o.collected_s, Some(0.370));
     assert_eq!(o.result_s, Some(0.620));
     assert_eq!(o.seconds, 0.740);
-    // Driver, worker, collector, shard.
-    assert_eq!(o.invocations, 4);
+    // Driver, worker and its copy, collector, shard and its copy.
+    assert_eq!(o.invocations, 6);
     assert_eq!(o.status_polls, 2);
 }
 

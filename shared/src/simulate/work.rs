@@ -232,6 +232,16 @@ impl std::fmt::Debug for Ctx<'_, '_> {
     }
 }
 
+/// How a group is planned.
+#[derive(Debug, Clone, Copy)]
+pub struct Planning {
+    /// By the driver, which writes no start marker (`mapper::handle_in_driver`).
+    pub in_driver: bool,
+    /// How many times each worker event is sent (`StoredRequest::copies`), the copies
+    /// after the first of each.
+    pub copies: usize,
+}
+
 impl Ctx<'_, '_> {
     /// `state::ended`: three HEADs at once.
     pub fn ended_check(&mut self) -> Micros {
@@ -309,8 +319,7 @@ impl Ctx<'_, '_> {
     }
 
     /// A mapper: start, catalog, plan, task documents, the plan, then the workers
-    /// `invoke_concurrency` at a time, each batch after an ended check. `in_driver`: the
-    /// driver's planning of a group, which has no start (`mapper::handle_in_driver`).
+    /// `invoke_concurrency` at a time, each batch after an ended check, as `how` says.
     pub fn mapper(
         &mut self,
         group: u32,
@@ -318,12 +327,12 @@ impl Ctx<'_, '_> {
         catalog_bundles: usize,
         group_bundles: usize,
         tasks: &[usize],
-        in_driver: bool,
+        how: Planning,
     ) -> Timeline {
         let mut tl = Timeline::default();
         let name = format!("group-{group}");
         let mut t = 0;
-        if !in_driver {
+        if !how.in_driver {
             t = self.start();
             tl.writes.push((t, Write::Started { name, attempt }));
         }
@@ -336,7 +345,13 @@ impl Ctx<'_, '_> {
         t += self.s3.request(self.rng, Op::Put, 0.0);
         tl.writes.push((t, Write::Plan { group }));
         t += self.ended_check();
-        for batch in tasks.chunks(at_once) {
+        let sends: Vec<usize> = tasks
+            .iter()
+            .copied()
+            .cycle()
+            .take(tasks.len() * how.copies)
+            .collect();
+        for batch in sends.chunks(at_once) {
             t += self.ended_check();
             let mut slowest = 0;
             for &task in batch {
