@@ -141,6 +141,9 @@ pub struct S3Model {
     /// `Retrying`'s first backoff, doubled per retry (full jitter). Default 20 ms:
     /// `BASE_BACKOFF` in `store/retry.rs`.
     pub store_backoff_s: f64,
+    /// A GET or HEAD not answered within this long is sent once more, and the first
+    /// answer counts (`store::s3::hedged`, `DEFAULT_HEDGE_AFTER`, 60 ms); `None` never.
+    pub hedge_after_s: Option<f64>,
 }
 
 impl Default for S3Model {
@@ -156,6 +159,7 @@ impl Default for S3Model {
             sdk_max_backoff_s: 20.0,
             store_attempts: 4,
             store_backoff_s: 0.020,
+            hedge_after_s: Some(crate::store::s3::DEFAULT_HEDGE_AFTER.as_secs_f64()),
         }
     }
 }

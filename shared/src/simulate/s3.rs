@@ -101,7 +101,15 @@ impl<'a> S3<'a> {
         let total = sdk * self.model.store_attempts.max(1);
         for tried in 1..=total {
             self.count(op);
-            t += self.latency(rng, op);
+            let mut latency = self.latency(rng, op);
+            if let Some(after) = self.model.hedge_after_s.filter(|_| op == Op::Get)
+                && latency > after
+            {
+                // Sent once more (`store::s3::hedged`): the first answer counts.
+                self.count(op);
+                latency = latency.min(after + self.latency(rng, op));
+            }
+            t += latency;
             if !(self.store_error > 0.0 && rng.random::<f64>() < self.store_error) || tried == total
             {
                 return t;
