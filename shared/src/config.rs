@@ -101,11 +101,11 @@ pub struct Config {
     /// A task running longer than this many times the median task gets a second copy
     /// (`CELLMATRIX_HEDGE_FACTOR`, default 3).
     pub hedge_factor: u32,
-    /// A request of at most this many tasks gets a second copy of every task as soon as
-    /// the collector sees them all planned, and a result of at most this many shards a
-    /// second copy of every shard when they are launched (`CELLMATRIX_HEDGE_SMALL`, with
-    /// `hedge` on; default 48, so that both copies of each stay within the worker's
-    /// reserved concurrency of 100; 0 on the embedded stack unless set).
+    /// A request that plans into at most this many tasks has each worker event sent
+    /// twice (the driver decides, `StoredRequest::copies`), and a result of at most this
+    /// many shards each shard event (`CELLMATRIX_HEDGE_SMALL`, with `hedge` on; default
+    /// 48, so that both copies of each stay within the worker's reserved concurrency of
+    /// 100; 0 on the embedded stack unless set).
     /// On Lambda a dropped or crashed launch is seen only `lost_passed_after` after a
     /// later one started, and a straggler once most tasks are done: with #6's faults
     /// nearly every run of a few dozen tasks meets one, and for so few a copy of each
