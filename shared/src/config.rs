@@ -292,6 +292,15 @@ impl Config {
         }
     }
 
+    /// What one worker task may hold: the planner's budget.
+    pub fn budget(&self) -> crate::plan::Budget {
+        crate::plan::Budget {
+            cells: self.cells_per_worker,
+            bytes: self.bytes_per_worker,
+            slice_bytes: self.slice_bytes,
+        }
+    }
+
     /// The deployed name of `function`.
     pub fn function_name(&self, function: Function) -> &str {
         match function {

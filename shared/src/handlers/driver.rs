@@ -266,11 +266,7 @@ fn worker_copies(app: &App, resolved: &Resolved) -> u32 {
     if !c.hedge || c.hedge_small == 0 {
         return 1;
     }
-    let budget = crate::plan::Budget {
-        cells: c.cells_per_worker,
-        bytes: c.bytes_per_worker,
-        slice_bytes: c.slice_bytes,
-    };
+    let budget = c.budget();
     let per = c.bundles_per_mapper.max(1);
     let mut tasks = 0;
     for (fqids, entries) in resolved

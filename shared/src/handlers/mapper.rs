@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::handlers::driver::lookup;
 use crate::invoke::Function;
 use crate::messages::{MapperEvent, TaskId, WorkerEvent};
-use crate::plan::{Budget, plan};
+use crate::plan::plan;
 use crate::state::{BundleInfo, Keys, Plan, PlannedTask, SliceSpec, TaskSpec, put_json};
 
 /// Plans the group's tasks, writes each task and then the plan, and invokes the workers.
@@ -62,11 +62,7 @@ async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
             .iter()
             .map(|(f, e)| e.plan_bundle(f))
             .collect::<Vec<_>>(),
-        Budget {
-            cells: app.config.cells_per_worker,
-            bytes: app.config.bytes_per_worker,
-            slice_bytes: app.config.slice_bytes,
-        },
+        app.config.budget(),
     );
     // A group holds up to `bundles_per_mapper` bundles and its plan as many slices: an
     // index, not a scan per slice.

@@ -493,12 +493,8 @@ impl<'a> Collector<'a> {
                 calls.push((name.clone(), attempt, function, payload));
             }
         }
-        let calls: Vec<_> = calls
-            .iter()
-            .cycle()
-            .take(calls.len() * copies)
-            .cloned()
-            .collect();
+        let copies: Vec<_> = (1..copies).flat_map(|_| calls.iter().cloned()).collect();
+        calls.extend(copies);
         let invoker = self.app.invoker.clone();
         let called: Vec<_> =
             futures::stream::iter(calls.into_iter().map(|(name, attempt, function, payload)| {

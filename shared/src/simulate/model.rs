@@ -281,11 +281,7 @@ impl ServiceModel {
     /// The settings of `config`.
     pub fn from_config(config: &Config) -> Self {
         ServiceModel {
-            budget: Budget {
-                cells: config.cells_per_worker,
-                bytes: config.bytes_per_worker,
-                slice_bytes: config.slice_bytes,
-            },
+            budget: config.budget(),
             bundles_per_mapper: config.bundles_per_mapper.max(1),
             driver_groups: config.driver_groups,
             invoke_concurrency: config.invoke_concurrency.max(1),
