@@ -6,6 +6,9 @@
 //! entries and writes `n + 1` with put-if-absent; if another writer got there first it
 //! re-reads and tries again. No entry is lost, and there is no lock to fight over. Old
 //! generations are pruned, keeping a few for readers that listed just before a prune.
+//! A writer slow enough that `n + 1` was written and pruned meanwhile creates `n + 1`
+//! again, below the newest: so a writer counts as done only once it has read its entries
+//! back from the newest generation.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -144,7 +147,8 @@ pub async fn read(store: &DynStore) -> Result<Catalog, Error> {
     ))
 }
 
-/// Adds or replaces `entries`, retrying on concurrent updates. Returns the generation written.
+/// Adds or replaces `entries`, retrying on concurrent updates. Returns the newest
+/// generation, which holds them.
 pub async fn upsert(
     store: &DynStore,
     entries: Vec<(Fqid, CatalogEntry)>,
@@ -166,8 +170,9 @@ pub async fn upsert(
             .await?
         {
             PutOutcome::Created => {
+                // Read back by the next attempt: a generation created after it was
+                // pruned is not the newest, and the entries must go in again.
                 prune(store, catalog.generation).await;
-                return Ok(catalog);
             }
             PutOutcome::AlreadyExists => {
                 // Another writer won this generation; back off a little, with jitter.
@@ -188,6 +193,124 @@ async fn prune(store: &DynStore, newest: u64) {
     for g in gens.into_iter().filter(|&g| g + KEEP_GENERATIONS <= newest) {
         if let Err(e) = store.delete(&gen_key(g)).await {
             tracing::warn!("could not prune catalog generation {g}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::store::{BlobStore, ObjectMeta, StoreResult, Upload};
+
+    fn entry(n_cells: u64) -> CatalogEntry {
+        CatalogEntry {
+            n_cells,
+            n_features: 10,
+            nnz: n_cells,
+            value_type: ValueType::Uint32,
+            rows_per_chunk: 1024,
+            nnz_per_chunk: Some(1024),
+            chunk_offsets: vec![0, n_cells],
+            feature_set: "fs".into(),
+            stored_bytes: 100,
+            content_digest: format!("d{n_cells}"),
+            metadata: BundleMetadata::default(),
+        }
+    }
+
+    fn fqid(n: u32) -> Fqid {
+        Fqid::parse(&format!(
+            "00000000-0000-4000-8000-{n:012}.2026-01-01T000000.000000Z"
+        ))
+        .unwrap()
+    }
+
+    /// A store whose first catalog listing and read are a snapshot taken earlier: a
+    /// writer that read the catalog, then stalled while others wrote and pruned.
+    #[derive(Debug)]
+    struct Stale {
+        inner: DynStore,
+        listing: Mutex<Option<Vec<ObjectMeta>>>,
+        body: Mutex<Option<(String, Bytes)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl BlobStore for Stale {
+        async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+            let stale = {
+                let mut body = self.body.lock().unwrap();
+                match body.as_ref() {
+                    Some((k, _)) if k == key => body.take().map(|(_, b)| b),
+                    _ => None,
+                }
+            };
+            match stale {
+                Some(b) => Ok(Some(b)),
+                None => self.inner.get(key).await,
+            }
+        }
+        async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Option<Bytes>> {
+            self.inner.get_range(key, range).await
+        }
+        async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
+            self.inner.size(key).await
+        }
+        async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
+            self.inner.put(key, body).await
+        }
+        async fn put_if_absent(&self, key: &str, body: Bytes) -> StoreResult<PutOutcome> {
+            self.inner.put_if_absent(key, body).await
+        }
+        async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+            if let Some(listing) = self.listing.lock().unwrap().take() {
+                return Ok(listing);
+            }
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> StoreResult<()> {
+            self.inner.delete(key).await
+        }
+        async fn presign_get(&self, key: &str, expires: Duration) -> StoreResult<String> {
+            self.inner.presign_get(key, expires).await
+        }
+        async fn start_upload(&self, key: &str) -> StoreResult<Arc<dyn Upload>> {
+            self.inner.start_upload(key).await
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_read_a_pruned_generation_still_lands_its_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(crate::store::fs::FsStore::open(dir.path()).unwrap());
+        upsert(&store, vec![(fqid(0), entry(1))]).await.unwrap();
+        // The slow writer's view: generation 1.
+        let listing = store.list(PREFIX).await.unwrap();
+        let body = store.get(&gen_key(1)).await.unwrap().unwrap();
+        // Meanwhile others write generations 2 to 5, which prunes 1 and 2.
+        for n in 1..=4 {
+            upsert(&store, vec![(fqid(n), entry(u64::from(n) + 1))])
+                .await
+                .unwrap();
+        }
+        assert_eq!(generations(&store).await.unwrap(), [3, 4, 5]);
+        let slow: DynStore = Arc::new(Stale {
+            inner: store.clone(),
+            listing: Mutex::new(Some(listing)),
+            body: Mutex::new(Some((gen_key(1), body))),
+        });
+        // It creates generation 2 again, below the newest; then it must try again.
+        let written = upsert(&slow, vec![(fqid(9), entry(10))]).await.unwrap();
+        let newest = read(&store).await.unwrap();
+        assert_eq!(written, newest);
+        assert_eq!(newest.generation, 6);
+        for n in [0, 1, 2, 3, 4, 9] {
+            assert!(newest.bundles.contains_key(&fqid(n)), "lost bundle {n}");
         }
     }
 }
