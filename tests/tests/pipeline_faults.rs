@@ -540,3 +540,85 @@ async fn a_driver_that_stops_while_planning_leaves_its_group_to_a_mapper() {
     );
     app.idle().await;
 }
+
+/// Lambda losing every first launch of one task (the first one seen), both copies: the
+/// collector must take it for lost and launch it again. Counts each task's events by
+/// attempt.
+#[derive(Debug)]
+struct LosingOneTask {
+    inner: Arc<cellmatrix::invoke::InProcess>,
+    lost: std::sync::Mutex<Option<String>>,
+    sent: std::sync::Mutex<std::collections::HashMap<(String, u64), u32>>,
+}
+
+#[async_trait::async_trait]
+impl cellmatrix::invoke::Invoker for LosingOneTask {
+    async fn invoke(
+        &self,
+        function: cellmatrix::invoke::Function,
+        payload: serde_json::Value,
+    ) -> Result<(), cellmatrix::Error> {
+        if function == cellmatrix::invoke::Function::Worker {
+            let task = payload["task_id"].as_str().unwrap().to_string();
+            let attempt = payload["attempt"].as_u64().unwrap();
+            *self
+                .sent
+                .lock()
+                .unwrap()
+                .entry((task.clone(), attempt))
+                .or_default() += 1;
+            let mut lost = self.lost.lock().unwrap();
+            if attempt == 0 && lost.get_or_insert_with(|| task.clone()) == &task {
+                // Accepted, never delivered.
+                return Ok(());
+            }
+        }
+        self.inner.invoke(function, payload).await
+    }
+    fn counts(&self) -> std::collections::HashMap<cellmatrix::invoke::Function, u64> {
+        self.inner.counts()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_requests_relaunch_goes_out_twice_as_its_first_launch_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    ingest_samples(&store).await;
+    let mut c = config();
+    c.lost_after = Duration::from_millis(300);
+    c.lost_passed_after = Duration::from_millis(300);
+    assert!(c.hedge && c.hedge_small >= 2, "a small request gets copies");
+    let inner = Arc::new(cellmatrix::invoke::InProcess::new(|_| 2));
+    let losing = Arc::new(LosingOneTask {
+        inner: inner.clone(),
+        lost: Default::default(),
+        sent: Default::default(),
+    });
+    let app = App::with_invoker(c, store.clone(), losing.clone());
+    let target: Arc<dyn cellmatrix::invoke::Dispatch> = app.clone();
+    inner.bind(Arc::downgrade(&target));
+    let request: serde_json::Value = serde_json::from_str(REQUEST).unwrap();
+    let (_, status) = run_request(&app, &request).await;
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    app.idle().await;
+    let lost = losing
+        .lost
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("a worker was invoked");
+    let sent = losing.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent[&(lost.clone(), 0)],
+        2,
+        "the first launch's two copies: {sent:?}"
+    );
+    // Its relaunch is sent twice too, so one lost copy of it costs nothing either.
+    assert_eq!(sent.get(&(lost.clone(), 1)), Some(&2), "{sent:?}");
+    for ((task, attempt), n) in &sent {
+        if *task != lost || *attempt == 0 {
+            assert_eq!(*n, 2, "task {task} attempt {attempt}: {sent:?}");
+        }
+    }
+}

@@ -441,7 +441,7 @@ impl<'a> Collector<'a> {
                 again.push(name);
             }
         }
-        self.launch_all(again, 1).await
+        self.launch_all(again).await
     }
 
     /// A second copy of each straggler; the first copy to finish wins, the other writes
@@ -465,7 +465,7 @@ impl<'a> Collector<'a> {
                 copies.push(name);
             }
         }
-        self.launch_all(copies, 1).await
+        self.launch_all(copies).await
     }
 
     /// Launches beyond which lost or slow work is not invoked again: the first, the
@@ -476,24 +476,48 @@ impl<'a> Collector<'a> {
 
     /// Invokes `name` again, as its next attempt.
     async fn launch(&mut self, name: &str) -> Result<(), Error> {
-        self.launch_all(vec![name.to_string()], 1).await
+        self.launch_all(vec![name.to_string()]).await
     }
 
-    /// Invokes each of `names` again, as its next attempt, `copies` times (the copies
-    /// after the first of each), `invoke_concurrency` calls at a time: a request's
-    /// relaunches or shards are dozens of `Invoke` calls of tens of ms. A launch is
-    /// recorded once, when one of its calls was accepted; one whose calls all failed is
-    /// not, so a later look launches it. The first error is returned once the others
-    /// are out.
-    async fn launch_all(&mut self, names: Vec<String>, copies: usize) -> Result<(), Error> {
-        let mut calls = Vec::with_capacity(names.len() * copies);
+    /// How many times each launch of `name` is sent: twice for a small request's task
+    /// (`StoredRequest::copies`) and a small result's shard (`Config::hedge_small`),
+    /// so that a relaunch or hedge, too, costs nothing when one copy is lost or slow.
+    fn copies_of(&self, name: &str) -> usize {
+        let c = &self.app.config;
+        if name.starts_with("task-") {
+            self.stored.copies.clamp(1, 2) as usize
+        } else if name.starts_with("shard-")
+            && c.hedge
+            && self
+                .consolidation
+                .as_ref()
+                .is_some_and(|plan| plan.shards as usize <= c.hedge_small)
+        {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Invokes each of `names` again, as its next attempt, [`Self::copies_of`] times
+    /// (the copies after the first of each), `invoke_concurrency` calls at a time: a
+    /// request's relaunches or shards are dozens of `Invoke` calls of tens of ms. A
+    /// launch is recorded once, when one of its calls was accepted; one whose calls all
+    /// failed is not, so a later look launches it. The first error is returned once the
+    /// others are out.
+    async fn launch_all(&mut self, names: Vec<String>) -> Result<(), Error> {
+        let mut calls = Vec::with_capacity(names.len());
+        let mut copies = Vec::new();
         for name in &names {
             let attempt = self.ledger.next_attempt(name);
             if let Some((function, payload)) = self.event_for(name, attempt)? {
-                calls.push((name.clone(), attempt, function, payload));
+                let call = (name.clone(), attempt, function, payload);
+                for _ in 1..self.copies_of(name) {
+                    copies.push(call.clone());
+                }
+                calls.push(call);
             }
         }
-        let copies: Vec<_> = (1..copies).flat_map(|_| calls.iter().cloned()).collect();
         calls.extend(copies);
         let invoker = self.app.invoker.clone();
         let called: Vec<_> =
@@ -580,19 +604,13 @@ impl<'a> Collector<'a> {
 
     /// Launches the shards not launched yet; with `hedge` on, a result of at most
     /// `hedge_small` shards gets each event sent twice, as a small request's tasks do
-    /// (`Config::hedge_small`).
+    /// ([`Self::copies_of`]).
     async fn launch_shards(&mut self, shards: u32) -> Result<(), Error> {
         let fresh: Vec<String> = (0..shards)
             .map(|n| format!("shard-{n}"))
             .filter(|name| !self.ledger.knows(name))
             .collect();
-        let c = &self.app.config;
-        let copies = if c.hedge && shards as usize <= c.hedge_small {
-            2
-        } else {
-            1
-        };
-        self.launch_all(fresh, copies).await
+        self.launch_all(fresh).await
     }
 
     /// What the request still waits for, for the deadline's message.

@@ -640,12 +640,30 @@ impl<'m> World<'m> {
             .at(end + secs(self.m.service.client_poll_s), Ev::Poll);
     }
 
-    /// As `Collector::launch_all`: each of `names` `copies` times (the copies after the
-    /// first of each), `invoke_concurrency` calls at a time, each batch its slowest
-    /// call, the launches recorded once all are out.
-    fn launch_all(&mut self, c: &mut Collector, names: &[String], copies: usize, t: &mut Micros) {
+    /// As `Collector::copies_of`: a small request's tasks and a small result's shards
+    /// twice, with hedging on.
+    fn copies_of(&self, name: &str) -> usize {
+        let shards = self.p.shards as usize;
+        if self.task_names.contains_key(name) {
+            self.worker_copies()
+        } else if name.starts_with("shard-") && self.hedge && shards <= self.m.service.hedge_small {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// As `Collector::launch_all`: each of `names` [`Self::copies_of`] times (the
+    /// copies after the first of each, counted as hedges), `invoke_concurrency` calls
+    /// at a time, each batch its slowest call, the launches recorded once all are out.
+    fn launch_all(&mut self, c: &mut Collector, names: &[String], t: &mut Micros) {
         let mut launched = Vec::with_capacity(names.len());
-        let calls: Vec<&String> = names.iter().cycle().take(names.len() * copies).collect();
+        let mut calls: Vec<&String> = names.iter().collect();
+        for name in names {
+            let copies = self.copies_of(name);
+            self.hedges += copies as u32 - 1;
+            calls.extend(std::iter::repeat_n(name, copies - 1));
+        }
         for batch in calls.chunks(self.m.service.invoke_concurrency.max(1)) {
             let mut slowest = 0;
             for &name in batch {
@@ -770,7 +788,7 @@ impl<'m> World<'m> {
             self.store.errors.remove(&name);
             t += self.s3.request(&mut self.rng, Op::Delete, 0.0);
             if !c.ledger.is_finished(&name) {
-                self.launch_all(c, &[name], 1, &mut t);
+                self.launch_all(c, &[name], &mut t);
             }
         }
         let lost_after = secs(svc.lost_after_s) / MS;
@@ -785,7 +803,7 @@ impl<'m> World<'m> {
             .filter(|name| c.ledger.launches(name) < max_launches)
             .collect();
         self.relaunched += lost.len() as u32;
-        self.launch_all(c, &lost, 1, &mut t);
+        self.launch_all(c, &lost, &mut t);
         let total = p.tasks.len();
         let all_planned = c.plans.len() == groups;
         let total_planned: usize = c.plans.iter().map(|&g| p.groups[g as usize].1.len()).sum();
@@ -801,7 +819,7 @@ impl<'m> World<'m> {
                 .filter(|name| c.ledger.launches(name) < max_launches)
                 .collect();
             self.hedges += copies.len() as u32;
-            self.launch_all(c, &copies, 1, &mut t);
+            self.launch_all(c, &copies, &mut t);
         }
         let progress = (c.plans.len(), total_planned, c.done.len());
         let beat = secs(svc.collector_stale_s) / 4;
@@ -860,13 +878,7 @@ impl<'m> World<'m> {
                 .map(|n| format!("shard-{n}"))
                 .filter(|name| !c.ledger.knows(name))
                 .collect();
-            let copies = if self.hedge && shards as usize <= self.m.service.hedge_small {
-                2
-            } else {
-                1
-            };
-            self.hedges += (copies - 1) * fresh.len() as u32;
-            self.launch_all(c, &fresh, copies as usize, t);
+            self.launch_all(c, &fresh, t);
             return false;
         }
         if !c.finished {
