@@ -60,6 +60,10 @@ pub struct Args {
     /// Override how often the collector looks at the markers (`CELLMATRIX_POLL_MS`).
     #[arg(long)]
     poll_ms: Option<u64>,
+    /// Override how long a request's first collector may go unheard of before a status
+    /// request starts another (`CELLMATRIX_COLLECTOR_FIRST_BEAT_MS`).
+    #[arg(long)]
+    collector_first_beat_ms: Option<u64>,
     /// Override how many bundle groups the driver plans itself (`CELLMATRIX_DRIVER_GROUPS`;
     /// 0: a mapper for every group).
     #[arg(long)]
@@ -86,6 +90,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(ms) = a.poll_ms {
         model.service.poll_s = ms.max(1) as f64 / 1e3;
+    }
+    if let Some(ms) = a.collector_first_beat_ms {
+        model.service.collector_first_beat_s = ms as f64 / 1e3;
     }
     if let Some(n) = a.driver_groups {
         model.service.driver_groups = n;
