@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use cellmatrix::bench::worker::{TaskRun, prepare, report_line, run_child, run_task};
-use cellmatrix::bench::{template_environment, template_worker_memory};
+use cellmatrix::bench::{template_allocator_env, template_worker_memory};
 use cellmatrix::ingest::{IngestOptions, ingest};
 use cellmatrix::messages::{RequestId, TaskId, WorkerEvent};
 use cellmatrix::plan::Budget;
@@ -81,10 +81,8 @@ async fn the_largest_real_bundle_task_peaks_within_60_percent_of_the_worker_memo
                 event.task_id.as_str()
             ),
         );
-    // Under the allocator settings the template gives the functions.
-    if let Some(arena) = template_environment(&template, "MALLOC_ARENA_MAX") {
-        child.env("MALLOC_ARENA_MAX", arena);
-    }
+    // Under the allocator settings the template gives the worker.
+    child.envs(template_allocator_env(&template));
     let run: TaskRun = run_child(&mut child).unwrap();
     assert_eq!((run.cells_in, run.cells_out), (2700, 2700));
     assert_eq!(run.nnz, 2_286_884);

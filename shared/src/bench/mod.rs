@@ -132,6 +132,23 @@ pub fn template_environment(template: &str, name: &str) -> Option<String> {
     })
 }
 
+/// The glibc allocator settings a function may get from the template, which a
+/// measurement's child process takes too, so that it allocates as the function does.
+pub const ALLOCATOR_ENV: [&str; 3] = [
+    "MALLOC_ARENA_MAX",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+];
+
+/// Those of [`ALLOCATOR_ENV`] that `template` sets, as (name, value): the first
+/// `name: value` line of each (the worker's, for those only it has).
+pub fn template_allocator_env(template: &str) -> Vec<(String, String)> {
+    ALLOCATOR_ENV
+        .iter()
+        .filter_map(|&name| template_environment(template, name).map(|v| (name.to_string(), v)))
+        .collect()
+}
+
 /// The memory, in bytes, that `template.yaml` gives the worker (`WorkerMemory`'s
 /// default, in MB as Lambda counts them: MiB).
 pub fn template_worker_memory(template: &str) -> Option<u64> {
@@ -174,6 +191,14 @@ mod tests {
         assert_eq!(
             template_environment(text, "MALLOC_ARENA_MAX").as_deref(),
             Some("2")
+        );
+        let names: Vec<String> = template_allocator_env(text)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(
+            names, ALLOCATOR_ENV,
+            "every allocator setting is in the template"
         );
     }
 

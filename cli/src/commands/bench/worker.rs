@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use cellmatrix::bench::worker::{
     BoundRun, PreparedTask, TaskRun, bound, chunk_objects, prepare, report_line, run_child,
 };
-use cellmatrix::bench::{median, template_environment, template_worker_memory};
+use cellmatrix::bench::{median, template_allocator_env, template_worker_memory};
 use cellmatrix::fqid::Fqid;
 use cellmatrix::ingest::{IngestOptions, Orientation, ingest};
 use cellmatrix::messages::{RequestId, TaskId, WorkerEvent};
@@ -179,7 +179,8 @@ struct Report {
     budget: Option<BudgetFigures>,
     worker_memory_bytes: u64,
     worker_memory_from: String,
-    malloc_arena_max: Option<String>,
+    /// The allocator settings the runs took from the template.
+    allocator_env: std::collections::BTreeMap<String, String>,
     cores: usize,
     bound: &'static str,
 }
@@ -207,9 +208,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             a.template.display()
         ),
     };
-    let arena = template
+    let env = template
         .as_deref()
-        .and_then(|t| template_environment(t, "MALLOC_ARENA_MAX"));
+        .map(template_allocator_env)
+        .unwrap_or_default();
 
     let tmp;
     let root = match &a.dir {
@@ -279,7 +281,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let mut figures = Vec::new();
     for case in &cases {
         bar.set_message(case.kind.clone());
-        figures.push(measure(&fs, &root, case, a.reps, memory, arena.as_deref(), &bar).await?);
+        figures.push(measure(&fs, &root, case, a.reps, memory, &env, &bar).await?);
     }
     bar.finish_and_clear();
     let real = figures.split_off(n_synthetic);
@@ -295,7 +297,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 &figures[0],
                 a.budget_bytes,
                 memory,
-                arena.as_deref(),
+                &env,
                 &opts,
             )
             .await?,
@@ -308,7 +310,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         budget,
         worker_memory_bytes: memory,
         worker_memory_from: memory_from,
-        malloc_arena_max: arena,
+        allocator_env: env.iter().cloned().collect(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         bound: "one thread: read each stored chunk file, zstd-decode it, copy the decoded bytes into one buffer",
     };
@@ -364,7 +366,7 @@ fn child_command(
     sub: &str,
     root: &Path,
     event: &WorkerEvent,
-    arena: Option<&str>,
+    env: &[(String, String)],
 ) -> anyhow::Result<std::process::Command> {
     let exe = std::env::current_exe().context("finding this program to run the worker")?;
     let mut command = std::process::Command::new(exe);
@@ -372,19 +374,17 @@ fn child_command(
     command.arg(root);
     command.args(["--request", event.request_id.as_str()]);
     command.args(["--task", event.task_id.as_str()]);
-    if let Some(arena) = arena {
-        command.env("MALLOC_ARENA_MAX", arena);
-    }
+    command.envs(env.iter().map(|(name, value)| (name, value)));
     Ok(command)
 }
 
 /// Runs the task in a fresh child process.
-fn child(root: &Path, event: &WorkerEvent, arena: Option<&str>) -> anyhow::Result<TaskRun> {
+fn child(root: &Path, event: &WorkerEvent, env: &[(String, String)]) -> anyhow::Result<TaskRun> {
     Ok(run_child(&mut child_command(
         "worker-task",
         root,
         event,
-        arena,
+        env,
     )?)?)
 }
 
@@ -392,10 +392,10 @@ fn child(root: &Path, event: &WorkerEvent, arena: Option<&str>) -> anyhow::Resul
 fn bound_child(
     root: &Path,
     event: &WorkerEvent,
-    arena: Option<&str>,
+    env: &[(String, String)],
     decoded_hint: u64,
 ) -> anyhow::Result<BoundRun> {
-    let mut command = child_command("worker-bound", root, event, arena)?;
+    let mut command = child_command("worker-bound", root, event, env)?;
     command.args(["--decoded-hint", &decoded_hint.to_string()]);
     Ok(run_child(&mut command)?)
 }
@@ -407,7 +407,7 @@ async fn measure(
     case: &Case,
     reps: usize,
     memory: u64,
-    arena: Option<&str>,
+    env: &[(String, String)],
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<KindFigures> {
     let event = &case.task.event;
@@ -417,8 +417,8 @@ async fn measure(
     let (mut runs, mut bounds) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         // Alternated, so that both see the machine in the same state.
-        runs.push(child(root, event, arena)?);
-        bounds.push(bound_child(root, event, arena, warm.decoded_bytes)?);
+        runs.push(child(root, event, env)?);
+        bounds.push(bound_child(root, event, env, warm.decoded_bytes)?);
         bar.inc(1);
     }
     let seconds = median(&runs.iter().map(|r| r.seconds).collect::<Vec<_>>());
@@ -458,7 +458,7 @@ async fn budget_task(
     tenx: &KindFigures,
     budget_bytes: u64,
     memory: u64,
-    arena: Option<&str>,
+    env: &[(String, String)],
     opts: &SynthOptions,
 ) -> anyhow::Result<BudgetFigures> {
     // The planner's cost of a cell: its nonzeros at 8 bytes (index and u32 count) and
@@ -492,7 +492,7 @@ async fn budget_task(
         task.cells,
         task.planned_bytes >> 20
     );
-    let run = child(root, &task.event, arena)?;
+    let run = child(root, &task.event, env)?;
     Ok(BudgetFigures {
         budget_bytes,
         planned_bytes: task.planned_bytes,
