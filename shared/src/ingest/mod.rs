@@ -198,7 +198,7 @@ pub async fn ingest(
     drop(src);
 
     let existing = catalog::read(store).await?;
-    let now = time::OffsetDateTime::now_utc();
+    let now = ingest_time();
     let bar = crate::progress::bar(
         opts.progress && planned.len() > 1,
         planned.len() as u64,
@@ -254,4 +254,15 @@ pub async fn ingest(
         read_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The clock of new bundle versions: `SOURCE_DATE_EPOCH` (seconds since the epoch) when
+/// it is set, as reproducible builds use it, so that the same inputs ingested into an
+/// empty store get the same ids and a request over them the same bytes; else now.
+fn ingest_time() -> time::OffsetDateTime {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or_else(time::OffsetDateTime::now_utc)
 }
