@@ -4,17 +4,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use serde_json::Value;
-
 use crate::catalog::CatalogEntry;
 use crate::config::Config;
 use crate::error::Error;
-use crate::fault::{FaultyInvoker, FaultyStore};
+use crate::fault::FaultyStore;
 use crate::fqid::Fqid;
-use crate::handlers;
-use crate::invoke::{Dispatch, DynInvoker, Function, InProcess, LambdaInvoker};
+use crate::invoke::{DynInvoker, FaultyInvoker, Function, InProcess, LambdaInvoker};
 use crate::store::DynStore;
 use crate::store::retry::Retrying;
 
@@ -110,33 +105,5 @@ fn compose_invoker(config: &Config, invoker: DynInvoker) -> DynInvoker {
     match &config.faults {
         Some(plan) => Arc::new(FaultyInvoker::new(invoker, plan.clone())),
         None => invoker,
-    }
-}
-
-impl Dispatch for App {
-    fn dispatch(
-        self: Arc<Self>,
-        function: Function,
-        payload: Value,
-    ) -> BoxFuture<'static, Result<(), Error>> {
-        async move {
-            let bad =
-                |e: serde_json::Error| Error::input(format!("{function} event"), e.to_string());
-            match function {
-                Function::Mapper => {
-                    handlers::mapper::handle(&self, serde_json::from_value(payload).map_err(bad)?)
-                        .await
-                }
-                Function::Worker => {
-                    handlers::worker::handle(&self, serde_json::from_value(payload).map_err(bad)?)
-                        .await
-                }
-                Function::Reducer => {
-                    let input = serde_json::from_value(payload).map_err(bad)?;
-                    handlers::reducer::handle_input(&self, input, None).await
-                }
-            }
-        }
-        .boxed()
     }
 }

@@ -229,13 +229,30 @@ impl Config {
                 }),
             }
         }
-        c.bundles_per_mapper = num(&get, "CELLMATRIX_BUNDLES_PER_MAPPER", c.bundles_per_mapper)?;
+        // A setting that divides, chunks, bounds concurrency or counts attempts: zero
+        // would divide by zero, `chunks(0)`, wait forever or never try.
+        fn positive<T: std::str::FromStr + PartialEq + Default>(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &str,
+            default: T,
+        ) -> Result<T> {
+            let v = num(get, name, default)?;
+            if v == T::default() {
+                return Err(Error::input(
+                    format!("environment variable {name}"),
+                    "must be at least 1, not 0",
+                ));
+            }
+            Ok(v)
+        }
+        c.bundles_per_mapper =
+            positive(&get, "CELLMATRIX_BUNDLES_PER_MAPPER", c.bundles_per_mapper)?;
         c.driver_groups = num(&get, "CELLMATRIX_DRIVER_GROUPS", c.driver_groups)?;
-        c.cells_per_worker = num(&get, "CELLMATRIX_CELLS_PER_WORKER", c.cells_per_worker)?;
-        c.bytes_per_worker = num(&get, "CELLMATRIX_BYTES_PER_WORKER", c.bytes_per_worker)?;
+        c.cells_per_worker = positive(&get, "CELLMATRIX_CELLS_PER_WORKER", c.cells_per_worker)?;
+        c.bytes_per_worker = positive(&get, "CELLMATRIX_BYTES_PER_WORKER", c.bytes_per_worker)?;
         c.slice_bytes = num(&get, "CELLMATRIX_SLICE_BYTES", c.slice_bytes)?;
-        c.piece_bytes = num(&get, "CELLMATRIX_PIECE_BYTES", c.piece_bytes)?.max(1);
-        c.invoke_concurrency = num(&get, "CELLMATRIX_INVOKE_CONCURRENCY", c.invoke_concurrency)?;
+        c.piece_bytes = positive(&get, "CELLMATRIX_PIECE_BYTES", c.piece_bytes)?;
+        c.invoke_concurrency = positive(&get, "CELLMATRIX_INVOKE_CONCURRENCY", c.invoke_concurrency)?;
         c.request_timeout = Duration::from_secs(num(
             &get,
             "CELLMATRIX_REQUEST_TIMEOUT_SECS",
@@ -249,8 +266,8 @@ impl Config {
             )?))
         };
         c.poll_interval = ms("CELLMATRIX_POLL_MS", c.poll_interval)?;
-        c.task_attempts = num(&get, "CELLMATRIX_TASK_ATTEMPTS", c.task_attempts)?;
-        c.shard_nnz = num(&get, "CELLMATRIX_SHARD_NNZ", c.shard_nnz)?;
+        c.task_attempts = positive(&get, "CELLMATRIX_TASK_ATTEMPTS", c.task_attempts)?;
+        c.shard_nnz = positive(&get, "CELLMATRIX_SHARD_NNZ", c.shard_nnz)?;
         c.allow_private_urls = get("CELLMATRIX_ALLOW_PRIVATE_URLS").is_some_and(|v| v == "1");
         c.url_expiry = Duration::from_secs(num(
             &get,
@@ -259,12 +276,12 @@ impl Config {
         )?);
         c.csv_max_bytes = num(&get, "CELLMATRIX_CSV_MAX_BYTES", c.csv_max_bytes)?;
         c.loom_max_bytes = num(&get, "CELLMATRIX_LOOM_MAX_BYTES", c.loom_max_bytes)?;
-        c.store_attempts = num(&get, "CELLMATRIX_STORE_ATTEMPTS", c.store_attempts)?;
+        c.store_attempts = positive(&get, "CELLMATRIX_STORE_ATTEMPTS", c.store_attempts)?;
         c.lost_after = ms("CELLMATRIX_LOST_AFTER_MS", c.lost_after)?;
         c.lost_passed_after = ms("CELLMATRIX_LOST_PASSED_AFTER_MS", c.lost_passed_after)?;
         c.hedge = get("CELLMATRIX_HEDGE").is_none_or(|v| v.trim() != "0");
         c.hedge_percent = num(&get, "CELLMATRIX_HEDGE_PERCENT", c.hedge_percent)?.min(100);
-        c.hedge_factor = num(&get, "CELLMATRIX_HEDGE_FACTOR", c.hedge_factor)?;
+        c.hedge_factor = positive(&get, "CELLMATRIX_HEDGE_FACTOR", c.hedge_factor)?;
         c.hedge_small = num(&get, "CELLMATRIX_HEDGE_SMALL", c.hedge_small)?;
         c.collector_stale = ms("CELLMATRIX_COLLECTOR_STALE_MS", c.collector_stale)?;
         c.collector_first_beat = ms("CELLMATRIX_COLLECTOR_FIRST_BEAT_MS", c.collector_first_beat)?;
@@ -274,12 +291,6 @@ impl Config {
         }
         if let Some(dir) = get("CELLMATRIX_SCRATCH_DIR") {
             c.scratch_dir = dir.into();
-        }
-        if c.bundles_per_mapper == 0 || c.cells_per_worker == 0 || c.shard_nnz == 0 {
-            return Err(Error::input(
-                "configuration",
-                "bundles per mapper, cells per worker and shard nonzeros must be positive",
-            ));
         }
         Ok(c)
     }
@@ -369,5 +380,37 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("CELLMATRIX_POLL_MS"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_that_would_divide_or_chunk_is_refused_by_name() {
+        for name in [
+            "CELLMATRIX_BUNDLES_PER_MAPPER",
+            "CELLMATRIX_CELLS_PER_WORKER",
+            "CELLMATRIX_BYTES_PER_WORKER",
+            "CELLMATRIX_PIECE_BYTES",
+            "CELLMATRIX_INVOKE_CONCURRENCY",
+            "CELLMATRIX_TASK_ATTEMPTS",
+            "CELLMATRIX_SHARD_NNZ",
+            "CELLMATRIX_STORE_ATTEMPTS",
+            "CELLMATRIX_HEDGE_FACTOR",
+        ] {
+            let err = Config::from_lookup(|n| match n {
+                "CELLMATRIX_STORE" => Some("x".into()),
+                n if n == name => Some(" 0 ".into()),
+                _ => None,
+            })
+            .unwrap_err();
+            assert!(err.to_string().contains(name), "{name}: {err}");
+            assert!(!err.is_retryable());
+        }
+        // Zero stays meaningful where it means "none": the driver plans no group itself.
+        let c = Config::from_lookup(|n| match n {
+            "CELLMATRIX_STORE" => Some("x".into()),
+            "CELLMATRIX_DRIVER_GROUPS" => Some("0".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.driver_groups, 0);
     }
 }

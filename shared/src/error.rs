@@ -3,6 +3,9 @@
 
 use crate::store::StoreError;
 
+// Kept here too: most callers that clip a value are building an error.
+pub(crate) use crate::text::clip;
+
 /// Errors of the cellmatrix library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -134,17 +137,3 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Shortens a user-supplied value for an error message, so a 1 MB id does not become a 1 MB log line.
-pub(crate) fn clip(value: &str) -> String {
-    const MAX: usize = 80;
-    if value.len() <= MAX {
-        value.to_string()
-    } else {
-        let mut end = MAX;
-        while !value.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}… ({} bytes)", &value[..end], value.len())
-    }
-}

@@ -7,11 +7,12 @@
 //! - [`error`]: the error types, each saying whether a retry can help.
 //! - [`fqid`]: strict bundle ids (`uuid.version`); they become object keys.
 //! - [`store`]: the [`store::BlobStore`] trait, its filesystem and S3 implementations,
-//!   the zarrs adapter and the conformance suite every store passes.
+//!   the zarrs adapter and the conformance suite every store passes (feature `testing`).
 //! - [`bundle`]: the in-memory matrix, the manifest, QC metrics and the AnnData-Zarr
 //!   bundle writer and reader.
 //! - [`catalog`]: the index of bundles, read in O(1) GETs, updated without locks.
-//! - [`ingest`] (feature `ingest`): readers for 10x, h5ad and table inputs.
+//! - [`ingest`] (feature `ingest`): readers for 10x, h5ad and table inputs, with
+//!   [`progress`] bars on long work.
 //! - [`plan`]: the pure planner: bundles and a budget in, worker tasks out.
 //! - [`part`]: a worker's part: rows remapped, filtered and compacted, its chunks
 //!   written as they fill.
@@ -24,6 +25,8 @@
 //! - [`invoke`]: the invoker trait, with the Lambda and the in-process implementations.
 //! - [`fault`]: fault injection (dropped, duplicated, delayed and crashing invocations,
 //!   stragglers, store errors), off unless configured.
+//! - [`clock`], [`process`], [`text`]: small leaves: the records' clock, this process's
+//!   memory, values clipped for messages.
 //! - [`config`]: the settings read once per cold start.
 //! - [`app`]: the composition root (store, invoker, settings) the handlers share.
 //! - [`coldstart`]: a function's init duration, from `main` to ready, logged once.
@@ -32,18 +35,14 @@
 //! - [`handlers`]: the entry points of the driver, mapper, worker and reducer, free of
 //!   Lambda crates so that the binaries, `cellmatrix serve` and the tests share them;
 //!   with the reducer's handling of Lambda's on-failure records.
-//! - [`synth`]: synthetic 10x-like and SmartSeq2-like bundles for benchmarks.
-//! - [`bench`]: benchmarks measured against a baseline in the same run: the worker
-//!   against this machine's bound for the same bytes and its peak memory, the whole
-//!   service against a Python (anndata) baseline, and a request's invocations and store
-//!   requests against the planner's optimum.
-//! - [`simulate`]: a deterministic discrete-event simulation of a request on Lambda
-//!   and S3, replaying the real planner and the collector's real ledger.
+//!
+//! Synthetic data, the benchmarks and the simulation live in the `cellmatrix-lab`
+//! crate, which the functions do not link.
 
 pub mod app;
-pub mod bench;
 pub mod bundle;
 pub mod catalog;
+pub mod clock;
 pub mod coldstart;
 pub mod config;
 pub mod convert;
@@ -59,13 +58,15 @@ pub mod invoke;
 pub mod messages;
 pub mod part;
 pub mod plan;
+pub mod process;
+#[cfg(feature = "ingest")]
 pub mod progress;
 pub mod request;
 pub mod scratch;
-pub mod simulate;
 pub mod state;
 pub mod store;
-pub mod synth;
+mod task_counter;
+pub mod text;
 
 pub use error::{Error, Result};
 pub use fqid::Fqid;

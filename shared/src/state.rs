@@ -32,6 +32,10 @@ use crate::fqid::Fqid;
 use crate::messages::{RequestId, TaskId};
 use crate::store::{DynStore, PutOutcome};
 
+// The clock and the process's memory used to live here; their callers move over.
+pub use crate::clock::{now_ms, rfc3339};
+pub use crate::process::{peak_rss_bytes, reset_peak_rss, rss_bytes};
+
 /// The keys of one request.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -363,8 +367,10 @@ pub struct DoneMarker {
     pub nnz_per_chunk: u64,
 }
 
+/// A marker written before the chunk was recorded: every part then had chunks of 2^20
+/// values. A fixed value, not the part writer's constant, which may change after them.
 fn default_part_nnz_chunk() -> u64 {
-    crate::part::PART_NNZ_PER_CHUNK
+    1 << 20
 }
 
 /// An invocation that failed, `errors/{name}.json`.
@@ -507,25 +513,6 @@ pub struct Converted {
     pub start_rss_bytes: u64,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// RFC 3339 text of a time in ms since the epoch.
-pub fn rfc3339(ms: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// Reads a JSON object; `None` if absent.
 pub async fn get_json<T: DeserializeOwned>(
     store: &DynStore,
@@ -567,7 +554,7 @@ pub async fn put_json_if_absent<T: Serialize>(
 
 /// Whether an object exists.
 pub async fn exists(store: &DynStore, key: &str) -> Result<bool, Error> {
-    Ok(store.size(key).await?.is_some())
+    Ok(store.exists(key).await?)
 }
 
 /// Which of the records that end a request exist.
@@ -592,9 +579,9 @@ impl End {
 pub async fn end(store: &DynStore, keys: &Keys) -> Result<End, Error> {
     let (k_result, k_failed, k_cancel) = (keys.result(), keys.failed(), keys.cancel());
     let (result, failed, cancelled) = futures::try_join!(
-        exists(store, &k_result),
-        exists(store, &k_failed),
-        exists(store, &k_cancel),
+        store.exists(&k_result),
+        store.exists(&k_failed),
+        store.exists(&k_cancel),
     )?;
     Ok(End {
         result,
@@ -606,31 +593,4 @@ pub async fn end(store: &DynStore, keys: &Keys) -> Result<End, Error> {
 /// Whether the request has ended: its result is committed, or it failed or was cancelled.
 pub async fn ended(store: &DynStore, keys: &Keys) -> Result<bool, Error> {
     Ok(end(store, keys).await?.any())
-}
-
-/// Resets this process's peak resident memory to its current size, so that a later
-/// [`peak_rss_bytes`] measures one phase (Linux: `/proc/self/clear_refs`; best effort).
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Peak resident memory of this process (VmHWM), 0 where unknown.
-pub fn peak_rss_bytes() -> u64 {
-    proc_status_bytes("VmHWM:")
-}
-
-/// Resident memory of this process now (VmRSS), 0 where unknown.
-pub fn rss_bytes() -> u64 {
-    proc_status_bytes("VmRSS:")
-}
-
-fn proc_status_bytes(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }

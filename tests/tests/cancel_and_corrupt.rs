@@ -32,7 +32,7 @@ fn config() -> Config {
 }
 
 async fn cancel_a_running_100k_cell_request(store: DynStore) {
-    let spec = cellmatrix::synth::SynthSpec {
+    let spec = cellmatrix_lab::synth::SynthSpec {
         tenx_bundles: 10,
         cells_per_tenx_bundle: 10_000,
         smartseq2_bundles: 0,
@@ -40,7 +40,7 @@ async fn cancel_a_running_100k_cell_request(store: DynStore) {
         seed: 11,
         ..Default::default()
     };
-    cellmatrix::synth::synth(&store, &spec, &Default::default())
+    cellmatrix_lab::synth::synth(&store, &spec, &Default::default())
         .await
         .unwrap();
     // Every start marker written, kept here: the cleanup removes them afterwards.

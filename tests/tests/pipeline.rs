@@ -206,7 +206,7 @@ async fn the_same_request_in_fresh_stores_gives_byte_identical_zarr() {
 async fn invocations_follow_the_plan_and_a_warm_request_reads_no_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let inner = fs_store(&dir);
-    let spec = cellmatrix::synth::SynthSpec {
+    let spec = cellmatrix_lab::synth::SynthSpec {
         tenx_bundles: 6,
         cells_per_tenx_bundle: 7_000,
         smartseq2_bundles: 300,
@@ -216,14 +216,14 @@ async fn invocations_follow_the_plan_and_a_warm_request_reads_no_manifest() {
     };
     // Row chunks well below the task budget, as real bundles have (1,024 rows against
     // 50,000 cells per task): a task can be filled to within a chunk.
-    let opts = cellmatrix::synth::SynthOptions {
+    let opts = cellmatrix_lab::synth::SynthOptions {
         layout: cellmatrix::bundle::Layout {
             rows_per_chunk: 256,
             ..Default::default()
         },
         ..Default::default()
     };
-    let report = cellmatrix::synth::synth(&inner, &spec, &opts)
+    let report = cellmatrix_lab::synth::synth(&inner, &spec, &opts)
         .await
         .unwrap();
     // Forget the catalog: the first request must learn the bundles from manifests.
@@ -387,7 +387,7 @@ async fn a_list_from_the_store_or_a_loopback_url_when_allowed() {
 async fn a_cancelled_request_stops_and_runs_again_when_resubmitted() {
     let dir = tempfile::tempdir().unwrap();
     let store = fs_store(&dir);
-    let spec = cellmatrix::synth::SynthSpec {
+    let spec = cellmatrix_lab::synth::SynthSpec {
         tenx_bundles: 4,
         cells_per_tenx_bundle: 5_000,
         smartseq2_bundles: 0,
@@ -395,7 +395,7 @@ async fn a_cancelled_request_stops_and_runs_again_when_resubmitted() {
         seed: 3,
         ..Default::default()
     };
-    cellmatrix::synth::synth(&store, &spec, &Default::default())
+    cellmatrix_lab::synth::synth(&store, &spec, &Default::default())
         .await
         .unwrap();
     // One worker at a time, small tasks: the request is still running when cancelled.

@@ -5,12 +5,18 @@ use std::time::Instant;
 
 use cellmatrix::store::conformance;
 use cellmatrix::store::fs::FsStore;
+use cellmatrix::store::memory::MemoryStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fs_store_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = FsStore::open(dir.path()).expect("open FsStore");
     conformance::run_all(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_conforms() {
+    conformance::run_all(Arc::new(MemoryStore::new())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

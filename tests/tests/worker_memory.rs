@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use cellmatrix::bench::worker::{TaskRun, prepare, report_line, run_child, run_task};
-use cellmatrix::bench::{template_allocator_env, template_worker_memory};
+use cellmatrix_lab::bench::worker::{TaskRun, prepare, report_line, run_child, run_task};
+use cellmatrix_lab::bench::{template_allocator_env, template_worker_memory};
 use cellmatrix::ingest::{IngestOptions, ingest};
 use cellmatrix::messages::{RequestId, TaskId, WorkerEvent};
 use cellmatrix::plan::Budget;

@@ -1,11 +1,11 @@
-//! `cellmatrix simulate`: the Lambda-scale simulation (`cellmatrix::simulate`), its
+//! `cellmatrix simulate`: the Lambda-scale simulation (`cellmatrix_lab::simulate`), its
 //! cases with and without hedging over many seeds, printed as a table.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cellmatrix::simulate::model::DEFAULT_CALIBRATION;
-use cellmatrix::simulate::{Calibration, Model, Prepared, cases, report, run_seeds, summarize};
+use cellmatrix_lab::simulate::model::DEFAULT_CALIBRATION;
+use cellmatrix_lab::simulate::{Calibration, Model, Prepared, cases, report, run_seeds, summarize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum CaseArg {

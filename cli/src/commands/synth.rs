@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use cellmatrix::bundle::WriteOutcome;
 use cellmatrix::store::DynStore;
-use cellmatrix::synth::{SynthOptions, SynthSpec};
+use cellmatrix_lab::synth::{SynthOptions, SynthSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,7 +41,7 @@ pub async fn run(store: &DynStore, a: Args) -> anyhow::Result<()> {
         progress: std::io::stderr().is_terminal() && !a.json,
         ..SynthOptions::default()
     };
-    let r = cellmatrix::synth::synth(store, &spec, &opts).await?;
+    let r = cellmatrix_lab::synth::synth(store, &spec, &opts).await?;
     let written = r
         .bundles
         .iter()

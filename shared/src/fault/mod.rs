@@ -1,7 +1,8 @@
 //! Fault injection, off unless configured (`CELLMATRIX_FAULTS`): the faults Lambda and S3
 //! produce, on purpose, so that tests and benchmarks show they change nothing.
 //!
-//! - [`FaultyInvoker`] (the caller's side): an invocation dropped, duplicated or delayed.
+//! - [`crate::invoke::FaultyInvoker`] (the caller's side): an invocation dropped,
+//!   duplicated or delayed.
 //! - [`crate::invoke::InProcess`] (Lambda's side, where handlers run): a handler crashing
 //!   before or after its side effects, retried like Lambda retries an async event, and a
 //!   straggler running [`FaultPlan::slowdown`] times slower.
@@ -13,7 +14,6 @@
 //! its fail points are process-global and unseeded, and the faults needed are per
 //! invocation, with a crash that must end one in-process invocation, not the process.
 
-mod invoker;
 mod store;
 
 use std::sync::Arc;
@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-pub use invoker::FaultyInvoker;
 pub use store::FaultyStore;
 
 use crate::error::{Error, Result};
@@ -170,7 +169,7 @@ pub struct Invocation {
     killed: Notify,
     slowdown: u32,
     /// Its store writes under way, which a crash does not stop.
-    writes: crate::invoke::TaskCounter,
+    writes: crate::task_counter::TaskCounter,
 }
 
 impl Invocation {

@@ -9,8 +9,15 @@ pub mod mapper;
 pub mod reducer;
 pub mod worker;
 
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
 use crate::app::App;
 use crate::error::Error;
+use crate::invoke::{Dispatch, Function};
 use crate::state::{ErrorMarker, Keys, put_json};
 
 /// Starts invocation `name` (its start marker) unless the request has ended or its
@@ -70,5 +77,34 @@ pub(crate) async fn stopped(app: &App, keys: &Keys, name: &str, attempt: u32, e:
     }
     if let Err(e) = crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await {
         tracing::warn!(request = %keys.id(), error = %e, "cannot clean up after a stop");
+    }
+}
+
+/// The in-process Lambda: an event for `function` runs its handler on this app.
+impl Dispatch for App {
+    fn dispatch(
+        self: Arc<Self>,
+        function: Function,
+        payload: Value,
+    ) -> BoxFuture<'static, Result<(), Error>> {
+        async move {
+            let bad =
+                |e: serde_json::Error| Error::input(format!("{function} event"), e.to_string());
+            match function {
+                Function::Mapper => {
+                    mapper::handle(&self, serde_json::from_value(payload).map_err(bad)?)
+                        .await
+                }
+                Function::Worker => {
+                    worker::handle(&self, serde_json::from_value(payload).map_err(bad)?)
+                        .await
+                }
+                Function::Reducer => {
+                    let input = serde_json::from_value(payload).map_err(bad)?;
+                    reducer::handle_input(&self, input, None).await
+                }
+            }
+        }
+        .boxed()
     }
 }

@@ -1,8 +1,9 @@
 //! The blob store: the one narrow trait through which everything reads and writes data.
 //!
-//! Two implementations: [`fs::FsStore`] (a local directory, the embedded default) and
-//! [`s3::S3Store`] (any S3 endpoint). [`zarr::ZarrStore`] adapts either one to zarrs'
-//! async storage traits. [`conformance`] is the test suite every implementation passes.
+//! Three implementations: [`fs::FsStore`] (a local directory, the embedded default),
+//! [`s3::S3Store`] (any S3 endpoint) and [`memory::MemoryStore`] (unit tests).
+//! [`zarr::ZarrStore`] adapts any of them to zarrs' async storage traits.
+//! [`conformance`] (feature `testing`) is the test suite every implementation passes.
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -11,9 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod counting;
 pub mod fs;
+pub mod memory;
 pub mod retry;
 pub mod s3;
 pub mod writer;
@@ -109,6 +112,11 @@ pub trait BlobStore: Send + Sync + Debug {
     /// The object's size, or `None` if it does not exist.
     async fn size(&self, key: &str) -> StoreResult<Option<u64>>;
 
+    /// Whether the object exists (a [`size`](Self::size) look-up).
+    async fn exists(&self, key: &str) -> StoreResult<bool> {
+        Ok(self.size(key).await?.is_some())
+    }
+
     /// Writes the object, replacing any previous value atomically.
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()>;
 
@@ -165,7 +173,7 @@ pub const MAX_KEY_LEN: usize = 900;
 /// made of `[A-Za-z0-9._-]` segments separated by single `/`, with no `.` or `..` segment.
 pub fn validate_key(key: &str) -> StoreResult<()> {
     let bad = |reason| StoreError::InvalidKey {
-        key: crate::error::clip(key),
+        key: crate::text::clip(key),
         reason,
     };
     if key.is_empty() {

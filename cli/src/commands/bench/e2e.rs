@@ -1,6 +1,6 @@
 //! `cellmatrix bench e2e`: the whole service on the embedded stack against a peer
 //! baseline in Python (anndata), on synthetic 10x + SmartSeq2 mixes of given sizes.
-//! See `cellmatrix::bench::e2e`.
+//! See `cellmatrix_lab::bench::e2e`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,10 +8,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use cellmatrix::bench::e2e::{BASELINE_PY, Baseline, Figures, MIN_GENES, Mix, Ours, run_ours};
+use cellmatrix_lab::bench::e2e::{BASELINE_PY, Baseline, Figures, MIN_GENES, Mix, Ours, run_ours};
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
-use cellmatrix::synth::{SynthOptions, synth};
+use cellmatrix_lab::synth::{SynthOptions, synth};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -2,7 +2,7 @@
 //!
 //! Each subcommand prints its figures as ratios to something this machine did in the
 //! same run, and writes them as JSON under `.cache/bench/`. The measuring logic is in
-//! `cellmatrix::bench`, where tests use it too.
+//! `cellmatrix_lab::bench`, where tests use it too.
 
 mod e2e;
 mod requests;

@@ -1,16 +1,16 @@
 //! `cellmatrix bench requests`: the invocations, store requests and bytes of one request
 //! on the embedded stack, against the planner's optimum (see
-//! `cellmatrix::bench::requests` for what the optimum is).
+//! `cellmatrix_lab::bench::requests` for what the optimum is).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cellmatrix::bench::requests::measure;
+use cellmatrix_lab::bench::requests::measure;
 use cellmatrix::config::Config;
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
-use cellmatrix::synth::{SynthOptions, SynthSpec, synth};
+use cellmatrix_lab::synth::{SynthOptions, SynthSpec, synth};
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -55,7 +55,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     };
     synth(&store, &spec, &opts).await?;
     // A reused store still holds the last run's request.
-    cellmatrix::bench::run::forget_requests(&store).await?;
+    cellmatrix_lab::bench::run::forget_requests(&store).await?;
     let mut config = Config::embedded(&store.describe())?;
     config.cells_per_worker = a.cells_per_worker;
     let request = json!({

@@ -4,7 +4,7 @@
 //!
 //! Every worker run is a fresh child process (`bench worker-task`), so its peak RSS is
 //! the worker's own. Every run of the bound is a fresh child too (`bench worker-bound`),
-//! on one thread (see `cellmatrix::bench::worker` for why one): both then start from
+//! on one thread (see `cellmatrix_lab::bench::worker` for why one): both then start from
 //! the same state, an empty heap whose pages are faulted in as they are first touched.
 //! Measured in this process instead, the bound's speed depended on what the process
 //! had done before (it was up to 1.8 times faster after generating the store than
@@ -16,17 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use cellmatrix::bench::worker::{
+use cellmatrix_lab::bench::worker::{
     BoundRun, PreparedTask, TaskRun, bound, chunk_objects, prepare, report_line, run_child,
 };
-use cellmatrix::bench::{median, template_allocator_env, template_worker_memory};
+use cellmatrix_lab::bench::{median, template_allocator_env, template_worker_memory};
 use cellmatrix::fqid::Fqid;
 use cellmatrix::ingest::{IngestOptions, Orientation, ingest};
 use cellmatrix::messages::{RequestId, TaskId, WorkerEvent};
 use cellmatrix::plan::Budget;
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
-use cellmatrix::synth::{BundleKind, SynthOptions, SynthSpec, bundle_fqid, synth};
+use cellmatrix_lab::synth::{BundleKind, SynthOptions, SynthSpec, bundle_fqid, synth};
 use serde::Serialize;
 
 #[derive(Debug, clap::Args)]
@@ -99,7 +99,7 @@ impl TaskArgs {
 
 pub async fn run_task(a: TaskArgs) -> anyhow::Result<()> {
     let store: DynStore = Arc::new(FsStore::open(&a.dir)?);
-    let run = cellmatrix::bench::worker::run_task(&store, &a.event()?).await?;
+    let run = cellmatrix_lab::bench::worker::run_task(&store, &a.event()?).await?;
     println!("{}", report_line(&run));
     Ok(())
 }

@@ -19,15 +19,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::app::App;
-use crate::bundle::manifest::zarr_prefix;
-use crate::config::Config;
-use crate::error::Error;
-use crate::fqid::Fqid;
-use crate::messages::{MapperEvent, WorkerEvent};
-use crate::plan::Budget;
-use crate::state::{DoneMarker, Keys, StoredRequest, TaskSpec, get_json};
-use crate::store::DynStore;
+use cellmatrix::app::App;
+use cellmatrix::bundle::manifest::zarr_prefix;
+use cellmatrix::config::Config;
+use cellmatrix::error::Error;
+use cellmatrix::fqid::Fqid;
+use cellmatrix::messages::{MapperEvent, WorkerEvent};
+use cellmatrix::plan::Budget;
+use cellmatrix::state::{DoneMarker, Keys, StoredRequest, TaskSpec, get_json};
+use cellmatrix::store::DynStore;
 
 /// The arrays of a bundle a worker reads (it reads the genes from the shared feature
 /// set, not from the bundle's `var`).
@@ -77,7 +77,7 @@ pub async fn prepare(
         "format": "zarr",
     });
     let response =
-        crate::handlers::driver::handle(&app, "POST", "/v1/matrix", body.to_string().as_bytes())
+        cellmatrix::handlers::driver::handle(&app, "POST", "/v1/matrix", body.to_string().as_bytes())
             .await;
     let id = response.body["id"]
         .as_str()
@@ -88,7 +88,7 @@ pub async fn prepare(
                 format!("the driver answered {}: {}", response.status, response.body),
             )
         })?;
-    let keys = Keys::new(&crate::messages::RequestId::parse(id)?);
+    let keys = Keys::new(&cellmatrix::messages::RequestId::parse(id)?);
     let stored: StoredRequest = get_json(store, &keys.request())
         .await?
         .ok_or_else(|| Error::NotFound(format!("request {id}")))?;
@@ -101,8 +101,8 @@ pub async fn prepare(
         attempt: 0,
         copies: 1,
     };
-    crate::handlers::mapper::handle(&app, event).await?;
-    let plan: crate::state::Plan = get_json(store, &keys.plan(0))
+    cellmatrix::handlers::mapper::handle(&app, event).await?;
+    let plan: cellmatrix::state::Plan = get_json(store, &keys.plan(0))
         .await?
         .ok_or_else(|| Error::NotFound(format!("plan of request {id}")))?;
     let mut tasks = Vec::with_capacity(plan.tasks.len());
@@ -182,7 +182,7 @@ pub async fn run_task(store: &DynStore, event: &WorkerEvent) -> Result<TaskRun, 
     );
     let cpu = super::cpu_seconds();
     let started = Instant::now();
-    crate::handlers::worker::handle(&app, event.clone()).await?;
+    cellmatrix::handlers::worker::handle(&app, event.clone()).await?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = super::cpu_seconds() - cpu;
     let keys = Keys::new(&event.request_id);
@@ -192,7 +192,7 @@ pub async fn run_task(store: &DynStore, event: &WorkerEvent) -> Result<TaskRun, 
     Ok(TaskRun {
         seconds,
         cpu_seconds,
-        peak_rss_bytes: crate::state::peak_rss_bytes(),
+        peak_rss_bytes: cellmatrix::state::peak_rss_bytes(),
         cells_in: done.cells_in,
         cells_out: done.cells_out,
         nnz: done.nnz,
@@ -253,7 +253,7 @@ pub fn run_child<T: serde::de::DeserializeOwned>(
 pub async fn chunk_objects(
     store: &DynStore,
     event: &WorkerEvent,
-) -> Result<Vec<crate::store::ObjectMeta>, Error> {
+) -> Result<Vec<cellmatrix::store::ObjectMeta>, Error> {
     let keys = Keys::new(&event.request_id);
     let spec: TaskSpec = get_json(store, &keys.task(&event.task_id))
         .await?
@@ -321,7 +321,7 @@ pub fn bound(paths: &[impl AsRef<Path>], decoded_hint: u64) -> Result<BoundRun, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fs::FsStore;
+    use cellmatrix::store::fs::FsStore;
     use crate::synth::{SynthOptions, SynthSpec, synth};
 
     #[tokio::test(flavor = "multi_thread")]

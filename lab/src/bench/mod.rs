@@ -10,19 +10,23 @@
 //! - [`requests`]: the invocations, store requests and bytes of one request against the
 //!   planner's optimum.
 //! - [`run`]: drives one request on an in-process app from POST to its end.
+//! - [`template`]: the worker's memory and allocator settings, read from `template.yaml`.
 
 pub mod e2e;
 pub mod requests;
 pub mod run;
+pub mod template;
 pub mod worker;
+
+pub use template::{ALLOCATOR_ENV, template_allocator_env, template_worker_memory};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde_json::Value;
 
-use crate::error::Error;
-use crate::invoke::{Function, Invoker};
+use cellmatrix::error::Error;
+use cellmatrix::invoke::{Function, Invoker};
 
 /// The median of `values` (the mean of the middle two for an even count); 0 for none.
 pub fn median(values: &[f64]) -> f64 {
@@ -101,63 +105,6 @@ pub fn cpu_seconds() -> f64 {
     (tick(11) + tick(12)) as f64 / 100.0
 }
 
-/// The `Default` of parameter `name` in a CloudFormation/SAM template's text, read
-/// without a YAML parser: the line `Default: …` inside the block that `  name:` opens.
-pub fn template_default(template: &str, name: &str) -> Option<String> {
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let mut lines = template.lines();
-    let head = lines.find(|l| l.trim_end() == format!("{}{name}:", " ".repeat(indent(l))))?;
-    let level = indent(head);
-    for line in lines {
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        if indent(line) <= level {
-            return None;
-        }
-        if let Some(v) = line.trim().strip_prefix("Default:") {
-            return Some(v.trim().trim_matches(['"', '\'']).to_string());
-        }
-    }
-    None
-}
-
-/// The value of environment variable `name` that the template sets for the functions
-/// (the first `name: value` line), such as `MALLOC_ARENA_MAX`: a measurement of a
-/// function's memory runs under the same allocator settings.
-pub fn template_environment(template: &str, name: &str) -> Option<String> {
-    template.lines().find_map(|l| {
-        let v = l.trim().strip_prefix(name)?.strip_prefix(':')?;
-        Some(v.trim().trim_matches(['"', '\'']).to_string())
-    })
-}
-
-/// The glibc allocator settings a function may get from the template, which a
-/// measurement's child process takes too, so that it allocates as the function does.
-pub const ALLOCATOR_ENV: [&str; 3] = [
-    "MALLOC_ARENA_MAX",
-    "MALLOC_MMAP_THRESHOLD_",
-    "MALLOC_TRIM_THRESHOLD_",
-];
-
-/// Those of [`ALLOCATOR_ENV`] that `template` sets, as (name, value): the first
-/// `name: value` line of each (the worker's, for those only it has).
-pub fn template_allocator_env(template: &str) -> Vec<(String, String)> {
-    ALLOCATOR_ENV
-        .iter()
-        .filter_map(|&name| template_environment(template, name).map(|v| (name.to_string(), v)))
-        .collect()
-}
-
-/// The memory, in bytes, that `template.yaml` gives the worker (`WorkerMemory`'s
-/// default, in MB as Lambda counts them: MiB).
-pub fn template_worker_memory(template: &str) -> Option<u64> {
-    template_default(template, "WorkerMemory")?
-        .parse::<u64>()
-        .ok()
-        .map(|mb| mb << 20)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,39 +114,6 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
-    }
-
-    #[test]
-    fn reads_a_parameter_default_from_the_template() {
-        let text = "Parameters:\n  WorkerMemory:\n    Type: Number\n    # MB\n    Default: 2048\n  WorkerTimeout:\n    Default: 300\n";
-        assert_eq!(template_worker_memory(text), Some(2048 << 20));
-        assert_eq!(
-            template_default(text, "WorkerTimeout").as_deref(),
-            Some("300")
-        );
-        assert_eq!(template_default(text, "Missing"), None);
-        // A parameter without a default does not take its neighbour's.
-        let text = "Parameters:\n  WorkerMemory:\n    Type: Number\n  Other:\n    Default: 1\n";
-        assert_eq!(template_worker_memory(text), None);
-    }
-
-    #[test]
-    fn the_repository_template_gives_the_worker_its_memory() {
-        let text = include_str!("../../../template.yaml");
-        let bytes = template_worker_memory(text).expect("WorkerMemory has a default");
-        assert!(bytes >= 128 << 20, "{bytes}");
-        assert_eq!(
-            template_environment(text, "MALLOC_ARENA_MAX").as_deref(),
-            Some("2")
-        );
-        let names: Vec<String> = template_allocator_env(text)
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect();
-        assert_eq!(
-            names, ALLOCATOR_ENV,
-            "every allocator setting is in the template"
-        );
     }
 
     #[test]

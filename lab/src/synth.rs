@@ -28,14 +28,14 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_distr::{Distribution, Exp1, Gamma, Poisson, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus as Xoshiro256pp;
 
-use crate::bundle::{
+use cellmatrix::bundle::{
     BundleMetadata, Csr, Features, Layout, SourceInfo, SourceMatrix, Values, WriteOutcome,
     write_bundle,
 };
-use crate::catalog::{self, CatalogEntry};
-use crate::error::Error;
-use crate::fqid::Fqid;
-use crate::store::DynStore;
+use cellmatrix::catalog::{self, CatalogEntry};
+use cellmatrix::error::Error;
+use cellmatrix::fqid::Fqid;
+use cellmatrix::store::DynStore;
 
 /// What a synthetic run generates.
 #[derive(Debug, Clone, PartialEq)]
@@ -844,14 +844,14 @@ pub async fn synth(
         })
         .await?,
     );
-    let feature_set = crate::bundle::write_feature_set(store, generator.features()).await?;
+    let feature_set = cellmatrix::bundle::write_feature_set(store, generator.features()).await?;
     let run = Run {
         store,
         spec,
         opts,
         feature_set,
         generator,
-        bar: crate::progress::bar(opts.progress, spec.total_bundles() as u64, "bundles"),
+        bar: cellmatrix::progress::bar(opts.progress, spec.total_bundles() as u64, "bundles"),
         generate_nanos: AtomicU64::new(0),
     };
     let mut outcomes = run
@@ -937,7 +937,7 @@ impl Run<'_> {
         )
         .await;
         if out.is_err() {
-            crate::bundle::writer::remove_partial(self.store, &fqid).await;
+            cellmatrix::bundle::writer::remove_partial(self.store, &fqid).await;
         }
         self.bar.inc(1);
         out
@@ -961,7 +961,7 @@ async fn run_blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::qc;
+    use cellmatrix::bundle::qc;
 
     fn spec(cells: usize, genes: usize) -> SynthSpec {
         SynthSpec {
@@ -1263,7 +1263,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_bundles_and_catalog_idempotently() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(dir.path().to_str().unwrap())
+        let store = cellmatrix::store::open(dir.path().to_str().unwrap())
             .await
             .unwrap();
         let s = SynthSpec {

@@ -6,9 +6,9 @@
 
 use std::path::Path;
 
-use crate::config::Config;
-use crate::handlers::ledger::HedgePolicy;
-use crate::plan::Budget;
+use cellmatrix::config::Config;
+use cellmatrix::handlers::ledger::HedgePolicy;
+use cellmatrix::plan::Budget;
 
 /// A log-normal distribution by its median (seconds) and the sigma of its logarithm.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -153,13 +153,13 @@ impl Default for S3Model {
             put: LogNormal::new(0.035, 0.7),
             list: LogNormal::new(0.050, 0.7),
             bytes_per_s: 90e6,
-            max_in_flight: crate::store::s3::DEFAULT_MAX_IN_FLIGHT,
+            max_in_flight: cellmatrix::store::s3::DEFAULT_MAX_IN_FLIGHT,
             sdk_attempts: 3,
-            sdk_backoff_s: crate::store::s3::SDK_INITIAL_BACKOFF.as_secs_f64(),
+            sdk_backoff_s: cellmatrix::store::s3::SDK_INITIAL_BACKOFF.as_secs_f64(),
             sdk_max_backoff_s: 20.0,
             store_attempts: 4,
             store_backoff_s: 0.020,
-            hedge_after_s: Some(crate::store::s3::DEFAULT_HEDGE_AFTER.as_secs_f64()),
+            hedge_after_s: Some(cellmatrix::store::s3::DEFAULT_HEDGE_AFTER.as_secs_f64()),
         }
     }
 }
@@ -298,7 +298,7 @@ impl ServiceModel {
             collector_stale_s: config.collector_stale.as_secs_f64(),
             collector_first_beat_s: config.collector_first_beat.as_secs_f64(),
             marker_reads: 16,
-            part_reads_in_flight: crate::handlers::reducer::PART_READS_IN_FLIGHT,
+            part_reads_in_flight: cellmatrix::handlers::reducer::PART_READS_IN_FLIGHT,
             client_poll_s: 0.25,
         }
     }

@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::app::App;
-use crate::error::Error;
-use crate::handlers::driver;
+use cellmatrix::app::App;
+use cellmatrix::error::Error;
+use cellmatrix::handlers::driver;
 
 /// Deletes every request and result in `store` (a benchmark's own), so that the same
 /// request runs again instead of being answered from its earlier result.
-pub async fn forget_requests(store: &crate::store::DynStore) -> Result<(), Error> {
+pub async fn forget_requests(store: &cellmatrix::store::DynStore) -> Result<(), Error> {
     for prefix in ["requests/", "results/"] {
         for object in store.list(prefix).await? {
             store.delete(&object.key).await?;
@@ -62,7 +62,7 @@ pub async fn run_to_end(
         .as_str()
         .ok_or_else(|| Error::Internal(format!("no request id in {}", answer.body)))?
         .to_string();
-    let bar = crate::progress::bar(progress, 0, "tasks");
+    let bar = cellmatrix::progress::bar(progress, 0, "tasks");
     let path = format!("/v1/matrix/{id}");
     let status = loop {
         let status = driver::handle(app, "GET", &path, b"").await;

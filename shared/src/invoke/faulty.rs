@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Dice, FaultPlan};
+use super::{DynInvoker, Function, Invoker};
 use crate::error::Error;
-use crate::invoke::{DynInvoker, Function, Invoker};
+use crate::fault::{Dice, FaultPlan};
 
 /// Wraps an invoker with [`FaultPlan::drop`], [`FaultPlan::duplicate`] and
 /// [`FaultPlan::delay`]. A dropped invocation still answers `Ok`, as Lambda's 202 does

@@ -1,6 +1,6 @@
 //! One simulated request, from `POST /v1/matrix` to the client seeing its result: the
 //! real planner makes the tasks, and each collector decides on the real
-//! [`Ledger`](crate::handlers::ledger::Ledger) what to launch again and what to hedge,
+//! [`Ledger`](cellmatrix::handlers::ledger::Ledger) what to launch again and what to hedge,
 //! over simulated Lambda functions and S3.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
 
-use crate::handlers::ledger::Ledger;
-use crate::plan::{PlanBundle, plan};
+use cellmatrix::handlers::ledger::Ledger;
+use cellmatrix::plan::{PlanBundle, plan};
 
 use super::cases::Case;
 use super::engine::{Engine, MS, Micros, SEC, secs};
@@ -98,8 +98,8 @@ impl Prepared {
                     slices,
                     cells: t.cells,
                     nnz,
-                    in_flight: crate::handlers::worker::slices_in_flight(largest),
-                    window: crate::handlers::worker::slices_window(largest),
+                    in_flight: cellmatrix::handlers::worker::slices_in_flight(largest),
+                    window: cellmatrix::handlers::worker::slices_window(largest),
                 });
             }
             groups.push((bundles.len(), ids));
@@ -107,7 +107,7 @@ impl Prepared {
         // As `Collector::consolidation_plan`: every task's part in plan order.
         let nz: u64 = tasks.iter().map(|t| t.nnz).sum();
         let (nnz_per_chunk, shards) =
-            crate::handlers::reducer::shard_layout(nz, model.service.shard_nnz);
+            cellmatrix::handlers::reducer::shard_layout(nz, model.service.shard_nnz);
         let layout = Layout {
             parts: tasks.iter().map(|t| (t.cells, t.nnz)).collect(),
             nnz_per_chunk,
@@ -792,7 +792,7 @@ impl<'m> World<'m> {
             }
         }
         let lost_after = secs(svc.lost_after_s) / MS;
-        let passed_after = crate::handlers::reducer::passed_after(
+        let passed_after = cellmatrix::handlers::reducer::passed_after(
             std::time::Duration::from_secs_f64(svc.lost_passed_after_s),
             c.plan_known,
         );

@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::app::{App, default_limit};
-use crate::config::Config;
-use crate::error::Error;
-use crate::state::peak_rss_bytes;
-use crate::store::DynStore;
+use cellmatrix::app::{App, default_limit};
+use cellmatrix::config::Config;
+use cellmatrix::error::Error;
+use cellmatrix::state::peak_rss_bytes;
+use cellmatrix::store::DynStore;
 use crate::synth::SynthSpec;
 
 /// The baseline script; the CLI writes it out and runs it with the given Python.

@@ -3,7 +3,10 @@
 //! Two implementations share one contract: [`LambdaInvoker`] (AWS Lambda, InvocationType
 //! `Event`) and [`InProcess`] (tokio tasks with a concurrency limit per function, like
 //! Lambda's reserved concurrency). The in-process invoker round-trips every payload
-//! through JSON, so what works embedded works on Lambda.
+//! through JSON, so what works embedded works on Lambda. [`FaultyInvoker`] wraps either
+//! with the caller's side of injected faults.
+
+mod faulty;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,6 +18,9 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
+use crate::task_counter::TaskCounter;
+
+pub use faulty::FaultyInvoker;
 
 /// The three functions that are invoked asynchronously (the driver is invoked by HTTP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -264,9 +270,9 @@ async fn deliver(
 fn failure_record(function: Function, payload: &Value, why: &str) -> Value {
     serde_json::json!({
         "version": "1.0",
-        "timestamp": crate::state::rfc3339(crate::state::now_ms()),
+        "timestamp": crate::clock::rfc3339(crate::clock::now_ms()),
         "requestContext": {
-            "requestId": format!("in-process-{}", crate::state::now_ms()),
+            "requestId": format!("in-process-{}", crate::clock::now_ms()),
             "functionArn": format!("arn:aws:lambda:local:000000000000:function:{function}:$LATEST"),
             "condition": "RetriesExhausted",
             "approximateInvokeCount": ASYNC_DELIVERIES,
@@ -275,54 +281,6 @@ fn failure_record(function: Function, payload: &Value, why: &str) -> Value {
         "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
         "responsePayload": {"errorType": "Runtime.ExitError", "errorMessage": format!("crashed {why} (injected)")},
     })
-}
-
-pub(crate) use tokio_util_like::TaskCounter;
-
-/// A tiny task counter: `idle()` resolves when every entered guard is dropped. Written
-/// here because tokio-util's TaskTracker would be a dependency for twenty lines.
-mod tokio_util_like {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use tokio::sync::Notify;
-
-    #[derive(Debug, Default)]
-    pub struct TaskCounter(Arc<Inner>);
-
-    #[derive(Debug, Default)]
-    struct Inner {
-        running: AtomicUsize,
-        notify: Notify,
-    }
-
-    #[derive(Debug)]
-    pub struct Guard(Arc<Inner>);
-
-    impl TaskCounter {
-        pub fn enter(&self) -> Guard {
-            self.0.running.fetch_add(1, Ordering::SeqCst);
-            Guard(self.0.clone())
-        }
-
-        pub async fn idle(&self) {
-            loop {
-                let notified = self.0.notify.notified();
-                if self.0.running.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        }
-    }
-
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-                self.0.notify.notify_waiters();
-            }
-        }
-    }
 }
 
 /// How long [`LambdaInvoker`] waits for an `Event` invocation to be accepted. Lambda

@@ -173,7 +173,7 @@ impl Layout {
     /// array weighs `row_bytes` a row.
     pub fn arrays(&self, output_bytes: f64, row_bytes: f64) -> [OutArray; 4] {
         let (rows, nnz) = self.totals();
-        let rows_chunk = crate::handlers::reducer::OUT_ROWS_PER_CHUNK;
+        let rows_chunk = cellmatrix::handlers::reducer::OUT_ROWS_PER_CHUNK;
         let by_rows = |len: u64| OutArray {
             len,
             chunk: rows_chunk,
@@ -192,7 +192,7 @@ impl Layout {
     /// For shard `n` of `shards`: the parts its range of `array` overlaps and the
     /// stored bytes of that range; `None` when it writes none of the array.
     pub fn shard_range(&self, array: &OutArray, n: u32, shards: u32) -> Option<(usize, f64)> {
-        let chunks = crate::handlers::reducer::shard_chunks(
+        let chunks = cellmatrix::handlers::reducer::shard_chunks(
             array.len.div_ceil(array.chunk.max(1)),
             n,
             shards,
@@ -422,7 +422,7 @@ impl Ctx<'_, '_> {
         let mut free: std::collections::BinaryHeap<std::cmp::Reverse<Micros>> =
             (0..lanes).map(|_| std::cmp::Reverse(t)).collect();
         let n = task.slices.len();
-        let every = secs(crate::handlers::worker::CANCEL_CHECK_EVERY.as_secs_f64());
+        let every = secs(cellmatrix::handlers::worker::CANCEL_CHECK_EVERY.as_secs_f64());
         // Cancel checks count from the task's start, where `begin` looked.
         let mut checked = run_start;
         // yielded[i]: when slice i left the window (was added to the part).
@@ -464,10 +464,10 @@ impl Ctx<'_, '_> {
         // metadata of indices and data; the slowest array's round trips after the
         // streamed chunks have landed.
         let arrays = self.model.sizes.arrays.max(1);
-        let row_chunks = task.cells.div_ceil(crate::part::PART_ROWS_PER_CHUNK);
+        let row_chunks = task.cells.div_ceil(cellmatrix::part::PART_ROWS_PER_CHUNK);
         // The streamed chunks of indices and data, before the last: counted and
         // priced, their time inside the upload above.
-        let streamed = task.nnz.div_ceil(crate::part::part_nnz_chunk(task.nnz));
+        let streamed = task.nnz.div_ceil(cellmatrix::part::part_nnz_chunk(task.nnz));
         if streamed > 1 {
             for _ in 0..2 {
                 self.chunks(streamed - 1);

@@ -22,14 +22,14 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::app::App;
-use crate::config::Config;
-use crate::error::Error;
-use crate::invoke::Function;
-use crate::messages::RequestId;
-use crate::state::{Consolidation, Keys, Plan, get_json};
-use crate::store::DynStore;
-use crate::store::counting::{Counting, Logged, Op};
+use cellmatrix::app::App;
+use cellmatrix::config::Config;
+use cellmatrix::error::Error;
+use cellmatrix::invoke::Function;
+use cellmatrix::messages::RequestId;
+use cellmatrix::state::{Consolidation, Keys, Plan, get_json};
+use cellmatrix::store::DynStore;
+use cellmatrix::store::counting::{Counting, Logged, Op};
 
 /// Where a key belongs.
 fn category(key: &str, request: &str, results: &str) -> &'static str {
@@ -213,7 +213,7 @@ pub async fn measure(
     config.keep_scratch = true;
     let poll = config.poll_interval;
     let counting = Arc::new(Counting::logging(store.clone()));
-    let app = App::in_process(config, counting.clone(), crate::app::default_limit);
+    let app = App::in_process(config, counting.clone(), cellmatrix::app::default_limit);
     let ended = super::run::run_to_end(&app, request, poll, false).await?;
     app.idle().await;
     if !ended.succeeded() {

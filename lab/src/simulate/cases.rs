@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::fqid::Fqid;
-use crate::plan::PlanBundle;
+use cellmatrix::fqid::Fqid;
+use cellmatrix::plan::PlanBundle;
 
 use super::model::{Calibration, KindRate};
 
