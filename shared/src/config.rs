@@ -252,7 +252,8 @@ impl Config {
         c.bytes_per_worker = positive(&get, "CELLMATRIX_BYTES_PER_WORKER", c.bytes_per_worker)?;
         c.slice_bytes = num(&get, "CELLMATRIX_SLICE_BYTES", c.slice_bytes)?;
         c.piece_bytes = positive(&get, "CELLMATRIX_PIECE_BYTES", c.piece_bytes)?;
-        c.invoke_concurrency = positive(&get, "CELLMATRIX_INVOKE_CONCURRENCY", c.invoke_concurrency)?;
+        c.invoke_concurrency =
+            positive(&get, "CELLMATRIX_INVOKE_CONCURRENCY", c.invoke_concurrency)?;
         c.request_timeout = Duration::from_secs(num(
             &get,
             "CELLMATRIX_REQUEST_TIMEOUT_SECS",

@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use cellmatrix_lab::bench::worker::{TaskRun, prepare, report_line, run_child, run_task};
-use cellmatrix_lab::bench::{template_allocator_env, template_worker_memory};
 use cellmatrix::ingest::{IngestOptions, ingest};
 use cellmatrix::messages::{RequestId, TaskId, WorkerEvent};
 use cellmatrix::plan::Budget;
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
+use cellmatrix_lab::bench::worker::{TaskRun, prepare, report_line, run_child, run_task};
+use cellmatrix_lab::bench::{template_allocator_env, template_worker_memory};
 use cellmatrix_tests::{repo_root, test_data};
 
 /// Set for the child: the store directory, request and task, one per line.

@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::synth::SynthSpec;
 use cellmatrix::app::{App, default_limit};
 use cellmatrix::config::Config;
 use cellmatrix::error::Error;
 use cellmatrix::state::peak_rss_bytes;
 use cellmatrix::store::DynStore;
-use crate::synth::SynthSpec;
 
 /// The baseline script; the CLI writes it out and runs it with the given Python.
 pub const BASELINE_PY: &str = include_str!("baseline.py");

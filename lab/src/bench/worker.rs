@@ -76,9 +76,13 @@ pub async fn prepare(
         "bundle_fqids": bundles.iter().map(Fqid::as_str).collect::<Vec<_>>(),
         "format": "zarr",
     });
-    let response =
-        cellmatrix::handlers::driver::handle(&app, "POST", "/v1/matrix", body.to_string().as_bytes())
-            .await;
+    let response = cellmatrix::handlers::driver::handle(
+        &app,
+        "POST",
+        "/v1/matrix",
+        body.to_string().as_bytes(),
+    )
+    .await;
     let id = response.body["id"]
         .as_str()
         .filter(|_| matches!(response.status, 200 | 202))
@@ -321,8 +325,8 @@ pub fn bound(paths: &[impl AsRef<Path>], decoded_hint: u64) -> Result<BoundRun, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cellmatrix::store::fs::FsStore;
     use crate::synth::{SynthOptions, SynthSpec, synth};
+    use cellmatrix::store::fs::FsStore;
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_task_runs_through_the_real_handlers_and_its_bound_reads_the_same_chunks() {

@@ -467,7 +467,9 @@ impl Ctx<'_, '_> {
         let row_chunks = task.cells.div_ceil(cellmatrix::part::PART_ROWS_PER_CHUNK);
         // The streamed chunks of indices and data, before the last: counted and
         // priced, their time inside the upload above.
-        let streamed = task.nnz.div_ceil(cellmatrix::part::part_nnz_chunk(task.nnz));
+        let streamed = task
+            .nnz
+            .div_ceil(cellmatrix::part::part_nnz_chunk(task.nnz));
         if streamed > 1 {
             for _ in 0..2 {
                 self.chunks(streamed - 1);

@@ -230,7 +230,7 @@ impl BundleReader {
         if let Some((store, key)) = &self.present
             && p0 == p1
             && cells.iter().all(String::is_empty)
-            && !store.exists(key).await.map_err(what)?
+            && !store.exists(key).await.map_err(|e| what(e.into()))?
         {
             return Err(corrupt(
                 fqid,

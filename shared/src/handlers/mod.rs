@@ -92,12 +92,10 @@ impl Dispatch for App {
                 |e: serde_json::Error| Error::input(format!("{function} event"), e.to_string());
             match function {
                 Function::Mapper => {
-                    mapper::handle(&self, serde_json::from_value(payload).map_err(bad)?)
-                        .await
+                    mapper::handle(&self, serde_json::from_value(payload).map_err(bad)?).await
                 }
                 Function::Worker => {
-                    worker::handle(&self, serde_json::from_value(payload).map_err(bad)?)
-                        .await
+                    worker::handle(&self, serde_json::from_value(payload).map_err(bad)?).await
                 }
                 Function::Reducer => {
                     let input = serde_json::from_value(payload).map_err(bad)?;

@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use cellmatrix_lab::bench::e2e::{BASELINE_PY, Baseline, Figures, MIN_GENES, Mix, Ours, run_ours};
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
+use cellmatrix_lab::bench::e2e::{BASELINE_PY, Baseline, Figures, MIN_GENES, Mix, Ours, run_ours};
 use cellmatrix_lab::synth::{SynthOptions, synth};
 
 #[derive(Debug, clap::Args)]

@@ -6,10 +6,10 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cellmatrix_lab::bench::requests::measure;
 use cellmatrix::config::Config;
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
+use cellmatrix_lab::bench::requests::measure;
 use cellmatrix_lab::synth::{SynthOptions, SynthSpec, synth};
 use serde_json::json;
 

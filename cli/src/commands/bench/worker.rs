@@ -16,16 +16,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use cellmatrix_lab::bench::worker::{
-    BoundRun, PreparedTask, TaskRun, bound, chunk_objects, prepare, report_line, run_child,
-};
-use cellmatrix_lab::bench::{median, template_allocator_env, template_worker_memory};
 use cellmatrix::fqid::Fqid;
 use cellmatrix::ingest::{IngestOptions, Orientation, ingest};
 use cellmatrix::messages::{RequestId, TaskId, WorkerEvent};
 use cellmatrix::plan::Budget;
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
+use cellmatrix_lab::bench::worker::{
+    BoundRun, PreparedTask, TaskRun, bound, chunk_objects, prepare, report_line, run_child,
+};
+use cellmatrix_lab::bench::{median, template_allocator_env, template_worker_memory};
 use cellmatrix_lab::synth::{BundleKind, SynthOptions, SynthSpec, bundle_fqid, synth};
 use serde::Serialize;
 
