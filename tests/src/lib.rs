@@ -66,6 +66,37 @@ pub fn repo_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// The four Lambda functions' binaries, by name.
+pub const FUNCTIONS: [&str; 4] = ["driver", "mapper", "worker", "reducer"];
+
+/// The directory holding the function binaries of the build this test belongs to. A test
+/// runs as `<target>/<profile>/deps/it-<hash>` (`<target>` being `target/`, or
+/// `$CARGO_TARGET_DIR`, with the triple under it when cross-compiling), and the
+/// binaries of the same profile are in `<target>/<profile>/`. No test of this package is
+/// theirs, so `cargo test` does not build them: `scripts/test` builds them first, and a
+/// change to the library needs them built again. Panics, naming the command that builds
+/// them, when one is missing.
+pub fn function_bin_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .to_path_buf();
+    for function in FUNCTIONS {
+        assert!(
+            dir.join(function).exists(),
+            "no {function} binary in {}: build the functions first, with the tests' \
+             profile: `cargo build --workspace --all-targets` as scripts/test does (which \
+             `cargo test --workspace --all-targets` then reuses), or `cargo build \
+             -p cellmatrix-driver -p cellmatrix-mapper -p cellmatrix-worker \
+             -p cellmatrix-reducer`",
+            dir.display()
+        );
+    }
+    dir
+}
+
 fn required_env(var: &str) -> String {
     match std::env::var(var) {
         Ok(v) if !v.trim().is_empty() => v,

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-#[path = "support/serve.rs"]
-mod serve;
+use crate::support::serve;
 
 const CELLMATRIX: &str = env!("CARGO_BIN_EXE_cellmatrix");
 

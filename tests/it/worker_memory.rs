@@ -69,9 +69,15 @@ async fn the_largest_real_bundle_task_peaks_within_60_percent_of_the_worker_memo
     );
     let event = &tasks[0].event;
 
+    // The child runs `worker_child` alone, named as the test binary names it: by its
+    // module path below the crate (`worker_memory::worker_child`).
+    let path = concat!(module_path!(), "::worker_child");
+    let name = path
+        .split_once("::")
+        .map_or(path, |(_, below_crate)| below_crate);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap());
     child
-        .args(["worker_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(
             CHILD,
             format!(

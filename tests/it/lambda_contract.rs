@@ -10,7 +10,8 @@
 //! as Lambda would. Left to start them, the emulator runs `cargo run --bin <name>` for
 //! each function, which resolves features per package and so builds the AWS SDK chain
 //! again, twice, next to the workspace's build: minutes on CI's two cores, for the same
-//! code. Here the binaries are the ones `cargo test --workspace` builds.
+//! code. Here the binaries are the ones `scripts/test` builds before the tests
+//! (`cellmatrix_tests::function_bin_dir`).
 //!
 //! The emulator's quirks (DESIGN.md) are the service's to cope with, not the test's: it
 //! answers an `Event` invocation only once the function has run (see
@@ -19,7 +20,8 @@
 //!
 //! Every function logs its init duration (`coldstart`); the test prints them, and writes
 //! them to `$CELLMATRIX_TEST_FIGURES` when set (`scripts/test` shows that file). Run it
-//! with `cargo test --release` for release figures.
+//! with `cargo test --release`, after building the functions with `--release`, for
+//! release figures.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -32,8 +34,8 @@ use aws_sdk_lambda::primitives::Blob;
 use cellmatrix::store::DynStore;
 use cellmatrix::store::s3::S3Store;
 use cellmatrix_tests::{
-    check_reference, download, ingest_samples, moto_config, moto_endpoint, repo_root,
-    unique_bucket_name,
+    check_reference, download, function_bin_dir, ingest_samples, moto_config, moto_endpoint,
+    repo_root, unique_bucket_name,
 };
 use serde_json::{Value, json};
 
@@ -63,7 +65,7 @@ impl Emulator {
                  cargo-lambda in .venv-tools and sets it"
             )
         }));
-        let bins = binaries();
+        let bins = function_bin_dir();
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("lambda.log");
@@ -162,28 +164,6 @@ impl Drop for Emulator {
         let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
         let _ = self.watch.wait();
     }
-}
-
-/// The directory of the workspace's binaries, which `cargo test --workspace` builds for
-/// the functions' own tests (`functions/*/tests`), in the same build as this test (run
-/// alone with `-p cellmatrix-tests`, it would find the binaries of an earlier build).
-fn binaries() -> PathBuf {
-    // The test runs from target/<profile>/deps; the binaries are in target/<profile>.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .to_path_buf();
-    for (function, _) in FUNCTIONS {
-        assert!(
-            dir.join(function).exists(),
-            "no {function} binary in {}: run `cargo test --workspace` (or scripts/test), \
-             which builds it",
-            dir.display()
-        );
-    }
-    dir
 }
 
 fn free_port() -> u16 {

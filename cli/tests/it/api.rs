@@ -5,8 +5,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-#[path = "support/serve.rs"]
-mod serve;
+use crate::support::serve;
 
 const MAX_BODY_BYTES: usize = 1 << 20;
 const UNKNOWN_FQID: &str = "0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z";

@@ -1,0 +1,15 @@
+//! The `cellmatrix` command's integration tests, in one binary. They run the real
+//! command (`CARGO_BIN_EXE_cellmatrix`, which only this package's integration tests
+//! get), so they live here rather than in the tests crate. Each module is one former
+//! test file; `support` holds what several share.
+
+mod api;
+mod api_fuzz;
+mod bad_input;
+mod bench_e2e_requests;
+mod bench_worker;
+mod simulate;
+
+mod support {
+    pub mod serve;
+}
