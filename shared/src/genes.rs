@@ -80,13 +80,9 @@ impl GeneSpace {
         self.ids.len()
     }
 
-    /// Whether there are no genes.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
     /// For each column of `features`, its column in this space, or `None` when the
-    /// request's subset leaves it out.
+    /// request's subset leaves it out. (The worker remaps from ids alone, [`GeneIds`].)
+    #[cfg(test)]
     pub fn remap(&self, features: &Features) -> Remap {
         Remap::between(&self.ids, &features.ids)
     }

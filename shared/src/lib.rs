@@ -48,9 +48,9 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod fault;
-pub mod filter;
+pub(crate) mod filter;
 pub mod fqid;
-pub mod genes;
+pub(crate) mod genes;
 pub mod handlers;
 #[cfg(feature = "ingest")]
 pub mod ingest;
@@ -62,11 +62,11 @@ pub mod process;
 #[cfg(feature = "ingest")]
 pub mod progress;
 pub mod request;
-pub mod scratch;
+pub(crate) mod scratch;
 pub mod state;
 pub mod store;
 mod task_counter;
-pub mod text;
+pub(crate) mod text;
 
 pub use error::{Error, Result};
 pub use fqid::Fqid;
