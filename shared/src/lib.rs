@@ -13,6 +13,8 @@
 //! - [`catalog`]: the index of bundles, read in O(1) GETs, updated without locks.
 //! - [`ingest`] (feature `ingest`): readers for 10x, h5ad and table inputs.
 //! - [`plan`]: the pure planner: bundles and a budget in, worker tasks out.
+//! - [`layout`]: the output's layout: rows and nonzeros per chunk, and how
+//!   consolidation shards split the chunks.
 //! - [`part`]: a worker's part: rows remapped, filtered and compacted, its chunks
 //!   written as they fill.
 //! - [`filter`]: the request's filter tree, evaluated per bundle (three-valued) and per cell.
@@ -56,6 +58,7 @@ pub mod handlers;
 #[cfg(feature = "ingest")]
 pub mod ingest;
 pub mod invoke;
+pub mod layout;
 pub mod messages;
 pub mod part;
 pub mod plan;

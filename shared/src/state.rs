@@ -32,6 +32,9 @@ use crate::fqid::Fqid;
 use crate::messages::{RequestId, TaskId};
 use crate::store::{DynStore, PutOutcome};
 
+mod view;
+pub use view::RequestView;
+
 /// The keys of one request.
 #[derive(Debug, Clone)]
 pub struct Keys {
