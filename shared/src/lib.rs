@@ -14,6 +14,8 @@
 //! - [`ingest`] (feature `ingest`): readers for 10x, h5ad and table inputs, with
 //!   [`progress`] bars on long work.
 //! - [`plan`]: the pure planner: bundles and a budget in, worker tasks out.
+//! - [`layout`]: the output's layout: rows and nonzeros per chunk, and how
+//!   consolidation shards split the chunks.
 //! - [`part`]: a worker's part: rows remapped, filtered and compacted, its chunks
 //!   written as they fill.
 //! - [`filter`]: the request's filter tree, evaluated per bundle (three-valued) and per cell.
@@ -55,6 +57,7 @@ pub mod handlers;
 #[cfg(feature = "ingest")]
 pub mod ingest;
 pub mod invoke;
+pub mod layout;
 pub mod messages;
 pub mod part;
 pub mod plan;

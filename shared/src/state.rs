@@ -36,6 +36,9 @@ use crate::store::{DynStore, PutOutcome};
 pub use crate::clock::{now_ms, rfc3339};
 pub use crate::process::{peak_rss_bytes, reset_peak_rss, rss_bytes};
 
+mod view;
+pub use view::RequestView;
+
 /// The keys of one request.
 #[derive(Debug, Clone)]
 pub struct Keys {

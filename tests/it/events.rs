@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
-use cellmatrix::handlers::{driver, failures};
+use cellmatrix::handlers::driver;
+use cellmatrix::handlers::reducer::failures;
 use cellmatrix::messages::{MapperEvent, ReducerInput, WorkerEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -426,9 +426,13 @@ async fn a_failure_record_that_races_the_end_of_its_request_leaves_no_error_mark
         },
     });
     let app = App::in_process(config(), store, |_| 1);
-    cellmatrix::handlers::failures::handle(&app, &record)
-        .await
-        .unwrap();
+    cellmatrix::handlers::reducer::handle_input(
+        &app,
+        cellmatrix::messages::ReducerInput::Failure(Box::new(record)),
+        None,
+    )
+    .await
+    .unwrap();
     assert!(fs.get(&keys.result()).await.unwrap().is_some());
     let left: Vec<String> = fs
         .list(&keys.prefix())
@@ -496,7 +500,7 @@ impl cellmatrix::invoke::Invoker for Vanishing {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_driver_that_stops_while_planning_leaves_its_group_to_a_mapper() {
-    use cellmatrix::handlers::{driver, reducer};
+    use cellmatrix::handlers::{driver, invoke_collector};
     let dir = tempfile::tempdir().unwrap();
     let inner: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
     ingest_samples(&inner).await;
@@ -521,7 +525,7 @@ async fn a_driver_that_stops_while_planning_leaves_its_group_to_a_mapper() {
     c.lost_after = Duration::from_millis(300);
     c.lost_passed_after = Duration::from_millis(300);
     let app = App::in_process(c, inner.clone(), |_| 2);
-    reducer::invoke_collector(&app, &request_id).await.unwrap();
+    invoke_collector(&app, &request_id).await.unwrap();
     let path = format!("/v1/matrix/{id}");
     let status = loop {
         let s = driver::handle(&app, "GET", &path, b"").await.body;

@@ -1,9 +1,10 @@
 //! A deterministic discrete-event simulation of a request at Lambda scale: the real
 //! planner ([`cellmatrix::plan::plan`]) cuts the simulated bundles into tasks, and every
-//! collector decides on the real [`cellmatrix::handlers::ledger::Ledger`] which invocations
-//! were lost and which tasks to hedge, while Lambda (cold and warm starts, concurrency,
-//! the scaling rate, asynchronous retries) and S3 (heavy-tailed latency, throughput,
-//! 503s) are modelled. Pure: no tokio, no AWS, no store; one seed gives one run.
+//! collector decides on the real [`cellmatrix::handlers::reducer::ledger::Ledger`] which
+//! invocations were lost and which tasks to hedge, while Lambda (cold and warm starts,
+//! concurrency, the scaling rate, asynchronous retries) and S3 (heavy-tailed latency,
+//! throughput, 503s) are modelled. Pure: no tokio, no AWS, no store; one seed gives one
+//! run.
 //!
 //! - `model`: every parameter, where its default comes from, and the calibration by
 //!   `cellmatrix bench worker`;

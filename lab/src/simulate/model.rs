@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use cellmatrix::config::Config;
-use cellmatrix::handlers::ledger::HedgePolicy;
+use cellmatrix::handlers::reducer::ledger::HedgePolicy;
 use cellmatrix::plan::Budget;
 
 /// A log-normal distribution by its median (seconds) and the sigma of its logarithm.
@@ -298,7 +298,7 @@ impl ServiceModel {
             collector_stale_s: config.collector_stale.as_secs_f64(),
             collector_first_beat_s: config.collector_first_beat.as_secs_f64(),
             marker_reads: 16,
-            part_reads_in_flight: cellmatrix::handlers::reducer::PART_READS_IN_FLIGHT,
+            part_reads_in_flight: cellmatrix::layout::PART_READS_IN_FLIGHT,
             client_poll_s: 0.25,
         }
     }

@@ -1,14 +1,14 @@
 //! One simulated request, from `POST /v1/matrix` to the client seeing its result: the
 //! real planner makes the tasks, and each collector decides on the real
-//! [`Ledger`](cellmatrix::handlers::ledger::Ledger) what to launch again and what to hedge,
-//! over simulated Lambda functions and S3.
+//! [`Ledger`](cellmatrix::handlers::reducer::ledger::Ledger) what to launch again and what to
+//! hedge, over simulated Lambda functions and S3.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
 
-use cellmatrix::handlers::ledger::Ledger;
+use cellmatrix::handlers::reducer::ledger::Ledger;
 use cellmatrix::plan::{PlanBundle, plan};
 
 use super::cases::Case;
@@ -106,8 +106,7 @@ impl Prepared {
         }
         // As `Collector::consolidation_plan`: every task's part in plan order.
         let nz: u64 = tasks.iter().map(|t| t.nnz).sum();
-        let (nnz_per_chunk, shards) =
-            cellmatrix::handlers::reducer::shard_layout(nz, model.service.shard_nnz);
+        let (nnz_per_chunk, shards) = cellmatrix::layout::shard_layout(nz, model.service.shard_nnz);
         let layout = Layout {
             parts: tasks.iter().map(|t| (t.cells, t.nnz)).collect(),
             nnz_per_chunk,
@@ -569,7 +568,7 @@ impl<'m> World<'m> {
                     self.ctx().shard(*n, *attempt, prepared, done)
                 }
                 Payload::Failure { name } => {
-                    // `handlers::failures`: an error marker unless one is there; a
+                    // `handlers::reducer::failures`: an error marker unless one is there; a
                     // lost collector fails the request.
                     let mut ctx = self.ctx();
                     let d = ctx.ended_check() + ctx.put();
@@ -792,7 +791,7 @@ impl<'m> World<'m> {
             }
         }
         let lost_after = secs(svc.lost_after_s) / MS;
-        let passed_after = cellmatrix::handlers::reducer::passed_after(
+        let passed_after = cellmatrix::handlers::reducer::ledger::passed_after(
             std::time::Duration::from_secs_f64(svc.lost_passed_after_s),
             c.plan_known,
         );

@@ -144,7 +144,7 @@ impl TaskCost {
 pub struct Layout {
     /// Per part in plan order, its cells and nonzeros.
     pub parts: Vec<(u64, u64)>,
-    /// The output's nonzeros per chunk (`reducer::shard_layout`).
+    /// The output's nonzeros per chunk (`layout::shard_layout`).
     pub nnz_per_chunk: u64,
 }
 
@@ -173,7 +173,7 @@ impl Layout {
     /// array weighs `row_bytes` a row.
     pub fn arrays(&self, output_bytes: f64, row_bytes: f64) -> [OutArray; 4] {
         let (rows, nnz) = self.totals();
-        let rows_chunk = cellmatrix::handlers::reducer::OUT_ROWS_PER_CHUNK;
+        let rows_chunk = cellmatrix::layout::OUT_ROWS_PER_CHUNK;
         let by_rows = |len: u64| OutArray {
             len,
             chunk: rows_chunk,
@@ -192,11 +192,8 @@ impl Layout {
     /// For shard `n` of `shards`: the parts its range of `array` overlaps and the
     /// stored bytes of that range; `None` when it writes none of the array.
     pub fn shard_range(&self, array: &OutArray, n: u32, shards: u32) -> Option<(usize, f64)> {
-        let chunks = cellmatrix::handlers::reducer::shard_chunks(
-            array.len.div_ceil(array.chunk.max(1)),
-            n,
-            shards,
-        );
+        let chunks =
+            cellmatrix::layout::shard_chunks(array.len.div_ceil(array.chunk.max(1)), n, shards);
         if chunks.is_empty() {
             return None;
         }
@@ -500,7 +497,7 @@ impl Ctx<'_, '_> {
 
     /// A consolidation shard: its marker's HEAD with the ended check, then its start
     /// marker with the plan and the request (shard 0 also the gene space); then per
-    /// output array, its chunk-aligned range (`reducer::shard_chunks`): the parts'
+    /// output array, its chunk-aligned range (`layout::shard_chunks`): the parts'
     /// ranges overlapping it, a batch at a time, and its chunks written, every array at
     /// once and, on shard 0, the output's metadata beside them; then its marker.
     pub fn shard(

@@ -329,7 +329,7 @@ async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
     // Futures built eagerly for `Send`; `buffer_unordered` polls at most
     // `invoke_concurrency`.
     let mut calls: Vec<futures::future::BoxFuture<'_, Result<(), Error>>> =
-        vec![Box::pin(super::reducer::invoke_collector(app, &stored.id))];
+        vec![Box::pin(crate::handlers::invoke_collector(app, &stored.id))];
     for (n, event) in events.into_iter().enumerate() {
         if n < app.config.driver_groups {
             calls.push(Box::pin(map_here(app, event)));
@@ -799,7 +799,7 @@ async fn revive_if_silent(
     }
     let heard = progress.heartbeat_ms.max(run.started_ms);
     tracing::warn!(request = %stored.id, silent_ms = now - heard, "collector silent; starting a new one");
-    if let Err(e) = super::reducer::invoke_collector(app, &stored.id).await {
+    if let Err(e) = crate::handlers::invoke_collector(app, &stored.id).await {
         tracing::error!(request = %stored.id, error = %e, "cannot start a new collector");
     }
 }

@@ -3,8 +3,6 @@
 //! [`App`] (store, invoker, settings) and its event.
 
 pub mod driver;
-pub mod failures;
-pub mod ledger;
 pub mod mapper;
 pub mod reducer;
 pub mod worker;
@@ -18,7 +16,21 @@ use serde_json::Value;
 use crate::app::App;
 use crate::error::Error;
 use crate::invoke::{Dispatch, Function};
+use crate::messages::{ReducerEvent, ReducerMode, RequestId};
 use crate::state::{ErrorMarker, Keys, put_json};
+
+/// Starts a collector for `request`: at the start of a run, in place of one that handed
+/// over, was lost, or went silent.
+pub async fn invoke_collector(app: &App, request: &RequestId) -> Result<(), Error> {
+    let event = ReducerEvent {
+        request_id: request.clone(),
+        mode: ReducerMode::Collect,
+        attempt: 0,
+    };
+    let payload = serde_json::to_value(&event)
+        .map_err(|e| Error::Internal(format!("collector event: {e}")))?;
+    app.invoker.invoke(Function::Reducer, payload).await
+}
 
 /// Starts invocation `name` (its start marker) unless the request has ended or its
 /// output's marker `done` exists; `false` then. An invocation of an ended request cleans

@@ -13,11 +13,11 @@ use futures::{StreamExt, TryStreamExt};
 use crate::app::App;
 use crate::bundle::reader::{BundleReader, BundleShape, Head, Rows};
 use crate::error::Error;
-use crate::filter::{Field, Filter};
 use crate::genes::{GeneIds, Remap};
 use crate::handlers::driver::feature_set;
 use crate::messages::WorkerEvent;
 use crate::part::{PartBuilder, part_nnz_chunk};
+use crate::state::RequestView;
 use crate::state::{
     DoneMarker, Keys, StoredRequest, TaskSpec, get_json, peak_rss_bytes, put_json_if_absent,
 };
@@ -43,56 +43,6 @@ pub async fn handle(app: &App, event: WorkerEvent) -> Result<(), Error> {
         super::stopped(app, &keys, &name, event.attempt, e).await;
     }
     outcome
-}
-
-/// The request's settings a worker and the reducer need.
-#[derive(Debug)]
-pub struct RequestView {
-    /// The stored request.
-    pub stored: StoredRequest,
-    /// The cell filter, if any.
-    pub filter: Option<Filter>,
-    /// The obs columns.
-    pub fields: Vec<Field>,
-    /// The output format.
-    pub format: crate::convert::Format,
-}
-
-impl RequestView {
-    /// Reads `request.json`.
-    pub async fn read(store: &DynStore, keys: &Keys) -> Result<Self, Error> {
-        let stored: StoredRequest = get_json(store, &keys.request())
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("request {}", keys.id())))?;
-        let corrupt = |m: String| Error::Corrupt {
-            what: keys.request(),
-            message: m,
-        };
-        let filter = match &stored.canonical["filter"] {
-            serde_json::Value::Null => None,
-            v => Some(Filter::parse(v).map_err(corrupt)?),
-        };
-        let fields = stored.canonical["fields"]
-            .as_array()
-            .ok_or_else(|| corrupt("no fields".into()))?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .and_then(Field::parse)
-                    .ok_or_else(|| corrupt(format!("bad field {v}")))
-            })
-            .collect::<Result<_, _>>()?;
-        let format = stored.canonical["format"]
-            .as_str()
-            .and_then(crate::convert::Format::parse)
-            .ok_or_else(|| corrupt("no format".into()))?;
-        Ok(RequestView {
-            stored,
-            filter,
-            fields,
-            format,
-        })
-    }
 }
 
 /// The task and the request: independent, so one round trip, made while the start

@@ -7,6 +7,7 @@
 //! invocation's start marker (`started/{name}.{attempt}.json`) shows up in a listing.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Everything the collector knows about invocations; its checkpoint, so that a fresh
 /// collector after a hand-over goes on counting where the last one stopped.
@@ -211,6 +212,17 @@ impl Ledger {
     }
 }
 
+/// How long a launch passed by a later one that started waits before it is taken for
+/// lost (ms): [`Ledger::lost`]'s `passed_after`. `lost_passed_after` allows for workers
+/// queued behind the worker's concurrency, which start out of order; once the
+/// consolidation is planned every task is done, so no such queue is left and a shard
+/// that a later shard passed is waited for half as long: one delivery in a few thousand
+/// takes over a second, and the result waits for the last shard.
+pub fn passed_after(lost_passed_after: Duration, consolidating: bool) -> u64 {
+    let ms = lost_passed_after.as_millis() as u64;
+    if consolidating { ms / 2 } else { ms }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +386,27 @@ mod tests {
         l.failed("task-a");
         let back: Ledger = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
         assert_eq!(back, l);
+    }
+
+    #[test]
+    fn a_shard_passed_by_another_is_lost_sooner_than_a_task() {
+        let rule = Duration::from_millis(1_500);
+        for (prefix, consolidating) in [("task-", false), ("shard-", true)] {
+            let mut ledger = Ledger::default();
+            for n in 0..2 {
+                ledger.launched(&format!("{prefix}{n}"), 0, 1_000);
+            }
+            ledger.started(&format!("{prefix}1"), 0, 1_100);
+            let wait = passed_after(rule, consolidating);
+            let lost = |ledger: &mut Ledger, at| ledger.lost(at, 5_000, wait);
+            assert!(lost(&mut ledger, 1_000 + 750).is_empty(), "{prefix}");
+            let at_800 = lost(&mut ledger, 1_000 + 800);
+            if consolidating {
+                assert_eq!(at_800, vec![format!("{prefix}0")]);
+            } else {
+                assert!(at_800.is_empty(), "a task waits the whole rule");
+                assert_eq!(lost(&mut ledger, 1_000 + 1_501), vec![format!("{prefix}0")]);
+            }
+        }
     }
 }

@@ -64,7 +64,7 @@ pub fn lost(record: &FailureRecord) -> Option<Lost> {
 
 /// Records what Lambda gave up on. Never fails for a record it does not understand:
 /// an error here would make Lambda send a record of this invocation back to it.
-pub async fn handle(app: &App, record: &FailureRecord) -> Result<(), Error> {
+pub(crate) async fn handle(app: &App, record: &FailureRecord) -> Result<(), Error> {
     let why = record.describe();
     let Some(lost) = lost(record) else {
         tracing::error!(%why, payload = %record.request_payload, "failure record of an unknown event; dropped");
@@ -107,7 +107,7 @@ pub async fn handle(app: &App, record: &FailureRecord) -> Result<(), Error> {
             let run = get_json::<RunInfo>(&app.store, &keys.run()).await?;
             if run.is_some_and(|r| now_ms() < r.deadline_ms) {
                 tracing::warn!(request = %keys.id(), %why, "collector lost; starting a new one");
-                return super::reducer::invoke_collector(app, &request).await;
+                return crate::handlers::invoke_collector(app, &request).await;
             }
             tracing::error!(request = %keys.id(), %why, "collector lost");
             let failure = Failure::now(format!("the request's collector stopped: {why}"));

@@ -1,0 +1,49 @@
+//! The conversion trigger's work: the consolidated Zarr converted to the requested
+//! format ([`crate::convert`]), and the record of what it wrote.
+
+use crate::app::App;
+use crate::convert::source::MatrixSource;
+use crate::error::Error;
+use crate::state::{Converted, Keys, RequestView, now_ms, put_json};
+
+/// Converts the consolidated Zarr to the requested format and records what it wrote,
+/// with the time and this process's peak memory while converting.
+pub(super) async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
+    let store = &app.store;
+    let view = RequestView::read(store, keys).await?;
+    let started = now_ms();
+    crate::state::reset_peak_rss();
+    let start_rss_bytes = crate::state::rss_bytes();
+    let src = MatrixSource::open(
+        store,
+        &keys.zarr(view.format),
+        view.stored.value_type,
+        &view.fields,
+    )
+    .await?;
+    let files = crate::convert::convert(
+        &src,
+        store,
+        view.format,
+        &keys.results(),
+        &app.config.scratch_dir,
+        app.config.dense_limits(),
+    )
+    .await?;
+    let record = Converted {
+        format: view.format.name().to_string(),
+        files,
+        duration_ms: now_ms().saturating_sub(started),
+        peak_rss_bytes: crate::state::peak_rss_bytes(),
+        start_rss_bytes,
+    };
+    tracing::info!(
+        request = %keys.id(),
+        format = view.format.name(),
+        ms = record.duration_ms,
+        peak_rss = record.peak_rss_bytes,
+        "converted"
+    );
+    put_json(store, &keys.converted(), &record).await?;
+    crate::scratch::after_write(store, keys, app.config.keep_scratch).await
+}

@@ -1,0 +1,57 @@
+//! The request's settings as the worker and the reducer read them from `request.json`.
+
+use super::{Keys, StoredRequest, get_json};
+use crate::convert::Format;
+use crate::error::Error;
+use crate::filter::{Field, Filter};
+use crate::store::DynStore;
+
+/// The request's settings a worker and the reducer need.
+#[derive(Debug)]
+pub struct RequestView {
+    /// The stored request.
+    pub stored: StoredRequest,
+    /// The cell filter, if any.
+    pub filter: Option<Filter>,
+    /// The obs columns.
+    pub fields: Vec<Field>,
+    /// The output format.
+    pub format: Format,
+}
+
+impl RequestView {
+    /// Reads `request.json`.
+    pub async fn read(store: &DynStore, keys: &Keys) -> Result<Self, Error> {
+        let stored: StoredRequest = get_json(store, &keys.request())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("request {}", keys.id())))?;
+        let corrupt = |m: String| Error::Corrupt {
+            what: keys.request(),
+            message: m,
+        };
+        let filter = match &stored.canonical["filter"] {
+            serde_json::Value::Null => None,
+            v => Some(Filter::parse(v).map_err(corrupt)?),
+        };
+        let fields = stored.canonical["fields"]
+            .as_array()
+            .ok_or_else(|| corrupt("no fields".into()))?
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(Field::parse)
+                    .ok_or_else(|| corrupt(format!("bad field {v}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let format = stored.canonical["format"]
+            .as_str()
+            .and_then(Format::parse)
+            .ok_or_else(|| corrupt("no format".into()))?;
+        Ok(RequestView {
+            stored,
+            filter,
+            fields,
+            format,
+        })
+    }
+}
