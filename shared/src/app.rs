@@ -2,7 +2,7 @@
 //! start (or once per `cellmatrix serve`) and handed to every handler.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::catalog::CatalogEntry;
 use crate::config::Config;
@@ -25,6 +25,8 @@ pub struct App {
     /// Bundle entries learnt from manifests on catalog misses, kept for the life of the
     /// process so that a warm request reads no manifest.
     pub learnt: Mutex<HashMap<Fqid, CatalogEntry>>,
+    /// The `Arc` this app lives in: every constructor returns one.
+    this: Weak<App>,
 }
 
 /// Concurrency of each function on the in-process invoker when none is given.
@@ -50,11 +52,12 @@ impl App {
         }
         let in_process = Arc::new(in_process);
         let invoker: DynInvoker = in_process.clone();
-        let app = Arc::new(App {
+        let app = Arc::new_cyclic(|this| App {
             store: compose_store(&config, store),
             invoker: compose_invoker(&config, invoker),
             config,
             learnt: Mutex::new(HashMap::new()),
+            this: this.clone(),
         });
         let weak = Arc::downgrade(&app);
         in_process.bind(weak);
@@ -63,11 +66,12 @@ impl App {
 
     /// An app with any invoker (a test double, say); [`App::idle`] returns at once.
     pub fn with_invoker(config: Config, store: DynStore, invoker: DynInvoker) -> Arc<App> {
-        Arc::new(App {
+        Arc::new_cyclic(|this| App {
             store: compose_store(&config, store),
             invoker: compose_invoker(&config, invoker),
             config,
             learnt: Mutex::new(HashMap::new()),
+            this: this.clone(),
         })
     }
 
@@ -83,6 +87,14 @@ impl App {
         let names = config.clone();
         let invoker = LambdaInvoker::from_env(|f| names.function_name(f).to_string()).await;
         Ok(Self::with_invoker(config, store, Arc::new(invoker)))
+    }
+
+    /// The `Arc` this app lives in, for what must own it (the API's router) where only a
+    /// borrow is at hand.
+    pub fn arc(&self) -> Arc<App> {
+        self.this
+            .upgrade()
+            .expect("an app is borrowed only from the Arc it lives in")
     }
 
     /// Waits until every in-process invocation has finished (at once on Lambda).

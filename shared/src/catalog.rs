@@ -10,14 +10,17 @@
 //! again, below the newest: so a writer counts as done only once it has read its entries
 //! back from the newest generation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::bundle::{BundleMetadata, Manifest, ValueType};
+use crate::bundle::manifest::feature_set_key;
+use crate::bundle::{BundleMetadata, Manifest, ValueType, read_manifest};
 use crate::error::Error;
 use crate::fqid::Fqid;
+use crate::state::get_json;
 use crate::store::{DynStore, PutOutcome};
 
 const PREFIX: &str = "catalog/gen/";
@@ -184,6 +187,43 @@ pub async fn upsert(
     Err(Error::Conflict(format!(
         "could not update the catalog after {MAX_ATTEMPTS} attempts (too many concurrent writers)"
     )))
+}
+
+/// A bundle's entry: the catalog, else what this process learnt (`learnt`, the app's
+/// cache), else its manifest (remembered for next time).
+pub async fn lookup(
+    store: &DynStore,
+    learnt: &Mutex<HashMap<Fqid, CatalogEntry>>,
+    catalog: &BTreeMap<Fqid, CatalogEntry>,
+    fqid: &Fqid,
+) -> Result<Option<CatalogEntry>, Error> {
+    if let Some(e) = catalog.get(fqid) {
+        return Ok(Some(e.clone()));
+    }
+    if let Some(e) = learnt.lock().expect("learnt lock").get(fqid) {
+        return Ok(Some(e.clone()));
+    }
+    let Some(manifest) = read_manifest(store, fqid).await? else {
+        return Ok(None);
+    };
+    let entry = CatalogEntry::from(&manifest);
+    learnt
+        .lock()
+        .expect("learnt lock")
+        .insert(fqid.clone(), entry.clone());
+    Ok(Some(entry))
+}
+
+/// Reads a feature set: whole (`Features`), or only its ids (`genes::GeneIds`).
+pub async fn feature_set<T: serde::de::DeserializeOwned>(
+    store: &DynStore,
+    id: &str,
+) -> Result<T, Error> {
+    let key = feature_set_key(id);
+    get_json(store, &key).await?.ok_or_else(|| Error::Corrupt {
+        what: key,
+        message: "the feature set of a catalogued bundle is missing".into(),
+    })
 }
 
 async fn prune(store: &DynStore, newest: u64) {

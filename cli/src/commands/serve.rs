@@ -6,17 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use cellmatrix::app::{App, default_limit};
 use cellmatrix::config::Config;
 use cellmatrix::handlers::driver;
 use cellmatrix::invoke::Function;
-use cellmatrix::request::MAX_BODY_BYTES;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 #[derive(Debug, clap::Args)]
@@ -72,82 +70,26 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = Router::new().fallback(handle).with_state(app);
+    let router = driver::router(app).layer(middleware::from_fn(own_task));
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
-/// The one handler: every method and path goes to the driver.
-async fn handle(State(app): State<Arc<App>>, method: Method, uri: Uri, body: Body) -> Response {
-    // One byte over the limit is enough for the driver to refuse the body itself; more
-    // than that is not read.
-    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await {
-        Ok(b) => b,
-        Err(e) if is_length_limit(&e) => {
-            return reply(
-                413,
-                json!({
-                    "message": format!(
-                        "the request body is over {MAX_BODY_BYTES} bytes; the limit is {MAX_BODY_BYTES}"
-                    )
-                }),
-                None,
-            );
-        }
-        Err(e) => {
-            return reply(
-                400,
-                json!({ "message": format!("cannot read the request body: {e}") }),
-                None,
-            );
-        }
-    };
-    // A task of its own, as a Lambda invocation runs to its end: a client that hangs up
-    // must not stop a submit between writing `request.json` and starting the request,
-    // and a panic must still get an answer (axum would drop the connection unanswered).
-    let path = uri.path().to_string();
-    let (m, p) = (method.clone(), path.clone());
-    let task = tokio::spawn(async move { driver::handle(&app, m.as_str(), &p, &bytes).await });
-    let answer = match task.await {
-        Ok(answer) => answer,
+/// Answers each request in a task of its own, as a Lambda invocation runs to its end: a
+/// client that hangs up must not stop a submit between writing `request.json` and
+/// starting the request, and a panic must still get an answer (axum would drop the
+/// connection unanswered).
+async fn own_task(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
         Err(e) => {
             tracing::error!(%method, %path, error = %e, "the driver failed");
-            return reply(
-                500,
-                json!({ "message": format!("internal error: the driver failed: {e}") }),
-                None,
-            );
+            let body = json!({ "message": format!("internal error: the driver failed: {e}") });
+            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
         }
-    };
-    tracing::info!(%method, %path, status = answer.status, "request");
-    reply(answer.status, answer.body, answer.location.as_deref())
-}
-
-/// Whether reading a body failed on its length limit (the error axum wraps is
-/// `http_body_util::LengthLimitError`, which this crate cannot name).
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    while let Some(s) = source {
-        if s.to_string().contains("length limit exceeded") {
-            return true;
-        }
-        source = s.source();
     }
-    false
-}
-
-fn reply(status: u16, body: Value, location: Option<&str>) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, axum::Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(location) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
 }
 
 /// Resolves `listen`; refuses an address that is not loopback unless `allow_remote`.
@@ -196,6 +138,8 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header;
+    use serde_json::Value;
 
     #[tokio::test]
     async fn only_loopback_without_allow_remote() {

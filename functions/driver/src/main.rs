@@ -4,7 +4,7 @@ use cellmatrix::app::App;
 use cellmatrix::coldstart::ColdStart;
 use cellmatrix::config::Config;
 use cellmatrix::handlers::driver;
-use lambda_http::{Body, Error, Request, Response, service_fn, tracing};
+use lambda_http::{Error, tracing};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -15,20 +15,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env().inspect_err(|e| tracing::error!("cannot start: {e}"))?;
     tracing::info!(store = %config.store, "driver starting");
     let app = App::lambda(config).await?;
-    let app = &app;
     cold.ready("driver");
-    lambda_http::run(service_fn(|req: Request| async move {
-        let answer = driver::handle(app, req.method().as_str(), req.uri().path(), req.body()).await;
-        tracing::info!(method = %req.method(), path = req.uri().path(), status = answer.status, "request");
-        let mut response = Response::builder()
-            .status(answer.status)
-            .header("content-type", "application/json");
-        if let Some(location) = &answer.location {
-            response = response.header("location", location);
-        }
-        response
-            .body(Body::from(answer.body.to_string()))
-            .map_err(Error::from)
-    }))
-    .await
+    // The router logs each request's method, path and status.
+    lambda_http::run(driver::router(app)).await
 }

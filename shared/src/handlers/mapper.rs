@@ -3,9 +3,9 @@
 use futures::{StreamExt, TryStreamExt};
 
 use crate::app::App;
+use crate::catalog::lookup;
 use crate::catalog::{self, CatalogEntry};
 use crate::error::Error;
-use crate::handlers::driver::lookup;
 use crate::invoke::Function;
 use crate::messages::{MapperEvent, TaskId, WorkerEvent};
 use crate::plan::plan;
@@ -51,7 +51,7 @@ async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
     for fqid in &event.bundles {
         let known = catalog.bundles.contains_key(fqid)
             || app.learnt.lock().expect("learnt lock").contains_key(fqid);
-        let entry = lookup(app, &catalog.bundles, fqid)
+        let entry = lookup(&app.store, &app.learnt, &catalog.bundles, fqid)
             .await?
             .ok_or_else(|| Error::NotFound(format!("bundle {fqid}")))?;
         manifest_reads += u64::from(!known);

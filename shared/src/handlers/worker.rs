@@ -12,9 +12,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::app::App;
 use crate::bundle::reader::{BundleReader, BundleShape, Head, Rows};
+use crate::catalog::feature_set;
 use crate::error::Error;
 use crate::genes::{GeneIds, Remap};
-use crate::handlers::driver::feature_set;
 use crate::messages::WorkerEvent;
 use crate::part::{PartBuilder, part_nnz_chunk};
 use crate::state::RequestView;
@@ -87,7 +87,7 @@ async fn remaps(
     // Futures built eagerly for `Send`.
     let reads: Vec<_> = sets
         .iter()
-        .map(|set| feature_set::<GeneIds>(app, set))
+        .map(|set| feature_set::<GeneIds>(&app.store, set))
         .collect();
     let genes_key = keys.genes();
     let (genes, features) = futures::try_join!(get_json::<GeneIds>(store, &genes_key), async {

@@ -1,0 +1,248 @@
+//! `POST /v1/matrix`: parses and resolves a request, writes its state and starts it (or
+//! answers with the run of the same request, when there is one).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use crate::app::App;
+use crate::bundle::ValueType;
+use crate::catalog::CatalogEntry;
+use crate::error::Error;
+use crate::invoke::Function;
+use crate::messages::MapperEvent;
+use crate::request::{MatrixRequest, Rejection};
+use crate::state::{
+    self, Failure, Keys, RunInfo, StoredRequest, get_json, now_ms, put_json, put_json_if_absent,
+};
+use crate::store::PutOutcome;
+
+use super::HttpResponse;
+use super::error::ApiError;
+use super::resolve::{Resolved, gene_space, resolve};
+use super::status::status_response;
+
+/// A body over the router's limit comes as a rejection, answered as the request's error.
+pub(super) async fn answer(
+    State(app): State<Arc<App>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<HttpResponse, ApiError> {
+    submit(&app, &body?).await
+}
+
+async fn submit(app: &App, body: &[u8]) -> Result<HttpResponse, ApiError> {
+    let req = MatrixRequest::parse(body)?;
+    let resolved = resolve(app, &req).await?;
+    let (genes, identity_sets) = gene_space(app, &req, &resolved.entries).await?;
+    if let Some(r) = dense_refusal(app, req.format, &resolved.entries, genes.len() as u64) {
+        return Err(r.into());
+    }
+    let id = req.id(&resolved.bundles);
+    let keys = Keys::new(&id);
+    let store = &app.store;
+
+    if let Some(existing) = get_json::<StoredRequest>(store, &keys.request()).await? {
+        if state::exists(store, &keys.result()).await? {
+            return status_response(app, &existing, 200).await;
+        }
+        let failed = state::exists(store, &keys.failed()).await?;
+        let cancelled = state::exists(store, &keys.cancel()).await?;
+        if !failed && !cancelled {
+            return status_response(app, &existing, 202).await;
+        }
+        // Ran before and ended badly: run again. Parts and markers of tasks that were
+        // done are the same bytes a new run would write, so they stay. The new deadline
+        // goes first, so the request never looks overdue in between.
+        put_json(store, &keys.run(), &new_run(app)).await?;
+        for key in [keys.failed(), keys.cancel(), keys.checkpoint()] {
+            store.delete(&key).await?;
+        }
+        for o in store.list(&keys.errors()).await? {
+            store.delete(&o.key).await?;
+        }
+        start_or_fail(app, &existing).await?;
+        return status_response(app, &existing, 202).await;
+    }
+
+    let copies = worker_copies(app, &resolved);
+    let stored = StoredRequest {
+        id: id.clone(),
+        canonical: req.canonical(&resolved.bundles),
+        groups: resolved
+            .bundles
+            .len()
+            .div_ceil(app.config.bundles_per_mapper) as u32,
+        bundles_per_mapper: app.config.bundles_per_mapper,
+        bundles: resolved.bundles,
+        value_type: output_type(&resolved.entries),
+        n_genes: genes.len() as u64,
+        submitted_at: state::rfc3339(now_ms()),
+        identity_sets,
+        copies,
+    };
+    // Everything the functions read comes first (at once: they are independent);
+    // request.json commits the request.
+    let (run, genes_key, run_key) = (new_run(app), keys.genes(), keys.run());
+    futures::try_join!(
+        put_json(store, &genes_key, &genes),
+        put_json(store, &run_key, &run)
+    )?;
+    if put_json_if_absent(store, &keys.request(), &stored).await? == PutOutcome::Created {
+        start_or_fail(app, &stored).await?;
+    }
+    status_response(app, &stored, 202).await
+}
+
+/// Refuses a dense format whose result could pass its limit, before anything is written:
+/// the bound is every cell of the selected bundles (a cell filter only removes cells).
+fn dense_refusal(
+    app: &App,
+    format: crate::convert::Format,
+    entries: &[CatalogEntry],
+    n_genes: u64,
+) -> Option<Rejection> {
+    let limit = app.config.dense_limits().of(format)?;
+    let cells: u64 = entries.iter().map(|e| e.n_cells).sum();
+    let width = output_type(entries).size() as u64;
+    let bytes = cells.saturating_mul(n_genes).saturating_mul(width);
+    (bytes > limit).then(|| Rejection {
+        status: 422,
+        message: format!(
+            "format {:?} stores every value, zeros included: up to {cells} cells x {n_genes} \
+             genes is {bytes} bytes of values, over this service's limit of {limit} bytes. \
+             Ask for format \"h5ad\" or \"mtx\", which store only the nonzero values, or \
+             select fewer bundles or genes",
+            format.name()
+        ),
+    })
+}
+
+/// 2 for a request that plans into at most `hedge_small` tasks, with `hedge` on, else 1
+/// (`StoredRequest::copies`). The planner is pure and cheap (microseconds a bundle), so
+/// the driver plans the groups once more to count their tasks, and stops past the bound.
+fn worker_copies(app: &App, resolved: &Resolved) -> u32 {
+    let c = &app.config;
+    if !c.hedge || c.hedge_small == 0 {
+        return 1;
+    }
+    let budget = c.budget();
+    let per = c.bundles_per_mapper.max(1);
+    let mut tasks = 0;
+    for (fqids, entries) in resolved
+        .bundles
+        .chunks(per)
+        .zip(resolved.entries.chunks(per))
+    {
+        let bundles: Vec<_> = fqids
+            .iter()
+            .zip(entries)
+            .map(|(f, e)| e.plan_bundle(f))
+            .collect();
+        tasks += crate::plan::plan(&bundles, budget).len();
+        if tasks > c.hedge_small {
+            return 1;
+        }
+    }
+    2
+}
+
+fn new_run(app: &App) -> RunInfo {
+    let now = now_ms();
+    RunInfo {
+        started_ms: now,
+        deadline_ms: now + app.config.request_timeout.as_millis() as u64,
+    }
+}
+
+/// Starts the request; if it cannot be started, records it Failed, so that the same
+/// request submitted again runs again instead of waiting for its deadline.
+async fn start_or_fail(app: &App, stored: &StoredRequest) -> Result<(), Error> {
+    let outcome = start(app, stored).await;
+    if let Err(e) = &outcome {
+        let keys = Keys::new(&stored.id);
+        let failure = Failure::now(format!("the request could not be started: {e}"));
+        if let Err(write) = put_json_if_absent(&app.store, &keys.failed(), &failure).await {
+            tracing::error!(request = %stored.id, error = %write, "cannot record the failure");
+        }
+    }
+    outcome
+}
+
+/// Invokes the collector, plans the first `driver_groups` groups here (as their mappers
+/// would, with the same code) and invokes a mapper for each other group,
+/// `invoke_concurrency` at a time (the caller has written `run.json`, whose deadline
+/// counts from just before).
+async fn start(app: &App, stored: &StoredRequest) -> Result<(), Error> {
+    let events: Vec<MapperEvent> = stored
+        .bundles
+        .chunks(stored.bundles_per_mapper)
+        .enumerate()
+        .map(|(group, bundles)| MapperEvent {
+            request_id: stored.id.clone(),
+            group: group as u32,
+            bundles: bundles.to_vec(),
+            attempt: 0,
+            copies: stored.copies,
+        })
+        .collect();
+    // Futures built eagerly for `Send`; `buffer_unordered` polls at most
+    // `invoke_concurrency`.
+    let mut calls: Vec<futures::future::BoxFuture<'_, Result<(), Error>>> =
+        vec![Box::pin(crate::handlers::invoke_collector(app, &stored.id))];
+    for (n, event) in events.into_iter().enumerate() {
+        if n < app.config.driver_groups {
+            calls.push(Box::pin(map_here(app, event)));
+        } else {
+            calls.push(Box::pin(async move {
+                app.invoker
+                    .invoke(Function::Mapper, to_value(&event)?)
+                    .await
+            }));
+        }
+    }
+    futures::stream::iter(calls)
+        .buffer_unordered(app.config.invoke_concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Plans one group in this invocation (`mapper::handle_in_driver`). A failure is
+/// recorded as a mapper's is (its error marker, which the collector retries), and the
+/// group goes to a mapper invocation, as Lambda retries a mapper that failed: the
+/// request does not wait for the lost rule if even that marker could not be written.
+/// Planning twice writes the same keys.
+async fn map_here(app: &App, event: MapperEvent) -> Result<(), Error> {
+    let retry = event.clone();
+    match crate::handlers::mapper::handle_in_driver(app, event).await {
+        Ok(()) | Err(Error::Cancelled(_)) => Ok(()),
+        Err(e) => {
+            tracing::warn!(request = %retry.request_id, group = retry.group, error = %e,
+                "planning in the driver failed; invoking a mapper");
+            app.invoker
+                .invoke(Function::Mapper, to_value(&retry)?)
+                .await
+        }
+    }
+}
+
+fn to_value<T: serde::Serialize>(event: &T) -> Result<Value, Error> {
+    serde_json::to_value(event).map_err(|e| Error::input("event", e.to_string()))
+}
+
+/// Integers stay integers when every input is integer.
+fn output_type(entries: &[CatalogEntry]) -> ValueType {
+    entries
+        .iter()
+        .map(|e| e.value_type)
+        .max_by_key(|t| match t {
+            ValueType::Uint32 => 0,
+            ValueType::Float32 => 1,
+            ValueType::Float64 => 2,
+        })
+        .unwrap_or(ValueType::Uint32)
+}
