@@ -428,7 +428,7 @@ async fn a_failure_record_that_races_the_end_of_its_request_leaves_no_error_mark
     let app = App::in_process(config(), store, |_| 1);
     cellmatrix::handlers::reducer::handle_input(
         &app,
-        cellmatrix::messages::ReducerInput::Failure(record),
+        cellmatrix::messages::ReducerInput::Failure(Box::new(record)),
         None,
     )
     .await
