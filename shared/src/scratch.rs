@@ -11,7 +11,7 @@
 use futures::StreamExt;
 
 use crate::error::Error;
-use crate::state::{Keys, exists};
+use crate::state::Keys;
 use crate::store::DynStore;
 
 /// How the request ended.
@@ -58,7 +58,7 @@ pub async fn remove(store: &DynStore, keys: &Keys, ending: Ending) -> Result<usi
             overruled || !(KEEP.contains(&rest) || converted_from)
         })
         .collect();
-    if ending == Ending::Cancelled && !exists(store, &keys.result()).await? {
+    if ending == Ending::Cancelled && !store.exists(&keys.result()).await? {
         let results = format!("{}/", keys.results());
         doomed.extend(store.list(&results).await?.into_iter().map(|o| o.key));
     }

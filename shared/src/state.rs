@@ -27,14 +27,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bundle::{BundleMetadata, ValueType};
+use crate::clock::{now_ms, rfc3339};
 use crate::error::Error;
 use crate::fqid::Fqid;
 use crate::messages::{RequestId, TaskId};
 use crate::store::{DynStore, PutOutcome};
-
-// The clock and the process's memory used to live here; their callers move over.
-pub use crate::clock::{now_ms, rfc3339};
-pub use crate::process::{peak_rss_bytes, reset_peak_rss, rss_bytes};
 
 mod view;
 pub use view::RequestView;
@@ -199,7 +196,7 @@ pub async fn start<T>(
     let (done, end) = futures::try_join!(
         async {
             match done {
-                Some(key) => exists(store, key).await,
+                Some(key) => Ok(store.exists(key).await?),
                 None => Ok(false),
             }
         },
@@ -553,11 +550,6 @@ pub async fn put_json_if_absent<T: Serialize>(
     value: &T,
 ) -> Result<PutOutcome, Error> {
     Ok(store.put_if_absent(key, encode(key, value)?).await?)
-}
-
-/// Whether an object exists.
-pub async fn exists(store: &DynStore, key: &str) -> Result<bool, Error> {
-    Ok(store.exists(key).await?)
 }
 
 /// Which of the records that end a request exist.

@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cellmatrix::app::App;
+use cellmatrix::clock::now_ms;
 use cellmatrix::config::Config;
 use cellmatrix::handlers::driver;
 use cellmatrix::invoke::Function;
-use cellmatrix::state::{Keys, StartMarker, now_ms};
+use cellmatrix::state::{Keys, StartMarker};
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
 use cellmatrix_tests::{Intercept, ingest_samples, moto_store, run_request};
@@ -177,11 +178,7 @@ async fn a_corrupt_chunk_fails_naming_the_bundle(store: DynStore) {
         "{message}"
     );
     let keys = Keys::new(&cellmatrix::messages::RequestId::parse(&id).unwrap());
-    assert!(
-        !cellmatrix::state::exists(&store, &keys.result())
-            .await
-            .unwrap()
-    );
+    assert!(!store.exists(&keys.result()).await.unwrap());
     assert!(
         store
             .list(&format!("{}/", keys.results()))

@@ -413,11 +413,7 @@ async fn a_cancelled_request_stops_and_runs_again_when_resubmitted() {
     let status = driver::handle(&app, "GET", &format!("/v1/matrix/{id}"), b"").await;
     assert_eq!(status.body["status"], "Cancelled", "{}", status.body);
     let keys = Keys::new(&cellmatrix::messages::RequestId::parse(&id).unwrap());
-    assert!(
-        !cellmatrix::state::exists(&store, &keys.result())
-            .await
-            .unwrap()
-    );
+    assert!(!store.exists(&keys.result()).await.unwrap());
     let done = store.list(&keys.dones()).await.unwrap().len();
     assert!(done < 20, "{done} of 20 tasks ran after the cancel");
 

@@ -302,7 +302,7 @@ impl cellmatrix::invoke::Invoker for InlineShards {
             (0..self.copies).map(|_| cellmatrix::handlers::reducer::handle(&app, event.clone()));
         futures::future::try_join_all(runs).await?;
         self.shards.fetch_add(1, Ordering::SeqCst);
-        if cellmatrix::state::exists(&app.store, &keys.result()).await? {
+        if app.store.exists(&keys.result()).await? {
             self.committed.fetch_add(1, Ordering::SeqCst);
         }
         Ok(())

@@ -13,7 +13,7 @@ use crate::synth::SynthSpec;
 use cellmatrix::app::{App, default_limit};
 use cellmatrix::config::Config;
 use cellmatrix::error::Error;
-use cellmatrix::state::peak_rss_bytes;
+use cellmatrix::process::peak_rss_bytes;
 use cellmatrix::store::DynStore;
 
 /// The baseline script; the CLI writes it out and runs it with the given Python.

@@ -196,7 +196,7 @@ pub async fn run_task(store: &DynStore, event: &WorkerEvent) -> Result<TaskRun, 
     Ok(TaskRun {
         seconds,
         cpu_seconds,
-        peak_rss_bytes: cellmatrix::state::peak_rss_bytes(),
+        peak_rss_bytes: cellmatrix::process::peak_rss_bytes(),
         cells_in: done.cells_in,
         cells_out: done.cells_out,
         nnz: done.nnz,

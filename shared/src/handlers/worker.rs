@@ -17,10 +17,9 @@ use crate::error::Error;
 use crate::genes::{GeneIds, Remap};
 use crate::messages::WorkerEvent;
 use crate::part::{PartBuilder, part_nnz_chunk};
+use crate::process::peak_rss_bytes;
 use crate::state::RequestView;
-use crate::state::{
-    DoneMarker, Keys, StoredRequest, TaskSpec, get_json, peak_rss_bytes, put_json_if_absent,
-};
+use crate::state::{DoneMarker, Keys, StoredRequest, TaskSpec, get_json, put_json_if_absent};
 use crate::store::DynStore;
 use crate::store::counting::Counting;
 
@@ -322,7 +321,7 @@ async fn read_slice(
     piece_bytes: u64,
     cancel: &CancelCheck,
 ) -> Result<SliceRead, Error> {
-    if cancel.due() && crate::state::exists(store, &keys.cancel()).await? {
+    if cancel.due() && store.exists(&keys.cancel()).await? {
         return Err(Error::Cancelled(keys.id().to_string()));
     }
     let b = &slice.bundle;

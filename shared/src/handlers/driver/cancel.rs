@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::Uri;
 
 use crate::app::App;
-use crate::state::{self, Failure, Keys, StoredRequest, get_json, put_json_if_absent};
+use crate::state::{Failure, Keys, StoredRequest, get_json, put_json_if_absent};
 
 use super::HttpResponse;
 use super::error::ApiError;
@@ -22,7 +22,7 @@ pub(super) async fn answer(
     let Some(stored) = get_json::<StoredRequest>(&app.store, &keys.request()).await? else {
         return Err(ApiError::refuse(404, format!("no request {id}")));
     };
-    if state::exists(&app.store, &keys.result()).await? {
+    if app.store.exists(&keys.result()).await? {
         return Err(ApiError::refuse(
             409,
             format!("request {id} has already succeeded; there is nothing to cancel"),

@@ -8,12 +8,11 @@ use axum::http::Uri;
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::clock::now_ms;
 use crate::error::{Error, clip};
 use crate::messages::RequestId;
 use crate::request::Rejection;
-use crate::state::{
-    self, Failure, Keys, Progress, ResultRecord, RunInfo, StoredRequest, get_json, now_ms,
-};
+use crate::state::{Failure, Keys, Progress, ResultRecord, RunInfo, StoredRequest, get_json};
 
 use super::HttpResponse;
 use super::error::ApiError;
@@ -126,11 +125,11 @@ pub async fn status(app: &App, stored: &StoredRequest) -> Result<Value, Error> {
         },
         "timings": {
             "submitted_at": stored.submitted_at,
-            "started_at": state::rfc3339(started),
+            "started_at": crate::clock::rfc3339(started),
             "elapsed_seconds": (finished_ms.unwrap_or(now).saturating_sub(started)) as f64 / 1000.0,
             "planned_seconds": result.as_ref().map(|r| r.planned_after_ms as f64 / 1000.0),
             "collected_seconds": result.as_ref().map(|r| r.collected_after_ms as f64 / 1000.0),
-            "finished_at": finished_ms.map(state::rfc3339),
+            "finished_at": finished_ms.map(crate::clock::rfc3339),
         },
         "result": result_doc,
         "message": message,

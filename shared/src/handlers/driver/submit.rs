@@ -12,13 +12,12 @@ use serde_json::Value;
 use crate::app::App;
 use crate::bundle::ValueType;
 use crate::catalog::CatalogEntry;
+use crate::clock::now_ms;
 use crate::error::Error;
 use crate::invoke::Function;
 use crate::messages::MapperEvent;
 use crate::request::{MatrixRequest, Rejection};
-use crate::state::{
-    self, Failure, Keys, RunInfo, StoredRequest, get_json, now_ms, put_json, put_json_if_absent,
-};
+use crate::state::{Failure, Keys, RunInfo, StoredRequest, get_json, put_json, put_json_if_absent};
 use crate::store::PutOutcome;
 
 use super::HttpResponse;
@@ -46,11 +45,11 @@ async fn submit(app: &App, body: &[u8]) -> Result<HttpResponse, ApiError> {
     let store = &app.store;
 
     if let Some(existing) = get_json::<StoredRequest>(store, &keys.request()).await? {
-        if state::exists(store, &keys.result()).await? {
+        if store.exists(&keys.result()).await? {
             return status_response(app, &existing, 200).await;
         }
-        let failed = state::exists(store, &keys.failed()).await?;
-        let cancelled = state::exists(store, &keys.cancel()).await?;
+        let failed = store.exists(&keys.failed()).await?;
+        let cancelled = store.exists(&keys.cancel()).await?;
         if !failed && !cancelled {
             return status_response(app, &existing, 202).await;
         }
@@ -80,7 +79,7 @@ async fn submit(app: &App, body: &[u8]) -> Result<HttpResponse, ApiError> {
         bundles: resolved.bundles,
         value_type: output_type(&resolved.entries),
         n_genes: genes.len() as u64,
-        submitted_at: state::rfc3339(now_ms()),
+        submitted_at: crate::clock::rfc3339(now_ms()),
         identity_sets,
         copies,
     };

@@ -13,6 +13,7 @@ use super::ledger::{HedgePolicy, Ledger, passed_after};
 use super::names::{describe, event_for, shard_of, task_of};
 use super::phase::{Phase, Refused};
 use crate::app::App;
+use crate::clock::now_ms;
 use crate::convert::Format;
 use crate::error::Error;
 use crate::handlers::invoke_collector;
@@ -20,7 +21,7 @@ use crate::messages::TaskId;
 use crate::scratch::{self, Ending};
 use crate::state::{
     Consolidation, Converted, DoneMarker, ErrorMarker, Failure, Keys, Plan, Progress, RequestView,
-    RunInfo, StoredRequest, get_json, now_ms, put_json, put_json_if_absent,
+    RunInfo, StoredRequest, get_json, put_json, put_json_if_absent,
 };
 use crate::store::{ObjectMeta, PutOutcome};
 

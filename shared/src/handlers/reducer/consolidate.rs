@@ -17,6 +17,7 @@ use crate::bundle::zarr_io::{
     ChunkCodec, Column, ZArray, array_handle, array_handle_with, encoding, read_range,
     store_chunks, write_array, write_group,
 };
+use crate::clock::now_ms;
 use crate::convert::Format;
 use crate::convert::source::ColumnKind;
 use crate::error::Error;
@@ -26,7 +27,7 @@ use crate::messages::TaskId;
 use crate::part::part_row_chunk;
 use crate::state::{
     Consolidation, Converted, DoneMarker, Keys, PartPlace, Plan, RequestView, ResultRecord,
-    get_json, now_ms, put_json, put_json_if_absent,
+    get_json, put_json, put_json_if_absent,
 };
 use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
@@ -314,7 +315,7 @@ impl ShardRange<'_> {
         // The plan goes first when scratch data is removed: if it is still there, every
         // part read before this point was whole (a late duplicate of this shard, after the
         // result was committed and the parts removed, stops here).
-        if !crate::state::exists(self.store, &self.plan_key).await? {
+        if !self.store.exists(&self.plan_key).await? {
             return Err(Error::Cancelled(format!(
                 "{}: consolidation plan removed",
                 self.path
@@ -480,10 +481,9 @@ async fn write_metadata(
     let out = &out;
     let genes_key = keys.genes();
     let plan_key = keys.consolidate();
-    let (genes, planned) = futures::try_join!(
-        get_json::<GeneSpace>(store, &genes_key),
-        crate::state::exists(store, &plan_key),
-    )?;
+    let (genes, planned) = futures::try_join!(get_json::<GeneSpace>(store, &genes_key), async {
+        Ok(store.exists(&plan_key).await?)
+    },)?;
     if !planned {
         return Err(Error::Cancelled(format!(
             "{}: consolidation plan removed",

@@ -2,9 +2,10 @@
 //! format ([`crate::convert`]), and the record of what it wrote.
 
 use crate::app::App;
+use crate::clock::now_ms;
 use crate::convert::source::MatrixSource;
 use crate::error::Error;
-use crate::state::{Converted, Keys, RequestView, now_ms, put_json};
+use crate::state::{Converted, Keys, RequestView, put_json};
 
 /// Converts the consolidated Zarr to the requested format and records what it wrote,
 /// with the time and this process's peak memory while converting.
@@ -12,8 +13,8 @@ pub(super) async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
     let store = &app.store;
     let view = RequestView::read(store, keys).await?;
     let started = now_ms();
-    crate::state::reset_peak_rss();
-    let start_rss_bytes = crate::state::rss_bytes();
+    crate::process::reset_peak_rss();
+    let start_rss_bytes = crate::process::rss_bytes();
     let src = MatrixSource::open(
         store,
         &keys.zarr(view.format),
@@ -34,7 +35,7 @@ pub(super) async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
         format: view.format.name().to_string(),
         files,
         duration_ms: now_ms().saturating_sub(started),
-        peak_rss_bytes: crate::state::peak_rss_bytes(),
+        peak_rss_bytes: crate::process::peak_rss_bytes(),
         start_rss_bytes,
     };
     tracing::info!(

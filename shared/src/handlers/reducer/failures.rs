@@ -8,11 +8,12 @@
 use serde::Deserialize;
 
 use crate::app::App;
+use crate::clock::now_ms;
 use crate::error::Error;
 use crate::messages::{
     FailureRecord, MapperEvent, ReducerEvent, ReducerMode, RequestId, WorkerEvent,
 };
-use crate::state::{ErrorMarker, Failure, Keys, RunInfo, get_json, now_ms, put_json_if_absent};
+use crate::state::{ErrorMarker, Failure, Keys, RunInfo, get_json, put_json_if_absent};
 
 /// What a failure record is about.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,10 +17,11 @@ mod names;
 mod phase;
 
 use crate::app::App;
+use crate::clock::now_ms;
 use crate::error::Error;
 use crate::handlers::{begin, begin_with, stopped};
 use crate::messages::{ReducerEvent, ReducerInput, ReducerMode};
-use crate::state::{Consolidation, Keys, RequestView, get_json, now_ms};
+use crate::state::{Consolidation, Keys, RequestView, get_json};
 
 /// Runs a reducer invocation to completion.
 pub async fn handle(app: &App, event: ReducerEvent) -> Result<(), Error> {
