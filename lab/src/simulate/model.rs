@@ -401,7 +401,7 @@ impl Default for Calibration {
     /// Used when no bench figures exist. Shapes from `synth`'s defaults: 10x cells
     /// detect 2–10% of 20,000 genes (1,200 nonzeros on average), SmartSeq2 cells 20–40%
     /// (6,000). Stored bytes: about 4 bytes a nonzero after zstd for 10x counts
-    /// (assumed), and 30 kB of counts per SmartSeq2 cell (`docs/ARCHITECTURE.md`,
+    /// (assumed), and 30 kB of counts per SmartSeq2 cell (`docs/decisions/0007-per-bundle-var.md`,
     /// "Per-bundle var"). Rates: 40 MB/s for 10x, the example figure of the bench's
     /// output contract in issue #7's brief; 10 MB/s for SmartSeq2, assumed lower for
     /// the per-bundle work of one-cell bundles. Replace them with a measurement.
