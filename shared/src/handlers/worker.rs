@@ -229,19 +229,19 @@ async fn run(
 const FEATURE_SETS_IN_FLIGHT: usize = 16;
 
 /// Slices of a task read at once when they are large (10x): each is mostly bytes.
-pub const SLICES_IN_FLIGHT: usize = 8;
+pub(crate) const SLICES_IN_FLIGHT: usize = 8;
 /// Most slices of a task read at once when they are small: a one-cell SmartSeq2 slice
 /// is a few request round trips for tens of kB, so the task is bound by latency and
 /// overlaps as many as it may. Each slice has up to seven requests open, so 64 slices
 /// stay under 450 connections, within Lambda's 1,024 file descriptors.
-pub const MAX_SLICES_IN_FLIGHT: usize = 64;
+pub(crate) const MAX_SLICES_IN_FLIGHT: usize = 64;
 /// Decoded bytes of slices a task holds in flight at most, between the two bounds:
 /// read-ahead for small slices, not memory for large ones.
-pub const SLICE_BYTES_IN_FLIGHT: u64 = 64 << 20;
+pub(crate) const SLICE_BYTES_IN_FLIGHT: u64 = 64 << 20;
 
 /// Most slices of a task read but not yet added: the window a slow read may hold up.
 /// A thousand one-cell slices are a few tens of MB.
-pub const MAX_SLICES_WINDOW: usize = 1024;
+pub(crate) const MAX_SLICES_WINDOW: usize = 1024;
 
 /// Slices a task reads at once, when its largest slice holds `largest` decoded bytes.
 pub fn slices_in_flight(largest: u64) -> usize {
@@ -260,7 +260,7 @@ pub fn slices_window(largest: u64) -> usize {
 /// Nonzeros of a slice as the planner counts them: at its bundle's average density,
 /// so exactly the bundle's for a whole bundle (every SmartSeq2 slice, a 10x bundle
 /// within the budget).
-pub fn slice_nnz(slice: &crate::state::SliceSpec) -> u64 {
+pub(crate) fn slice_nnz(slice: &crate::state::SliceSpec) -> u64 {
     let b = &slice.bundle;
     let rows = slice.rows.end.saturating_sub(slice.rows.start);
     (u128::from(b.nnz) * u128::from(rows) / u128::from(b.n_cells.max(1))) as u64
@@ -309,7 +309,7 @@ enum SliceRead {
 }
 
 /// Pieces of a slice read at once (each about `Config::piece_bytes`).
-pub const PIECES_IN_FLIGHT: usize = 4;
+pub(crate) const PIECES_IN_FLIGHT: usize = 4;
 
 /// Reads one slice, unless the request was cancelled: the cancel marker is checked
 /// between slices, not within one (a slice is the unit of work a cancel may waste),

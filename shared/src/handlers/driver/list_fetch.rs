@@ -12,7 +12,7 @@ use crate::store::validate_key;
 use super::error::ApiError;
 
 /// Where bundle lists named by key live in the store.
-pub const LISTS_PREFIX: &str = "lists/";
+const LISTS_PREFIX: &str = "lists/";
 
 /// Reads the bundle list behind `bundle_fqids_url`.
 pub(super) async fn fetch_list(app: &App, url: &str) -> Result<Vec<Fqid>, ApiError> {

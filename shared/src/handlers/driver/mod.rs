@@ -33,7 +33,6 @@ use crate::error::clip;
 use crate::request::MAX_BODY_BYTES;
 use error::ApiError;
 
-pub use list_fetch::LISTS_PREFIX;
 pub use status::status;
 
 /// The API's routes, as `(method, path pattern)`; the SAM template declares the same set,
