@@ -125,6 +125,18 @@ pub struct Config {
     /// second at their tail), so a collector dropped or crashed at its start no
     /// longer holds its request for `collector_stale`; a second collector is harmless.
     pub collector_first_beat: Duration,
+    /// How often a running mapper, worker, shard or conversion writes its start marker
+    /// again, its heartbeat (`CELLMATRIX_BEAT_MS`, default 2,000): one small PUT, and
+    /// only an invocation that runs longer than this writes one.
+    pub beat_interval: Duration,
+    /// The longest a started invocation may go without a heartbeat before the collector
+    /// takes it for dead and invokes it again (`CELLMATRIX_SILENT_AFTER_MS`, default
+    /// 30,000): the ceiling of a wait otherwise set by the run's own beats, three times
+    /// the longest gap seen between two of them and at least three beat intervals
+    /// ([`crate::handlers::reducer::ledger::Ledger::silent`]). A process that dies
+    /// with its invocations (a Lambda environment at its timeout, `cellmatrix serve`
+    /// killed) costs its request this long, not the request's whole deadline.
+    pub silent_after: Duration,
     /// Keep the parts and markers of a finished request (`CELLMATRIX_KEEP_SCRATCH=1`);
     /// by default they are removed after success and after a cancel.
     pub keep_scratch: bool,
@@ -166,6 +178,8 @@ impl Config {
             hedge_small: 48,
             collector_stale: Duration::from_secs(10),
             collector_first_beat: Duration::from_secs(2),
+            beat_interval: Duration::from_secs(2),
+            silent_after: Duration::from_secs(30),
             keep_scratch: false,
             faults: None,
         }
@@ -286,6 +300,14 @@ impl Config {
         c.hedge_small = num(&get, "CELLMATRIX_HEDGE_SMALL", c.hedge_small)?;
         c.collector_stale = ms("CELLMATRIX_COLLECTOR_STALE_MS", c.collector_stale)?;
         c.collector_first_beat = ms("CELLMATRIX_COLLECTOR_FIRST_BEAT_MS", c.collector_first_beat)?;
+        c.beat_interval = ms("CELLMATRIX_BEAT_MS", c.beat_interval)?;
+        if c.beat_interval.is_zero() {
+            return Err(Error::input(
+                "environment variable CELLMATRIX_BEAT_MS",
+                "must be at least 1, not 0",
+            ));
+        }
+        c.silent_after = ms("CELLMATRIX_SILENT_AFTER_MS", c.silent_after)?;
         c.keep_scratch = get("CELLMATRIX_KEEP_SCRATCH").is_some_and(|v| v.trim() == "1");
         if let Some(faults) = get("CELLMATRIX_FAULTS") {
             c.faults = Some(crate::fault::FaultPlan::parse(&faults)?);

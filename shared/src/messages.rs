@@ -157,6 +157,10 @@ pub struct ReducerEvent {
 pub enum ReducerMode {
     /// Wait for plans and done markers, re-invoke and hedge tasks, then start consolidation.
     Collect,
+    /// Collect in place of a collector that died together with every invocation in
+    /// flight (a restarted `cellmatrix serve`): what did not finish is launched again at
+    /// once.
+    Resume,
     /// Write one disjoint, chunk-aligned range of the final matrix.
     Consolidate {
         /// The shard's index in the consolidation plan.
@@ -302,6 +306,7 @@ mod tests {
     fn reducer_modes_round_trip() {
         for (mode, value) in [
             (ReducerMode::Collect, json!({"kind": "collect"})),
+            (ReducerMode::Resume, json!({"kind": "resume"})),
             (
                 ReducerMode::Consolidate { shard: 3 },
                 json!({"kind": "consolidate", "shard": 3}),

@@ -17,8 +17,9 @@
 //! | `cancel.json` | driver (DELETE) | put-if-absent |
 //! | `failed.json` | collector | put-if-absent |
 //! | `result.json` | collector | put-if-absent: the request succeeded |
-//! | `started/{name}.{attempt}.json` | every invocation but the collector | put, at its start |
+//! | `started/{name}.{attempt}.json` | every invocation but the collector | put at its start, again every beat |
 //! | `collector.json` | collector | put, when it hands over to a fresh invocation |
+//! | `collectors/{heartbeat}.{period}.json` | whoever revives a silent collector | put-if-absent: the lease |
 
 use std::ops::Range;
 
@@ -165,6 +166,12 @@ impl Keys {
     pub fn checkpoint(&self) -> String {
         self.at("collector.json")
     }
+    /// The lease of a collector revived after the one whose last heartbeat was
+    /// `heartbeat_ms` went silent, in its `period`-th stale period: whoever creates it
+    /// starts that collector (`crate::handlers::revive`).
+    pub fn lease(&self, heartbeat_ms: u64, period: u64) -> String {
+        self.at(&format!("collectors/{heartbeat_ms}.{period}.json"))
+    }
 }
 
 /// An invocation's start marker: it began work at `at_ms`, after finding the request
@@ -177,6 +184,32 @@ pub struct StartMarker {
     pub attempt: u32,
     /// When it checked for a cancel, just before writing this marker.
     pub at_ms: u64,
+    /// Heartbeats so far: the marker is written again while the invocation runs
+    /// ([`beat`]), so a listing shows it alive.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub beat: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Writes the start marker of a running invocation again, as heartbeat number `beat`.
+pub async fn beat(
+    store: &DynStore,
+    keys: &Keys,
+    name: &str,
+    attempt: u32,
+    at_ms: u64,
+    beat: u32,
+) -> Result<(), Error> {
+    let marker = StartMarker {
+        name: name.to_string(),
+        attempt,
+        at_ms,
+        beat,
+    };
+    put_json(store, &keys.started(name, attempt), &marker).await
 }
 
 /// Writes the start marker of `name` unless the request has ended, or `done` (the key of
@@ -212,6 +245,7 @@ pub async fn start<T>(
         name: name.to_string(),
         attempt,
         at_ms,
+        beat: 0,
     };
     let key = keys.started(name, attempt);
     let ((), read) = futures::try_join!(put_json(store, &key, &marker), reads)?;

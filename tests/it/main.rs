@@ -17,6 +17,7 @@ mod lambda_contract;
 mod openapi;
 mod pipeline;
 mod pipeline_faults;
+mod restart;
 mod store_conformance;
 mod worker_memory;
 mod zarr_adapter;

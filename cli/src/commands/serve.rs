@@ -57,6 +57,14 @@ pub async fn run(store: &str, a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
     eprintln!("serving store {}", app.store.describe());
+    // Whatever the last process on this store left running died with it: its
+    // invocations are relaunched now, not when they would have gone silent.
+    let resumed = cellmatrix::handlers::resume_all(&app)
+        .await
+        .context("cannot resume the requests left running")?;
+    if !resumed.is_empty() {
+        eprintln!("resumed {} request(s) left running", resumed.len());
+    }
     println!("listening on http://{addr}");
     serve(app, listener, shutdown_signal()).await?;
     eprintln!("stopped");

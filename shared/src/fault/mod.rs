@@ -14,6 +14,7 @@
 //! its fail points are process-global and unseeded, and the faults needed are per
 //! invocation, with a crash that must end one in-process invocation, not the process.
 
+mod kill;
 mod store;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+pub use kill::{KILL_AT_VAR, KillPoint, kill_point};
 pub use store::FaultyStore;
 
 use crate::error::{Error, Result};

@@ -20,7 +20,8 @@ pub async fn handle(app: &App, event: MapperEvent) -> Result<(), Error> {
     if !super::begin(app, &keys, &name, event.attempt, None).await? {
         return Ok(());
     }
-    let outcome = run(app, &event, &keys).await;
+    let work = run(app, &event, &keys);
+    let outcome = super::beat::beating(app, &keys, &name, event.attempt, work).await;
     if let Err(e) = &outcome {
         super::stopped(app, &keys, &name, event.attempt, e).await;
     }

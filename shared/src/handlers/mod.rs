@@ -2,9 +2,11 @@
 //! binaries, `cellmatrix serve` and the tests all call the same code. Each takes the
 //! [`App`] (store, invoker, settings) and its event.
 
+mod beat;
 pub mod driver;
 pub mod mapper;
 pub mod reducer;
+mod revive;
 pub mod worker;
 
 use std::sync::Arc;
@@ -19,12 +21,19 @@ use crate::invoke::{Dispatch, Function};
 use crate::messages::{ReducerEvent, ReducerMode, RequestId};
 use crate::state::{ErrorMarker, Keys, put_json};
 
-/// Starts a collector for `request`: at the start of a run, in place of one that handed
-/// over, was lost, or went silent.
+pub use revive::{resume_all, revive};
+
+/// Starts a collector for `request`: at the start of a run, or in place of one that
+/// handed over.
 pub async fn invoke_collector(app: &App, request: &RequestId) -> Result<(), Error> {
+    invoke_reducer(app, request, ReducerMode::Collect).await
+}
+
+/// Invokes the reducer for `request` in `mode` (a collector's, as its first attempt).
+async fn invoke_reducer(app: &App, request: &RequestId, mode: ReducerMode) -> Result<(), Error> {
     let event = ReducerEvent {
         request_id: request.clone(),
-        mode: ReducerMode::Collect,
+        mode,
         attempt: 0,
     };
     let payload = serde_json::to_value(&event)

@@ -35,7 +35,10 @@ pub async fn handle(app: &App, event: WorkerEvent) -> Result<(), Error> {
     let begun = super::begin_with(app, &keys, &name, event.attempt, Some(&done), documents).await;
     let outcome = match begun {
         Ok(None) => return Ok(()),
-        Ok(Some(documents)) => run(app, &event, &keys, started, &counting, documents).await,
+        Ok(Some(documents)) => {
+            let work = run(app, &event, &keys, started, &counting, documents);
+            super::beat::beating(app, &keys, &name, event.attempt, work).await
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = &outcome {
@@ -222,6 +225,7 @@ async fn run(
     };
     // The first copy to finish says how long the task took; a later one changes nothing.
     put_json_if_absent(&app.store, &keys.done(&event.task_id), &marker).await?;
+    crate::fault::kill_point(crate::fault::KillPoint::Workers);
     crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await
 }
 

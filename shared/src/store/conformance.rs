@@ -30,6 +30,7 @@ pub async fn run_all(store: DynStore) {
     presign_get(&store).await;
     put_if_absent_race(&store).await;
     streamed_writes(&store).await;
+    overwrite_changes_modified(&store).await;
 }
 
 /// A fresh prefix for one check, so runs never see each other's keys.
@@ -139,6 +140,34 @@ pub async fn put_replaces(store: &DynStore) {
         "put over a shorter value",
     )
     .await;
+}
+
+/// A listing tells an overwrite apart, with the same bytes and size too: the collector
+/// sees an invocation's heartbeat this way. S3's `LastModified` has whole seconds, so
+/// the second write waits past one.
+pub async fn overwrite_changes_modified(store: &DynStore) {
+    let prefix = unique_prefix("overwrite-modified");
+    let key = format!("{prefix}/beat");
+    let modified = || async {
+        let listed = must_list(store, &prefix).await;
+        assert_eq!(keys(&listed), [key.as_str()], "{}", store.describe());
+        listed[0].modified.unwrap_or_else(|| {
+            panic!(
+                "{}: a listing must say when an object was written",
+                store.describe()
+            )
+        })
+    };
+    must_put(store, &key, Bytes::from_static(b"{\"beat\":1}")).await;
+    let first = modified().await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    must_put(store, &key, Bytes::from_static(b"{\"beat\":1}")).await;
+    let second = modified().await;
+    assert!(
+        second > first,
+        "{}: an overwrite must change the listed modified ({first} then {second})",
+        store.describe()
+    );
 }
 
 /// `put_if_absent` creates once, then reports `AlreadyExists` and keeps the first value.

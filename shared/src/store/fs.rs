@@ -251,9 +251,15 @@ impl BlobStore for FsStore {
                         let Some(meta) = not_found_is_none(entry.metadata())? else {
                             continue;
                         };
+                        let modified = meta
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map(|d| d.as_millis() as u64);
                         out.push(ObjectMeta {
                             key: rel.to_string(),
                             size: meta.len(),
+                            modified,
                         });
                     }
                 }

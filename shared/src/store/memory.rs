@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +20,16 @@ use super::{
 /// the other stores.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    objects: Arc<Mutex<BTreeMap<String, Bytes>>>,
+    objects: Arc<Mutex<Objects>>,
+}
+
+type Objects = BTreeMap<String, (Bytes, u64)>;
+
+/// The store has no clock: each write gets the next number, which a listing reports as
+/// its `modified`, so an overwrite shows as one.
+fn next_write() -> u64 {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    WRITES.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 impl MemoryStore {
@@ -28,7 +38,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+    fn objects(&self) -> std::sync::MutexGuard<'_, Objects> {
         // A panic while the lock was held cannot leave a map half-changed: each
         // operation is one map call.
         self.objects.lock().unwrap_or_else(|e| e.into_inner())
@@ -39,12 +49,12 @@ impl MemoryStore {
 impl BlobStore for MemoryStore {
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
         validate_key(key)?;
-        Ok(self.objects().get(key).cloned())
+        Ok(self.objects().get(key).map(|(b, _)| b.clone()))
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> StoreResult<Option<Bytes>> {
         validate_key(key)?;
-        let Some(body) = self.objects().get(key).cloned() else {
+        let Some(body) = self.objects().get(key).map(|(b, _)| b.clone()) else {
             return Ok(None);
         };
         let size = body.len() as u64;
@@ -62,12 +72,12 @@ impl BlobStore for MemoryStore {
 
     async fn size(&self, key: &str) -> StoreResult<Option<u64>> {
         validate_key(key)?;
-        Ok(self.objects().get(key).map(|b| b.len() as u64))
+        Ok(self.objects().get(key).map(|(b, _)| b.len() as u64))
     }
 
     async fn put(&self, key: &str, body: Bytes) -> StoreResult<()> {
         validate_key(key)?;
-        self.objects().insert(key.to_string(), body);
+        self.objects().insert(key.to_string(), (body, next_write()));
         Ok(())
     }
 
@@ -77,7 +87,7 @@ impl BlobStore for MemoryStore {
         if objects.contains_key(key) {
             return Ok(PutOutcome::AlreadyExists);
         }
-        objects.insert(key.to_string(), body);
+        objects.insert(key.to_string(), (body, next_write()));
         Ok(PutOutcome::Created)
     }
 
@@ -87,9 +97,10 @@ impl BlobStore for MemoryStore {
             .objects()
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| ObjectMeta {
+            .map(|(k, (v, written))| ObjectMeta {
                 key: k.clone(),
                 size: v.len() as u64,
+                modified: Some(*written),
             })
             .collect())
     }
@@ -123,7 +134,7 @@ impl BlobStore for MemoryStore {
 #[derive(Debug)]
 struct MemoryUpload {
     key: String,
-    objects: Arc<Mutex<BTreeMap<String, Bytes>>>,
+    objects: Arc<Mutex<Objects>>,
     parts: Mutex<HashMap<u32, Bytes>>,
 }
 
@@ -152,7 +163,7 @@ impl Upload for MemoryUpload {
             body.extend_from_slice(part);
         }
         let mut objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
-        objects.insert(self.key.clone(), body.freeze());
+        objects.insert(self.key.clone(), (body.freeze(), next_write()));
         Ok(())
     }
 

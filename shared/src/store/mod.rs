@@ -38,6 +38,11 @@ pub struct ObjectMeta {
     pub key: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was last written, in ms on the store's clock (S3's `LastModified`, to the
+    /// second; a file's mtime), or for a store without a clock a counter of writes: a
+    /// value that changes when the object is written again, so that a listing shows an
+    /// invocation's heartbeat. `None` where the store cannot tell.
+    pub modified: Option<u64>,
 }
 
 /// Errors of a blob store.

@@ -679,6 +679,10 @@ impl BlobStore for S3Store {
                 out.push(ObjectMeta {
                     key: key.to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
+                    modified: object
+                        .last_modified()
+                        .and_then(|t| t.to_millis().ok())
+                        .map(|ms| ms.max(0) as u64),
                 });
             }
         }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::clock::now_ms;
 use crate::error::{Error, clip};
-use crate::messages::RequestId;
+use crate::messages::{ReducerMode, RequestId};
 use crate::request::Rejection;
 use crate::state::{Failure, Keys, Progress, ResultRecord, RunInfo, StoredRequest, get_json};
 
@@ -160,7 +160,8 @@ async fn revive_if_silent(
     }
     let heard = progress.heartbeat_ms.max(run.started_ms);
     tracing::warn!(request = %stored.id, silent_ms = now - heard, "collector silent; starting a new one");
-    if let Err(e) = crate::handlers::invoke_collector(app, &stored.id).await {
+    let revived = crate::handlers::revive(app, &stored.id, heard, ReducerMode::Collect);
+    if let Err(e) = revived.await {
         tracing::error!(request = %stored.id, error = %e, "cannot start a new collector");
     }
 }

@@ -91,6 +91,7 @@ async fn submit(app: &App, body: &[u8]) -> Result<HttpResponse, ApiError> {
         put_json(store, &run_key, &run)
     )?;
     if put_json_if_absent(store, &keys.request(), &stored).await? == PutOutcome::Created {
+        crate::fault::kill_point(crate::fault::KillPoint::Planning);
         start_or_fail(app, &stored).await?;
     }
     status_response(app, &stored, 202).await

@@ -34,13 +34,17 @@ pub(super) struct Collector<'a> {
     plans: BTreeMap<u32, Plan>,
     done: HashMap<TaskId, DoneMarker>,
     progress: Progress,
-    /// Start markers seen (their keys).
-    starts: HashSet<String>,
+    /// Start markers seen: their keys, and when each was last written as listed (a
+    /// change is a heartbeat).
+    starts: HashMap<String, Option<u64>>,
     /// Launches, starts, failures: checkpointed at a hand-over.
     ledger: Ledger,
     /// What it waits for, with the consolidation plan and the request's settings once
     /// it has them.
     phase: Phase,
+    /// Whether its first look takes every invocation in flight for dead
+    /// ([`Collector::resuming`]).
+    resume: bool,
 }
 
 impl<'a> Collector<'a> {
@@ -71,10 +75,19 @@ impl<'a> Collector<'a> {
             plans: BTreeMap::new(),
             done: HashMap::new(),
             progress: Progress::default(),
-            starts: HashSet::new(),
+            starts: HashMap::new(),
             ledger,
             phase: Phase::Collecting,
+            resume: false,
         })
+    }
+
+    /// A collector in place of one that died together with every invocation in flight
+    /// (`cellmatrix serve` restarted on the store): its first look launches again
+    /// everything that did not finish, rather than waiting for it to go silent.
+    pub(super) fn resuming(mut self) -> Self {
+        self.resume = true;
+        self
     }
 
     pub(super) async fn run(mut self, stop_at_ms: Option<u64>) -> Result<(), Error> {
@@ -133,11 +146,17 @@ impl<'a> Collector<'a> {
         self.read_plans(now, plans).await?;
         self.read_markers(dones).await?;
         self.read_starts(now, starts);
+        if std::mem::take(&mut self.resume) {
+            let dead = self.ledger.presume_dead();
+            tracing::info!(request = %self.keys.id(), invocations = dead.len(), "resuming: launching again what was in flight");
+            self.launch_all(dead).await?;
+        }
         if let Some(message) = self.handle_errors(errors).await? {
             self.fail(message).await?;
             return Ok(true);
         }
         self.relaunch_lost(now).await?;
+        self.relaunch_silent(now).await?;
         let all_planned = self.plans.len() as u32 == self.stored.groups;
         if all_planned && self.app.config.hedge {
             self.hedge(now).await?;
@@ -230,12 +249,10 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
-    /// Notes the invocations that started since the last look (`listed`, one LIST).
+    /// Notes the invocations that started since the last look, and the heartbeats of
+    /// those that run (`listed`, one LIST).
     fn read_starts(&mut self, now: u64, listed: Vec<ObjectMeta>) {
         for o in listed {
-            if self.starts.contains(&o.key) {
-                continue;
-            }
             let parsed = o
                 .key
                 .rsplit('/')
@@ -243,10 +260,20 @@ impl<'a> Collector<'a> {
                 .and_then(|n| n.strip_suffix(".json"))
                 .and_then(|n| n.rsplit_once('.'))
                 .and_then(|(name, attempt)| Some((name.to_string(), attempt.parse().ok()?)));
-            if let Some((name, attempt)) = parsed {
-                self.ledger.started(&name, attempt, now);
+            match self.starts.get(&o.key) {
+                None => {
+                    if let Some((name, attempt)) = &parsed {
+                        self.ledger.started(name, *attempt, now);
+                    }
+                }
+                Some(seen) if *seen != o.modified => {
+                    if let Some((name, _)) = &parsed {
+                        self.ledger.beat(name, now);
+                    }
+                }
+                Some(_) => continue,
             }
-            self.starts.insert(o.key);
+            self.starts.insert(o.key, o.modified);
         }
     }
 
@@ -295,6 +322,21 @@ impl<'a> Collector<'a> {
         for name in self.ledger.lost(now, lost_after, passed_after) {
             if self.ledger.launches(&name) < self.max_launches() {
                 tracing::warn!(request = %self.keys.id(), name, "invocation lost; invoking it again");
+                again.push(name);
+            }
+        }
+        self.launch_all(again).await
+    }
+
+    /// Launches again what started and then stopped beating: it died with its process.
+    async fn relaunch_silent(&mut self, now: u64) -> Result<(), Error> {
+        let c = &self.app.config;
+        let floor = 3 * c.beat_interval.as_millis() as u64 + 2 * c.poll_interval.as_millis() as u64;
+        let ceiling = c.silent_after.as_millis() as u64;
+        let mut again = Vec::new();
+        for name in self.ledger.silent(now, floor, ceiling) {
+            if self.ledger.launches(&name) < self.max_launches() {
+                tracing::warn!(request = %self.keys.id(), name, "invocation silent; invoking it again");
                 again.push(name);
             }
         }

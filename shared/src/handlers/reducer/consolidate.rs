@@ -172,6 +172,7 @@ pub(super) async fn write_shard(
         }
     };
     futures::future::try_join(futures::future::try_join_all(copies), metadata).await?;
+    crate::fault::kill_point(crate::fault::KillPoint::Consolidation);
     put_json(store, &keys.shard(shard), &json!({ "shard": shard })).await?;
     commit_if_last(store, keys, &view, &plan).await?;
     crate::scratch::after_write(store, keys, app.config.keep_scratch).await

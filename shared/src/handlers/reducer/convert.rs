@@ -45,6 +45,7 @@ pub(super) async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
         peak_rss = record.peak_rss_bytes,
         "converted"
     );
+    crate::fault::kill_point(crate::fault::KillPoint::Conversion);
     put_json(store, &keys.converted(), &record).await?;
     crate::scratch::after_write(store, keys, app.config.keep_scratch).await
 }

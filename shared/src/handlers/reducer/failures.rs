@@ -52,7 +52,9 @@ pub fn lost(record: &FailureRecord) -> Option<Lost> {
     }
     let e = ReducerEvent::deserialize(payload).ok()?;
     let name = match e.mode {
-        ReducerMode::Collect => return Some(Lost::Collector(e.request_id)),
+        ReducerMode::Collect | ReducerMode::Resume => {
+            return Some(Lost::Collector(e.request_id));
+        }
         ReducerMode::Consolidate { shard } => format!("shard-{shard}"),
         ReducerMode::Convert => "convert".to_string(),
     };

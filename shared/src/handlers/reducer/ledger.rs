@@ -30,6 +30,10 @@ pub struct Ledger {
     /// run's deliveries, queue and cold starts take, looks included.
     #[serde(default)]
     pub slowest_start_ms: u64,
+    /// The longest time seen between two heartbeats of one invocation: how late this
+    /// run's beats come, writes and looks included ([`Ledger::silent`]).
+    #[serde(default)]
+    pub longest_beat_gap_ms: u64,
 }
 
 /// How many launches must be seen starting before the slowest of them sets how long a
@@ -54,6 +58,10 @@ pub struct Entry {
     pub hedged: bool,
     /// Whether it finished (a plan, a done marker, a shard marker, the conversion).
     pub finished: bool,
+    /// When a copy was last seen alive: a start marker seen for the first time, or
+    /// written again (a heartbeat).
+    #[serde(default)]
+    pub beat_ms: Option<u64>,
 }
 
 /// When a task counts as a straggler.
@@ -96,11 +104,70 @@ impl Ledger {
         let e = self.entries.entry(name.to_string()).or_default();
         e.next_attempt = e.next_attempt.max(attempt + 1);
         e.started_ms.get_or_insert(now);
+        e.beat_ms = Some(now);
         if let Some((seq, at)) = e.pending.remove(&attempt) {
             self.last_started_seq = self.last_started_seq.max(seq);
             self.starts_seen += 1;
             self.slowest_start_ms = self.slowest_start_ms.max(now.saturating_sub(at));
         }
+    }
+
+    /// A start marker of `name` seen before was written again at `now`: a heartbeat.
+    pub fn beat(&mut self, name: &str, now: u64) {
+        let Some(e) = self.entries.get_mut(name) else {
+            return;
+        };
+        if let Some(last) = e.beat_ms {
+            self.longest_beat_gap_ms = self.longest_beat_gap_ms.max(now.saturating_sub(last));
+        }
+        e.beat_ms = Some(now);
+    }
+
+    /// Invocations that started and then went silent: unfinished, with no launch waiting
+    /// to start (the lost rule watches those), and no heartbeat of any copy for longer
+    /// than three times the longest gap this run's beats have shown, at least `floor`
+    /// (three beat intervals) and at most `ceiling`. A running invocation beats, so one
+    /// that stopped beating died with its process: a Lambda environment at its timeout,
+    /// a killed `cellmatrix serve`. Reported once per silence: the caller launches them
+    /// again.
+    pub fn silent(&mut self, now: u64, floor: u64, ceiling: u64) -> Vec<String> {
+        let bound = self
+            .longest_beat_gap_ms
+            .saturating_mul(3)
+            .max(floor)
+            .min(ceiling);
+        let mut silent = Vec::new();
+        for (name, e) in &mut self.entries {
+            if e.finished || !e.pending.is_empty() {
+                continue;
+            }
+            if let Some(beat) = e.beat_ms
+                && now.saturating_sub(beat) > bound
+            {
+                e.beat_ms = Some(now);
+                silent.push(name.clone());
+            }
+        }
+        silent
+    }
+
+    /// Every invocation not finished, taken for dead: the process that ran them, and the
+    /// queue that held their launches, are gone (`cellmatrix serve` restarted). Their
+    /// launches and starts are forgotten, so that each is launched again at once and
+    /// then watched like a fresh launch.
+    pub fn presume_dead(&mut self) -> Vec<String> {
+        let mut dead = Vec::new();
+        for (name, e) in &mut self.entries {
+            if e.finished {
+                continue;
+            }
+            e.pending.clear();
+            e.started_ms = None;
+            e.beat_ms = None;
+            e.hedged = false;
+            dead.push(name.clone());
+        }
+        dead
     }
 
     /// `name` finished: nothing of it is pending any more.
@@ -377,6 +444,54 @@ mod tests {
             "too fresh"
         );
         assert_eq!(l.stragglers(1_200, 9, 10, Some(100), POLICY), ["task-9"]);
+    }
+
+    #[test]
+    fn a_started_invocation_that_stops_beating_is_silent_after_the_runs_own_bound() {
+        let mut l = Ledger::default();
+        l.launched("task-a", 0, 0);
+        l.launched("task-b", 0, 0);
+        l.started("task-a", 0, 100);
+        l.started("task-b", 0, 100);
+        // No beat seen yet: the floor (three beat intervals of 100 ms) holds.
+        assert!(l.silent(400, 300, 10_000).is_empty());
+        // a beats every 250 ms: the bound grows to 750 ms; b went quiet at 100.
+        for at in [350, 600, 850] {
+            l.beat("task-a", at);
+        }
+        assert_eq!(l.longest_beat_gap_ms, 250);
+        assert!(
+            l.silent(850, 300, 10_000).is_empty(),
+            "b: 750 ms is not over 750"
+        );
+        assert_eq!(l.silent(851, 300, 10_000), ["task-b"]);
+        assert!(l.silent(900, 300, 10_000).is_empty(), "reported once");
+        // The ceiling caps a bound that long gaps would stretch.
+        l.beat("task-a", 5_850);
+        assert_eq!(l.silent(7_000, 300, 1_000), ["task-a", "task-b"]);
+        // A relaunch waiting to start is the lost rule's, and a finished one is over.
+        l.launched("task-a", 1, 7_000);
+        l.finished("task-b");
+        assert!(l.silent(60_000, 300, 1_000).is_empty());
+    }
+
+    #[test]
+    fn a_restart_presumes_every_unfinished_invocation_dead() {
+        let mut l = Ledger::default();
+        l.launched("group-0", 0, 0);
+        l.launched("task-a", 0, 0);
+        l.launched("task-b", 0, 0);
+        l.started("task-a", 0, 10);
+        l.started("task-b", 0, 10);
+        l.finished("task-b");
+        l.finished("group-0");
+        l.launched("task-c", 0, 20);
+        assert_eq!(l.presume_dead(), ["task-a", "task-c"]);
+        // Forgotten, so neither the lost nor the silent rule reports them again before
+        // their relaunch is due.
+        assert!(l.lost(1_000_000, 100, 100).is_empty());
+        assert!(l.silent(1_000_000, 100, 100).is_empty());
+        assert_eq!(l.next_attempt("task-a"), 1, "the relaunch is a new attempt");
     }
 
     #[test]

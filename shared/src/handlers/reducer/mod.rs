@@ -19,6 +19,7 @@ mod phase;
 use crate::app::App;
 use crate::clock::now_ms;
 use crate::error::Error;
+use crate::handlers::beat::beating;
 use crate::handlers::{begin, begin_with, stopped};
 use crate::messages::{ReducerEvent, ReducerInput, ReducerMode};
 use crate::state::{Consolidation, Keys, RequestView, get_json};
@@ -60,6 +61,13 @@ pub async fn handle_until(
                 .run(stop_at_ms)
                 .await
         }
+        ReducerMode::Resume => {
+            collector::Collector::new(app, keys)
+                .await?
+                .resuming()
+                .run(stop_at_ms)
+                .await
+        }
         ReducerMode::Consolidate { shard } => {
             let name = format!("shard-{shard}");
             let done = keys.shard(shard);
@@ -76,7 +84,8 @@ pub async fn handle_until(
             let outcome = match begun.await {
                 Ok(None) => return Ok(()),
                 Ok(Some((plan, view))) => {
-                    consolidate::write_shard(app, &keys, shard, plan, view).await
+                    let work = consolidate::write_shard(app, &keys, shard, plan, view);
+                    beating(app, &keys, &name, event.attempt, work).await
                 }
                 Err(e) => Err(e),
             };
@@ -90,7 +99,8 @@ pub async fn handle_until(
             if !begin(app, &keys, "convert", event.attempt, Some(&done)).await? {
                 return Ok(());
             }
-            let outcome = convert::convert(app, &keys).await;
+            let work = convert::convert(app, &keys);
+            let outcome = beating(app, &keys, "convert", event.attempt, work).await;
             if let Err(e) = &outcome {
                 stopped(app, &keys, "convert", event.attempt, e).await;
             }
