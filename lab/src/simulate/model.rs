@@ -267,6 +267,12 @@ pub struct ServiceModel {
     /// `collector_first_beat`, seconds: a status request past it, with no heartbeat
     /// yet, starts a new collector.
     pub collector_first_beat_s: f64,
+    /// `beat_interval`, seconds: a running invocation writes its start marker again this
+    /// often (one PUT each).
+    pub beat_s: f64,
+    /// `silent_after`, seconds: the ceiling of the wait for a heartbeat before a started
+    /// invocation is taken for dead.
+    pub silent_after_s: f64,
     /// Done markers the collector reads at once (16 in `handlers/reducer.rs`).
     pub marker_reads: usize,
     /// Part arrays a consolidation shard opens, then reads, at once
@@ -297,6 +303,8 @@ impl ServiceModel {
             shard_nnz: config.shard_nnz.max(1),
             collector_stale_s: config.collector_stale.as_secs_f64(),
             collector_first_beat_s: config.collector_first_beat.as_secs_f64(),
+            beat_s: config.beat_interval.as_secs_f64(),
+            silent_after_s: config.silent_after.as_secs_f64(),
             marker_reads: 16,
             part_reads_in_flight: cellmatrix::layout::PART_READS_IN_FLIGHT,
             client_poll_s: 0.25,

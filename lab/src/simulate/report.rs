@@ -36,6 +36,12 @@ pub struct Summary {
     pub mean_hedges: f64,
     /// Mean launches taken for lost per request.
     pub mean_relaunched: f64,
+    /// Mean started invocations taken for dead for going silent per request.
+    pub mean_silent: f64,
+    /// Mean heartbeats written per request (PUTs, counted in `mean_requests` too).
+    pub mean_beats: f64,
+    /// The most new execution environments any run started within one second.
+    pub peak_new_envs_per_s: u64,
     /// Median time at which every group was planned, and every task done, seconds.
     pub p50_planned: f64,
     /// Median time at which every task was done, seconds.
@@ -78,6 +84,13 @@ pub fn summarize(case: &str, hedge: bool, faults: bool, outcomes: &[Outcome]) ->
         ],
         mean_hedges: mean(&|o| f64::from(o.hedges)),
         mean_relaunched: mean(&|o| f64::from(o.relaunched)),
+        mean_silent: mean(&|o| f64::from(o.silent)),
+        mean_beats: mean(&|o| o.beats as f64),
+        peak_new_envs_per_s: outcomes
+            .iter()
+            .map(|o| o.peak_new_envs_per_s)
+            .max()
+            .unwrap_or(0),
         p50_planned: median_of(outcomes, |o| o.planned_s),
         p50_collected: median_of(outcomes, |o| o.collected_s),
         p50_result: median_of(outcomes, |o| o.result_s),
@@ -119,7 +132,7 @@ pub fn table(summaries: &[Summary]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:<6} {:<6} {:>5} {:>8} {:>8} {:>8} {:>10} {:>8} {:>7} {:>7} {:>9} {:>9} {:>7}",
+        "{:<10} {:<6} {:<6} {:>5} {:>8} {:>8} {:>8} {:>10} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>7} {:>7} {:>7}",
         "case",
         "faults",
         "hedge",
@@ -131,14 +144,17 @@ pub fn table(summaries: &[Summary]) -> String {
         "invocs",
         "hedges",
         "lost",
+        "silent",
         "S3 GET",
         "S3 PUT",
+        "beats",
+        "envs/s",
         "failed"
     );
     for s in summaries {
         let _ = writeln!(
             out,
-            "{:<10} {:<6} {:<6} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>10.5} {:>8.1} {:>7.2} {:>7.2} {:>9.0} {:>9.0} {:>7}",
+            "{:<10} {:<6} {:<6} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>10.5} {:>8.1} {:>7.2} {:>7.2} {:>7.2} {:>9.0} {:>9.0} {:>7.0} {:>7} {:>7}",
             s.case,
             if s.faults { "on" } else { "off" },
             if s.hedge { "on" } else { "off" },
@@ -150,8 +166,11 @@ pub fn table(summaries: &[Summary]) -> String {
             s.mean_invocations,
             s.mean_hedges,
             s.mean_relaunched,
+            s.mean_silent,
             s.mean_requests[0],
             s.mean_requests[1] + s.mean_requests[2],
+            s.mean_beats,
+            s.peak_new_envs_per_s,
             s.failed
         );
     }

@@ -158,6 +158,14 @@ pub struct Outcome {
     pub relaunched: u32,
     /// New execution environments.
     pub cold_starts: u64,
+    /// The most new execution environments started within one second: each creates a
+    /// log stream, and CreateLogStream has an account-wide quota (50 per second by
+    /// default).
+    pub peak_new_envs_per_s: u64,
+    /// Heartbeats written (PUTs of start markers again, counted in `requests`).
+    pub beats: u64,
+    /// Started invocations taken for dead for going silent, and launched again.
+    pub silent: u32,
 }
 
 #[derive(Debug)]
@@ -203,6 +211,8 @@ struct Collector {
     plans: BTreeSet<u32>,
     done: HashMap<usize, u64>,
     starts_seen: usize,
+    /// The last heartbeat seen of each started invocation (name, attempt).
+    beats_seen: HashMap<(String, u32), Micros>,
     progress: (usize, usize, usize),
     heartbeat: Option<Micros>,
     finished: bool,
@@ -215,6 +225,9 @@ struct Store {
     plans: BTreeSet<u32>,
     done: BTreeMap<usize, u64>,
     started: Vec<(String, u32)>,
+    /// Invocations that wrote a start marker: (name, attempt, when it landed, when the
+    /// invocation ended). It beats every `beat_s` in between.
+    beating: Vec<(String, u32, Micros, Micros)>,
     errors: BTreeSet<String>,
     consolidation: bool,
     shards: BTreeSet<u32>,
@@ -246,6 +259,8 @@ struct World<'m> {
     client_done: Option<Micros>,
     hedges: u32,
     relaunched: u32,
+    silent: u32,
+    beats: u64,
     status_polls: u64,
 }
 
@@ -276,6 +291,8 @@ pub fn run(model: &Model, prepared: &Prepared, seed: u64, hedge: bool, faults: b
         client_done: None,
         hedges: 0,
         relaunched: 0,
+        silent: 0,
+        beats: 0,
         status_polls: 0,
     };
     w.post();
@@ -587,6 +604,7 @@ impl<'m> World<'m> {
             }
         };
         self.schedule(now, &tl);
+        self.beat(now, &tl);
         self.q.at(
             now + tl.duration,
             Ev::End {
@@ -595,6 +613,41 @@ impl<'m> World<'m> {
                 crashed: crash_after.then_some((p, failed + 1)),
             },
         );
+    }
+
+    /// An invocation that writes its start marker beats from then until it ends
+    /// (`handlers::beat`): one PUT every `beat_s`, in the background of its work.
+    fn beat(&mut self, now: Micros, tl: &Timeline) {
+        let Some((at, name, attempt)) = tl.writes.iter().find_map(|(off, w)| match w {
+            Write::Started { name, attempt } => Some((now + off, name.clone(), *attempt)),
+            _ => None,
+        }) else {
+            return;
+        };
+        let end = now + tl.duration;
+        let interval = secs(self.m.service.beat_s).max(1);
+        let beats = end.saturating_sub(at) / interval;
+        for _ in 0..beats {
+            self.s3.request(&mut self.rng, Op::Put, 0.0);
+        }
+        self.beats += beats;
+        self.store.beating.push((name, attempt, at, end));
+    }
+
+    /// As `Collector::read_starts` for heartbeats: a start marker seen before and
+    /// written again since is a beat.
+    fn read_beats(&self, c: &mut Collector, now: Micros) {
+        let interval = secs(self.m.service.beat_s).max(1);
+        for (name, attempt, at, end) in &self.store.beating {
+            if *at > now {
+                continue;
+            }
+            let last = at + (now.min(*end) - at) / interval * interval;
+            match c.beats_seen.insert((name.clone(), *attempt), last) {
+                Some(seen) if seen < last => c.ledger.beat(name, now / MS),
+                _ => {}
+            }
+        }
     }
 
     fn poll(&mut self) {
@@ -774,6 +827,7 @@ impl<'m> World<'m> {
             c.ledger.started(name, *attempt, now_ms);
         }
         c.starts_seen = self.store.started.len();
+        self.read_beats(c, now);
         let max_launches = svc.task_attempts.saturating_add(2);
         for name in self.store.errors.clone() {
             t += self.s3.request(&mut self.rng, Op::Get, 0.0);
@@ -803,6 +857,16 @@ impl<'m> World<'m> {
             .collect();
         self.relaunched += lost.len() as u32;
         self.launch_all(c, &lost, &mut t);
+        // As `Collector::relaunch_silent`.
+        let floor = (3.0 * svc.beat_s + 2.0 * svc.poll_s) * 1e3;
+        let silent: Vec<String> = c
+            .ledger
+            .silent(now_ms, floor as u64, (svc.silent_after_s * 1e3) as u64)
+            .into_iter()
+            .filter(|name| c.ledger.launches(name) < max_launches)
+            .collect();
+        self.silent += silent.len() as u32;
+        self.launch_all(c, &silent, &mut t);
         let total = p.tasks.len();
         let all_planned = c.plans.len() == groups;
         let total_planned: usize = c.plans.iter().map(|&g| p.groups[g as usize].1.len()).sum();
@@ -926,8 +990,26 @@ impl<'m> World<'m> {
             hedges: self.hedges,
             relaunched: self.relaunched,
             cold_starts: l.cold_starts.iter().sum(),
+            peak_new_envs_per_s: peak_per_second(l.started_at.iter().map(|&(_, at)| at)),
+            beats: self.beats,
+            silent: self.silent,
         }
     }
+}
+
+/// The most of `times` within any one second.
+fn peak_per_second(times: impl Iterator<Item = Micros>) -> u64 {
+    let mut times: Vec<Micros> = times.collect();
+    times.sort_unstable();
+    let mut peak = 0;
+    let mut first = 0;
+    for (i, &t) in times.iter().enumerate() {
+        while t - times[first] >= secs(1.0) {
+            first += 1;
+        }
+        peak = peak.max(i + 1 - first);
+    }
+    peak as u64
 }
 
 /// The invocation name of a payload, as error markers and the ledger name it.

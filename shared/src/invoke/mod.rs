@@ -167,7 +167,8 @@ impl Invoker for InProcess {
         // A collector spends its life waiting for other invocations: counted against the
         // reducer's limit, enough concurrent requests would hold every slot and leave
         // none for the consolidation shards they wait for.
-        let waits_on_others = function == Function::Reducer && payload["mode"]["kind"] == "collect";
+        let waits_on_others = function == Function::Reducer
+            && matches!(payload["mode"]["kind"].as_str(), Some("collect" | "resume"));
         let slots = (!waits_on_others).then(|| self.limits[&function].clone());
         *self
             .counts
