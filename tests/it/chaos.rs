@@ -15,7 +15,7 @@ use cellmatrix::fault::FaultPlan;
 use cellmatrix::state::Keys;
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
-use cellmatrix_tests::{ingest_samples, moto_store, objects, run_request_polling};
+use cellmatrix_tests::{ingest_samples, moto_store, objects, report_figures, run_request_polling};
 use serde_json::json;
 
 /// Seeds per run of the embedded stack, where a run takes about 2 s.
@@ -248,23 +248,6 @@ async fn chaos(
     lines
 }
 
-fn report(lines: &[String]) {
-    for line in lines {
-        println!("{line}");
-    }
-    if let Ok(path) = std::env::var("CELLMATRIX_TEST_FIGURES") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        for line in lines {
-            writeln!(f, "{line}").unwrap();
-        }
-    }
-}
-
 /// The embedded stack's seeds with hedging `hedge`. With and without hedging are two
 /// tests, so that they run side by side: the runs mostly wait on faults' delays.
 async fn embedded(hedge: bool) {
@@ -274,7 +257,7 @@ async fn embedded(hedge: bool) {
         poll: Duration::from_millis(20),
         cells_per_worker: 16,
     };
-    report(&chaos(vec![store], "fs", &[hedge], pace, SEEDS).await);
+    report_figures(&chaos(vec![store], "fs", &[hedge], pace, SEEDS).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -295,5 +278,5 @@ async fn chaos_on_moto_s3_changes_no_byte() {
         poll: Duration::from_millis(250),
         cells_per_worker: 64,
     };
-    report(&chaos(stores, "moto", &[true], pace, MOTO_SEEDS).await);
+    report_figures(&chaos(stores, "moto", &[true], pace, MOTO_SEEDS).await);
 }

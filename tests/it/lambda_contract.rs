@@ -35,7 +35,7 @@ use cellmatrix::store::DynStore;
 use cellmatrix::store::s3::S3Store;
 use cellmatrix_tests::{
     check_reference, download, function_bin_dir, ingest_samples, moto_config, moto_endpoint,
-    repo_root, unique_bucket_name,
+    repo_root, report_figures, unique_bucket_name,
 };
 use serde_json::{Value, json};
 
@@ -355,18 +355,8 @@ async fn the_real_binaries_serve_a_request_under_cargo_lambda_watch() {
             mine.len()
         ));
     }
-    print!("{figures}");
-    // The test command prints them after the run, which captures a passing test's output.
-    // Appended: other tests (chaos) leave their figures in the same file.
-    if let Ok(path) = std::env::var("CELLMATRIX_TEST_FIGURES") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        f.write_all(figures.as_bytes()).unwrap();
-    }
+    let lines: Vec<String> = figures.lines().map(str::to_string).collect();
+    report_figures(&lines);
 }
 
 /// The end of a log, for a failure message.

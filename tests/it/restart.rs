@@ -16,7 +16,8 @@ use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
 use cellmatrix::store::s3::S3Store;
 use cellmatrix_tests::{
-    copy_store, function_bin_dir, ingest_samples, moto_config, moto_endpoint, unique_bucket_name,
+    copy_store, function_bin_dir, ingest_samples, moto_config, moto_endpoint, report_figures,
+    unique_bucket_name,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -272,24 +273,7 @@ async fn restarts(place: Place, root: &std::path::Path) {
             place.kind
         );
     }
-    report(&lines);
-}
-
-fn report(lines: &[String]) {
-    for line in lines {
-        println!("{line}");
-    }
-    if let Ok(path) = std::env::var("CELLMATRIX_TEST_FIGURES") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
-        for line in lines {
-            writeln!(f, "{line}").unwrap();
-        }
-    }
+    report_figures(&lines);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -485,3 +485,23 @@ where
         self.inner.describe()
     }
 }
+
+/// Prints `lines`, and appends them to `$CELLMATRIX_TEST_FIGURES` when set: the test
+/// command shows that file after the run, as it captures a passing test's output. Each
+/// test appends, so several leave their figures in the same file.
+pub fn report_figures(lines: &[String]) {
+    for line in lines {
+        println!("{line}");
+    }
+    if let Ok(path) = std::env::var("CELLMATRIX_TEST_FIGURES") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("the figures file");
+        for line in lines {
+            writeln!(f, "{line}").expect("a figure written");
+        }
+    }
+}
