@@ -43,6 +43,7 @@
 
 pub mod app;
 pub mod bundle;
+pub mod caller;
 pub mod catalog;
 pub mod clock;
 pub mod coldstart;

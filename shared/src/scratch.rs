@@ -55,7 +55,10 @@ pub async fn remove(store: &DynStore, keys: &Keys, ending: Ending) -> Result<usi
             // The result stands: a failure or cancel that raced it is noise.
             let overruled =
                 ending == Ending::Succeeded && matches!(rest, "failed.json" | "cancel.json");
-            overruled || !(KEEP.contains(&rest) || converted_from)
+            // The callers own the request beyond its run: they may read the result,
+            // or run it again.
+            let owner = rest.starts_with("callers/");
+            overruled || !(KEEP.contains(&rest) || converted_from || owner)
         })
         .collect();
     if ending == Ending::Cancelled && !store.exists(&keys.result()).await? {
