@@ -21,5 +21,6 @@ mod pipeline;
 mod pipeline_faults;
 mod request_caps;
 mod store_conformance;
+mod template_routes;
 mod worker_memory;
 mod zarr_adapter;
