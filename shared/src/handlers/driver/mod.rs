@@ -4,8 +4,12 @@
 //! through `lambda_http`, `cellmatrix serve` through `axum::serve`, and [`handle`] sends
 //! one request through it in this process (the demo, the bench, the tests), so all three
 //! answer alike. A route's handler has a file of its own: `submit` (which `resolve`s the
-//! bundles, through `list_fetch` for a list behind a URL), `status`, `cancel` and
-//! `metadata`; `error` is what a route answers when it does not succeed.
+//! bundles, through `list_fetch` for a list behind a URL, and checks the `limits`),
+//! `status`, `files`, `cancel` and `metadata`; `owners` says who may see a request,
+//! `quota` how many runs a caller may have; `error` is what a route answers when it does
+//! not succeed. Every route but the metadata ones needs the request's [`Caller`] (a
+//! request extension: [`router_with_callers`] on Lambda, the local user in `serve` and
+//! [`handle`]).
 
 mod cancel;
 mod error;
