@@ -143,11 +143,15 @@ mod tests {
     #[tokio::test]
     async fn success_keeps_the_status_the_result_and_the_zarr_a_conversion_reads() {
         let (_dir, store, keys) = seeded().await;
+        // Its owners stay: they read the result.
+        let owner = keys.caller(&crate::caller::Caller::local());
+        store.put(&owner, Bytes::from_static(b"{}")).await.unwrap();
         let deleted = remove(&store, &keys, Ending::Succeeded).await.unwrap();
         assert_eq!(deleted, 4);
         assert_eq!(
             left(&store, &keys.prefix()).await,
             [
+                &owner[keys.prefix().len()..],
                 "matrix.zarr/zarr.json",
                 "progress.json",
                 "request.json",
