@@ -72,6 +72,26 @@ pub struct Config {
     /// Largest dense size of a loom result (`CELLMATRIX_LOOM_MAX_BYTES`, default 512 MiB);
     /// loom is built in memory, so this bounds the reducer's memory too.
     pub loom_max_bytes: u64,
+    /// Most cells one request may select (`CELLMATRIX_MAX_CELLS`, default 20,000,000),
+    /// counted over its bundles before any cell filter, as every other cap here: a
+    /// request that could pass a cap is refused (422) before `request.json` is written.
+    pub max_cells: u64,
+    /// Most stored nonzeros of the bundles one request selects (`CELLMATRIX_MAX_NNZ`,
+    /// default 40,000,000,000).
+    pub max_nnz: u64,
+    /// Most worker tasks one request plans into (`CELLMATRIX_MAX_TASKS`, default 20,000:
+    /// a million one-cell bundles plan into about 8,000).
+    pub max_tasks: u64,
+    /// Largest sparse size (nonzeros × (value + column index bytes) + row pointers) of a
+    /// zarr result (`CELLMATRIX_ZARR_MAX_BYTES`, default 1 TiB).
+    pub zarr_max_bytes: u64,
+    /// The same for h5ad (`CELLMATRIX_H5AD_MAX_BYTES`, default 1 TiB).
+    pub h5ad_max_bytes: u64,
+    /// The same for mtx (`CELLMATRIX_MTX_MAX_BYTES`, default 1 TiB).
+    pub mtx_max_bytes: u64,
+    /// Most Running requests one caller may have (`CELLMATRIX_CALLER_MAX_RUNNING`,
+    /// default 4); a POST that would start another is 429.
+    pub caller_max_running: u64,
     /// Local directory for the conversions' temporary files (`CELLMATRIX_SCRATCH_DIR`,
     /// default the system's temporary directory; `/tmp` on Lambda).
     pub scratch_dir: std::path::PathBuf,
@@ -168,6 +188,13 @@ impl Config {
             url_expiry: Duration::from_secs(3600),
             csv_max_bytes: 2 << 30,
             loom_max_bytes: 512 << 20,
+            max_cells: 20_000_000,
+            max_nnz: 40_000_000_000,
+            max_tasks: 20_000,
+            zarr_max_bytes: 1 << 40,
+            h5ad_max_bytes: 1 << 40,
+            mtx_max_bytes: 1 << 40,
+            caller_max_running: 4,
             scratch_dir: std::env::temp_dir(),
             store_attempts: 4,
             lost_after: Duration::from_secs(5),
@@ -291,6 +318,14 @@ impl Config {
         )?);
         c.csv_max_bytes = num(&get, "CELLMATRIX_CSV_MAX_BYTES", c.csv_max_bytes)?;
         c.loom_max_bytes = num(&get, "CELLMATRIX_LOOM_MAX_BYTES", c.loom_max_bytes)?;
+        c.max_cells = num(&get, "CELLMATRIX_MAX_CELLS", c.max_cells)?;
+        c.max_nnz = num(&get, "CELLMATRIX_MAX_NNZ", c.max_nnz)?;
+        c.max_tasks = num(&get, "CELLMATRIX_MAX_TASKS", c.max_tasks)?;
+        c.zarr_max_bytes = num(&get, "CELLMATRIX_ZARR_MAX_BYTES", c.zarr_max_bytes)?;
+        c.h5ad_max_bytes = num(&get, "CELLMATRIX_H5AD_MAX_BYTES", c.h5ad_max_bytes)?;
+        c.mtx_max_bytes = num(&get, "CELLMATRIX_MTX_MAX_BYTES", c.mtx_max_bytes)?;
+        c.caller_max_running =
+            positive(&get, "CELLMATRIX_CALLER_MAX_RUNNING", c.caller_max_running)?;
         c.store_attempts = positive(&get, "CELLMATRIX_STORE_ATTEMPTS", c.store_attempts)?;
         c.lost_after = ms("CELLMATRIX_LOST_AFTER_MS", c.lost_after)?;
         c.lost_passed_after = ms("CELLMATRIX_LOST_PASSED_AFTER_MS", c.lost_passed_after)?;

@@ -20,7 +20,8 @@
 //!   written as they fill.
 //! - [`filter`]: the request's filter tree, evaluated per bundle (three-valued) and per cell.
 //! - [`genes`]: the output gene space and each bundle's column remapping.
-//! - [`request`]: the body of `POST /v1/matrix`, validated, and its request id.
+//! - [`request`]: the body of `POST /v1/matrix`, validated, normalised, and its request id.
+//! - [`caller`]: who calls the API (an IAM principal, or the local user), and its key.
 //! - [`scratch`]: removing a request's parts and markers once it has ended.
 //! - [`messages`]: the events the functions send each other.
 //! - [`state`]: every key of a request's state in the store, and the records kept there.
@@ -43,6 +44,7 @@
 
 pub mod app;
 pub mod bundle;
+pub mod caller;
 pub mod catalog;
 pub mod clock;
 pub mod coldstart;

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::convert::Format;
 use crate::error::clip;
-use crate::filter::{Field, Filter};
+use crate::filter::{Field, Filter, Literal};
 use crate::fqid::Fqid;
 use crate::messages::RequestId;
 
@@ -16,6 +16,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const MAX_BUNDLES: usize = 100_000;
 /// Most genes one request may name.
 pub const MAX_GENES: usize = 100_000;
+/// Most names `fields` may list (repeats included; there are ten fields).
+pub const MAX_FIELD_NAMES: usize = 100;
 
 /// Where the bundles of a request come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,7 +116,8 @@ impl MatrixRequest {
                     BundleSource::Url(url)
                 } else {
                     let filter = body.filter.unwrap_or(Value::Null);
-                    BundleSource::Filter(Filter::parse(&filter).map_err(Rejection::bad)?)
+                    let filter = Filter::parse(&filter).map_err(Rejection::bad)?;
+                    BundleSource::Filter(without_repeated_values(filter))
                 }
             }
             0 => {
@@ -140,6 +143,11 @@ impl MatrixRequest {
         let fields = match body.fields {
             None => Field::ALL.to_vec(),
             Some(names) => {
+                if names.len() > MAX_FIELD_NAMES {
+                    return Err(Rejection::bad(format!(
+                        "fields: give at most {MAX_FIELD_NAMES} names"
+                    )));
+                }
                 let mut fields = Vec::with_capacity(names.len());
                 for name in &names {
                     let field = Field::parse(name).ok_or_else(|| {
@@ -150,10 +158,10 @@ impl MatrixRequest {
                             known.join(", ")
                         ))
                     })?;
-                    if fields.contains(&field) {
-                        return Err(Rejection::bad(format!("fields: {name:?} is listed twice")));
+                    // A repeat adds nothing: it is dropped, so the request keeps its id.
+                    if !fields.contains(&field) {
+                        fields.push(field);
                     }
-                    fields.push(field);
                 }
                 fields
             }
@@ -175,7 +183,7 @@ impl MatrixRequest {
             source,
             format,
             fields,
-            genes: body.genes,
+            genes: body.genes.map(first_occurrences),
         })
     }
 
@@ -208,6 +216,45 @@ impl MatrixRequest {
             BundleSource::Filter(f) => Some(f),
             _ => None,
         }
+    }
+}
+
+/// `items` without repeats, each where it first came: what a repeated gene or field adds
+/// to the output is nothing, so the request keeps the id it has without the repeat (and a
+/// request with none keeps its id).
+fn first_occurrences(items: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    items
+        .into_iter()
+        .filter(|g| seen.insert(g.clone()))
+        .collect()
+}
+
+/// `filter` with each `in` list's repeated values dropped (first occurrences kept, in
+/// order): `x in [a, a]` is `x in [a]`, and gets its id.
+fn without_repeated_values(filter: Filter) -> Filter {
+    match filter {
+        Filter::And(children) => {
+            Filter::And(children.into_iter().map(without_repeated_values).collect())
+        }
+        Filter::Or(children) => {
+            Filter::Or(children.into_iter().map(without_repeated_values).collect())
+        }
+        Filter::Not(child) => Filter::Not(Box::new(without_repeated_values(*child))),
+        Filter::In { field, values } => {
+            let mut seen = std::collections::HashSet::with_capacity(values.len());
+            let values = values
+                .into_iter()
+                .filter(|v| {
+                    seen.insert(match v {
+                        Literal::Str(s) => (0, s.clone()),
+                        Literal::Num(x) => (1, x.to_bits().to_string()),
+                    })
+                })
+                .collect();
+            Filter::In { field, values }
+        }
+        cmp @ Filter::Cmp { .. } => cmp,
     }
 }
 
@@ -349,6 +396,39 @@ mod tests {
         assert_ne!(r.id(&[a.clone(), b.clone()]), r.id(&[b.clone(), a.clone()]));
         let fewer = parse(json!({"bundle_fqids": [A, B], "fields": ["cell.barcode"]})).unwrap();
         assert_ne!(r.id(&[a.clone(), b.clone()]), fewer.id(&[a, b]));
+    }
+
+    #[test]
+    fn repeated_genes_fields_and_values_are_dropped_so_the_id_stays() {
+        let a: Fqid = A.parse().unwrap();
+        let one = std::slice::from_ref(&a);
+        let plain = parse(json!({"bundle_fqids": [A], "genes": ["CD3E", "LYZ"],
+            "fields": ["cell.barcode", "bundle.project"]}))
+        .unwrap();
+        let repeated = parse(
+            json!({"bundle_fqids": [A], "genes": ["CD3E", "LYZ", "CD3E"],
+            "fields": ["cell.barcode", "bundle.project", "cell.barcode"]}),
+        )
+        .unwrap();
+        assert_eq!(repeated, plain);
+        assert_eq!(repeated.id(one), plain.id(one));
+        let filter = |values: Value| {
+            parse(json!({"filter": {"op": "in", "field": "bundle.organ", "value": values}}))
+                .unwrap()
+        };
+        let (once, twice) = (
+            filter(json!(["blood", "lung"])),
+            filter(json!(["blood", "lung", "blood"])),
+        );
+        assert_eq!(once.id(one), twice.id(one));
+        // Order still matters: it is the output's.
+        let swapped = parse(json!({"bundle_fqids": [A], "genes": ["LYZ", "CD3E"],
+            "fields": ["cell.barcode", "bundle.project"]}))
+        .unwrap();
+        assert_ne!(swapped.id(one), plain.id(one));
+        let many =
+            json!({"bundle_fqids": [A], "fields": vec!["cell.barcode"; MAX_FIELD_NAMES + 1]});
+        assert_eq!(parse(many).unwrap_err().status, 400);
     }
 
     #[test]

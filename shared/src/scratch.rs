@@ -55,7 +55,10 @@ pub async fn remove(store: &DynStore, keys: &Keys, ending: Ending) -> Result<usi
             // The result stands: a failure or cancel that raced it is noise.
             let overruled =
                 ending == Ending::Succeeded && matches!(rest, "failed.json" | "cancel.json");
-            overruled || !(KEEP.contains(&rest) || converted_from)
+            // The callers own the request beyond its run: they may read the result,
+            // or run it again.
+            let owner = rest.starts_with("callers/");
+            overruled || !(KEEP.contains(&rest) || converted_from || owner)
         })
         .collect();
     if ending == Ending::Cancelled && !store.exists(&keys.result()).await? {
@@ -140,11 +143,15 @@ mod tests {
     #[tokio::test]
     async fn success_keeps_the_status_the_result_and_the_zarr_a_conversion_reads() {
         let (_dir, store, keys) = seeded().await;
+        // Its owners stay: they read the result.
+        let owner = keys.caller(&crate::caller::Caller::local());
+        store.put(&owner, Bytes::from_static(b"{}")).await.unwrap();
         let deleted = remove(&store, &keys, Ending::Succeeded).await.unwrap();
         assert_eq!(deleted, 4);
         assert_eq!(
             left(&store, &keys.prefix()).await,
             [
+                &owner[keys.prefix().len()..],
                 "matrix.zarr/zarr.json",
                 "progress.json",
                 "request.json",

@@ -20,6 +20,14 @@
 //! | `started/{name}.{attempt}.json` | every invocation but the collector | put at its start, again every beat |
 //! | `collector.json` | collector | put, when it hands over to a fresh invocation |
 //! | `collectors/{heartbeat}.{period}.json` | whoever revives a silent collector | put-if-absent: the lease |
+//! | `callers/{caller}.json` | driver (POST) | put-if-absent by each caller's first POST; deleted by its DELETE |
+//!
+//! And per caller, outside any request (`{caller}` is [`Caller::key`], a hash of the
+//! identity, never its text):
+//!
+//! | key | written by | how |
+//! |---|---|---|
+//! | `callers/{caller}/running/{id}.json` | driver (POST) | put when the caller submits or joins a run; deleted by its DELETE, or once the run has ended |
 
 use std::ops::Range;
 
@@ -28,6 +36,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bundle::{BundleMetadata, ValueType};
+use crate::caller::Caller;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::Error;
 use crate::fqid::Fqid;
@@ -172,6 +181,47 @@ impl Keys {
     pub fn lease(&self, heartbeat_ms: u64, period: u64) -> String {
         self.at(&format!("collectors/{heartbeat_ms}.{period}.json"))
     }
+    /// Prefix of the callers who submitted the request (its owners).
+    pub fn callers(&self) -> String {
+        self.at("callers/")
+    }
+    /// The record that `caller` submitted the request.
+    pub fn caller(&self, caller: &Caller) -> String {
+        self.at(&format!("callers/{}.json", caller.key()))
+    }
+}
+
+/// The keys of one caller, outside any request.
+#[derive(Debug, Clone)]
+pub struct CallerKeys {
+    key: String,
+}
+
+impl CallerKeys {
+    /// The keys of `caller`.
+    pub fn new(caller: &Caller) -> Self {
+        CallerKeys { key: caller.key() }
+    }
+    /// Prefix of the runs the caller submitted or joined that may still be running.
+    pub fn running(&self) -> String {
+        format!("callers/{}/running/", self.key)
+    }
+    /// The marker that the caller has a part in the run of request `id`.
+    pub fn running_request(&self, id: &RequestId) -> String {
+        format!("{}{id}.json", self.running())
+    }
+}
+
+/// `requests/{id}/callers/{caller}.json` and `callers/{caller}/running/{id}.json`: who,
+/// and since when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CallerRecord {
+    /// The caller's identity (an IAM ARN, or `local`).
+    pub caller: String,
+    /// The request.
+    pub request: RequestId,
+    /// When it was written, ms since the Unix epoch.
+    pub at_ms: u64,
 }
 
 /// An invocation's start marker: it began work at `at_ms`, after finding the request

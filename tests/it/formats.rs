@@ -32,7 +32,7 @@ fn fs_store(dir: &tempfile::TempDir) -> DynStore {
 
 /// Runs `request` and checks its result, as downloaded, with the reference.
 async fn check(app: &App, store: &DynStore, bundles: &[RefBundle], request: &Value) {
-    let (_, status) = run_request(app, request).await;
+    let (id, status) = run_request(app, request).await;
     assert_eq!(status["status"], "Succeeded", "{status}");
     let result = &status["result"];
     let format = request["format"].as_str().unwrap();
@@ -41,12 +41,23 @@ async fn check(app: &App, store: &DynStore, bundles: &[RefBundle], request: &Val
         conversion["peak_rss_bytes"].as_u64().unwrap() > 0,
         "{status}"
     );
-    let files: Vec<&str> = result["files"]
+    let listed = driver::handle(app, "GET", &format!("/v1/matrix/{id}/files"), b"").await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body["next_cursor"], Value::Null);
+    let files: Vec<&str> = listed.body["files"]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| f["path"].as_str().unwrap())
         .collect();
+    assert_eq!(result["n_files"], files.len(), "{status}");
+    let sizes: u64 = listed.body["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(result["total_bytes"], sizes, "{status}");
     let want = cellmatrix::convert::Format::parse(format)
         .unwrap()
         .info()

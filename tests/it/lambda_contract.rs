@@ -203,8 +203,8 @@ fn api_event(method: &str, path: &str, route: &str, body: Option<&Value>) -> Val
     event["requestContext"]["routeKey"] = json!(route);
     event["requestContext"]["http"]["method"] = json!(method);
     event["requestContext"]["http"]["path"] = json!(path);
-    let id = path.rsplit('/').next().unwrap();
-    if route.ends_with("{id}") {
+    if route.contains("{id}") {
+        let id = path.split('/').nth(3).unwrap();
         event["pathParameters"] = json!({ "id": id });
     }
     match body {
@@ -299,6 +299,24 @@ async fn the_real_binaries_serve_a_request_under_cargo_lambda_watch() {
 
     let path = format!("/v1/matrix/{id}");
     let get = api_event("GET", &path, "GET /v1/matrix/{id}", None);
+    // The caller is the IAM principal of the request context: another principal does not
+    // see the request (the answer of an id never seen), and a request with no IAM
+    // authorizer in its context is refused.
+    let mut other = get.clone();
+    other["requestContext"]["authorizer"]["iam"]["userArn"] =
+        json!("arn:aws:sts::123456789012:assumed-role/cellmatrix-user/someone-else");
+    let (code, body) = call_driver(&client, &other).await;
+    assert_eq!(
+        (code, &body),
+        (404, &json!({"message": format!("no request {id}")}))
+    );
+    let mut unsigned = get.clone();
+    unsigned["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    let (code, body) = call_driver(&client, &unsigned).await;
+    assert_eq!(code, 403, "{body}");
     let deadline = Instant::now() + Duration::from_secs(1500);
     let status = loop {
         let (code, body) = call_driver(&client, &get).await;
@@ -320,6 +338,25 @@ async fn the_real_binaries_serve_a_request_under_cargo_lambda_watch() {
         tail(&lambda.log_text())
     );
     let result = &status["result"];
+    // The files, a page at a time, each presigned (the store is moto's S3).
+    let files_path = format!("{path}/files");
+    let mut files = api_event("GET", &files_path, "GET /v1/matrix/{id}/files", None);
+    files["rawQueryString"] = json!("limit=5");
+    files["queryStringParameters"] = json!({"limit": "5"});
+    let (code, page) = call_driver(&client, &files).await;
+    assert_eq!(code, 200, "{page}");
+    let listed = page["files"].as_array().unwrap();
+    assert_eq!(
+        listed.len(),
+        5.min(result["n_files"].as_u64().unwrap() as usize),
+        "{page}"
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|f| f["url"].as_str().is_some_and(|u| u.starts_with("http"))),
+        "{page}"
+    );
     let location = result["location"].as_str().unwrap();
     let prefix = location
         .strip_prefix(&format!("s3://{bucket}/{PREFIX}/"))

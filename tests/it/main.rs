@@ -5,6 +5,7 @@
 //! test keeps what it touches its own: a fresh temporary directory, a bucket named by
 //! `unique_bucket_name`, a port bound to 0, and no changes to the process environment.
 
+mod bounded_status;
 mod cancel_and_corrupt;
 mod catalog_concurrency;
 mod chaos;
@@ -15,9 +16,12 @@ mod ingest_formats;
 mod ingest_real_data;
 mod lambda_contract;
 mod openapi;
+mod owners;
 mod pipeline;
 mod pipeline_faults;
+mod request_caps;
 mod restart;
 mod store_conformance;
+mod template_routes;
 mod worker_memory;
 mod zarr_adapter;

@@ -23,7 +23,8 @@ STORE is the server's filesystem store, with bundles ingested. In order:
    CHECKS: no 5xx; status, content type, headers and body as the document says;
    schema-violating requests refused; every 4xx with a message; no canary.
 5. The store afterwards: bundles, feature sets and catalog as before, and nothing new
-   but `requests/{id}/` and `results/{id}/` under request ids.
+   but `requests/{id}/` and `results/{id}/` under request ids, and `callers/{key}/`
+   under a caller's hashed key (the quota's marks).
 
 Prints "ok api_fuzz: ..." and exits 0 when all hold; exits 1 naming what failed.
 Requests go to BASE only: URLs given as `bundle_fqids_url` are rewritten to private
@@ -44,11 +45,12 @@ import zlib
 CANARY_FQID = "cafecafe-0000-4000-8000-00000000c0de.2001-01-01T000000.000000Z"
 
 # schemathesis' built-in checks that hold for this API, plus the two below. Left out:
-# the auth checks (serve has none; API Gateway does SigV4), use_after_free (DELETE
-# cancels, the request stays readable), positive_data_acceptance (a schema-valid
-# request may still name unknown genes or match no bundle, 400 and 422).
+# the auth checks (serve has none; API Gateway does SigV4), positive_data_acceptance (a
+# schema-valid request may still name unknown genes or match no bundle, 400 and 422).
+# use_after_free holds: a DELETE detaches its caller, who then gets 404.
 CHECKS = [
     "not_a_server_error",
+    "use_after_free",
     "status_code_conformance",
     "content_type_conformance",
     "response_headers_conformance",
@@ -273,6 +275,10 @@ def injection_cases(store, fqid, request_id):
     for bad in ids:
         for method in ("GET", "DELETE"):
             cases.append((method, f"/v1/matrix/{bad}", None))
+        cases.append(("GET", f"/v1/matrix/{bad}/files", None))
+    # A page cursor is compared with the result's paths, never made a key.
+    for cursor in ["..%2F..%2Fcatalog", "%2F", "%00", "a" * 1025]:
+        cases.append(("GET", f"/v1/matrix/{request_id}/files?cursor={cursor}&limit=0", None))
     # Paths a client would normalise: the server must not.
     for path in [
         f"/v1/matrix/{request_id}/..",
@@ -338,8 +344,8 @@ def run_schemathesis(args):
     cases = int(m.group(1)) if m else 0
     m = re.search(r"Tested: (\d+)", out.stdout)
     operations = int(m.group(1)) if m else 0
-    if cases == 0 or operations != 5:
-        problems.append(f"schemathesis ran {cases} cases over {operations} operations; expected cases over all 5")
+    if cases == 0 or operations != 6:
+        problems.append(f"schemathesis ran {cases} cases over {operations} operations; expected cases over all 6")
     return cases, operations, time.monotonic() - started, problems
 
 
@@ -372,17 +378,17 @@ def main():
         fail(f"the real request did not succeed: {done}")
 
     # Every part runs whatever the one before found, so one run reports everything.
-    fixed = snapshot(store, skip=("requests", "results"))
+    fixed = snapshot(store, skip=("requests", "results", "callers"))
     n_injections, problems = run_injections(args.url, store, fqid, request_id)
     cases, operations, seconds, found = run_schemathesis(args)
     problems += found
-    now = snapshot(store, skip=("requests", "results"))
+    now = snapshot(store, skip=("requests", "results", "callers"))
     if now != fixed:
         problems.append(f"store: bundles, feature sets, catalog or canaries changed: {diff(fixed, now)}")
-    for top in ("requests", "results"):
+    for top in ("requests", "results", "callers"):
         for name in os.listdir(os.path.join(store, top)):
             if not re.fullmatch(r"[0-9a-f]{32}", name):
-                problems.append(f"store: {top}/{name} is not under a request id")
+                problems.append(f"store: {top}/{name} is not under a request id or caller key")
     if problems:
         fail("\n  ".join(["failed:"] + problems))
     print(f"ok api_fuzz: {n_injections} injection cases, schemathesis {cases} cases over "

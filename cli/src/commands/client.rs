@@ -146,9 +146,12 @@ pub struct MatrixResult {
     pub n_genes: u64,
     /// Nonzeros.
     pub nnz: u64,
-    /// The objects that make up the matrix.
+    /// How many objects make up the matrix (`GET /v1/matrix/{id}/files` lists them).
     #[serde(default)]
-    pub files: Vec<ResultFile>,
+    pub n_files: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub total_bytes: u64,
     /// The conversion to the requested format (none for zarr).
     #[serde(default)]
     pub conversion: Option<Conversion>,
@@ -257,9 +260,13 @@ impl Client {
         &self,
         method: Method,
         segments: &[&str],
+        query: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<Value> {
-        let url = self.url(segments)?;
+        let mut url = self.url(segments)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
         let mut request = self
             .http
             .request(method.clone(), url.clone())
@@ -321,22 +328,51 @@ impl Client {
     /// Succeeded when the same request was built before).
     pub async fn submit(&self, body: Vec<u8>) -> anyhow::Result<Status> {
         Status::from_value(
-            self.call(Method::POST, &["v1", "matrix"], Some(body))
+            self.call(Method::POST, &["v1", "matrix"], &[], Some(body))
                 .await?,
         )
     }
 
     /// `GET /v1/matrix/{id}`.
     pub async fn status(&self, id: &str) -> anyhow::Result<Status> {
-        Status::from_value(self.call(Method::GET, &["v1", "matrix", id], None).await?)
+        Status::from_value(
+            self.call(Method::GET, &["v1", "matrix", id], &[], None)
+                .await?,
+        )
     }
 
     /// `DELETE /v1/matrix/{id}`: the status after the cancel was recorded.
     pub async fn cancel(&self, id: &str) -> anyhow::Result<Status> {
         Status::from_value(
-            self.call(Method::DELETE, &["v1", "matrix", id], None)
+            self.call(Method::DELETE, &["v1", "matrix", id], &[], None)
                 .await?,
         )
+    }
+
+    /// `GET /v1/matrix/{id}/files`, page after page: every file of the result.
+    pub async fn files(&self, id: &str) -> anyhow::Result<Vec<ResultFile>> {
+        #[derive(Deserialize)]
+        struct Page {
+            files: Vec<ResultFile>,
+            next_cursor: Option<String>,
+        }
+        let mut files = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let query: Vec<(&str, &str)> = cursor.iter().map(|c| ("cursor", c.as_str())).collect();
+            let page: Page = serde_json::from_value(
+                self.call(Method::GET, &["v1", "matrix", id, "files"], &query, None)
+                    .await?,
+            )
+            .context("the file list is not one")?;
+            files.extend(page.files);
+            match page.next_cursor {
+                // A cursor that does not move on would page forever.
+                Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
+                Some(next) => bail!("the server gave the same cursor twice: {next:?}"),
+                None => return Ok(files),
+            }
+        }
     }
 
     /// Downloads every file of `result` into `dir` (its presigned URL, or a copy from the
@@ -346,12 +382,13 @@ impl Client {
     pub async fn download(
         &self,
         result: &MatrixResult,
+        files: &[ResultFile],
         dir: &Path,
         progress: &(dyn Fn(u64) + Sync),
     ) -> anyhow::Result<u64> {
         // Every path is checked before anything is written.
-        let mut plan = Vec::with_capacity(result.files.len());
-        for file in &result.files {
+        let mut plan = Vec::with_capacity(files.len());
+        for file in files {
             plan.push((file, dir.join(safe_relative(&file.path)?)));
         }
         let mut total = 0;
@@ -532,7 +569,7 @@ mod tests {
             "progress": {"bundles": 2, "tasks_total": 3, "tasks_done": 3, "cells_written": 10},
             "timings": {"submitted_at": "t", "started_at": "t", "elapsed_seconds": 1.5, "finished_at": "t"},
             "result": {"location": "/s/r", "n_cells": 10, "n_genes": 5, "nnz": 7,
-                       "files": [{"path": "zarr.json", "size": 3, "url": null}]},
+                       "n_files": 1, "total_bytes": 3, "files_url": "/v1/matrix/ab/files"},
             "message": null
         });
         let s = Status::from_value(raw.clone()).unwrap();

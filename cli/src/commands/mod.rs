@@ -6,6 +6,7 @@ mod catalog;
 mod client;
 mod demo;
 mod ingest;
+mod local_guard;
 mod query;
 mod serve;
 mod sigv4;

@@ -146,22 +146,29 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             c.start_rss_bytes >> 20
         ));
     }
-    say(format!("result: {}", result.location));
+    say(format!(
+        "result: {} ({} file(s), {} bytes)",
+        result.location, result.n_files, result.total_bytes
+    ));
 
     if let Some(dir) = &a.output {
-        let total: u64 = result.files.iter().map(|f| f.size).sum();
+        let files = client
+            .files(&id)
+            .await
+            .with_context(|| format!("listing the files of request {id}"))?;
+        let total: u64 = files.iter().map(|f| f.size).sum();
         let bar = ProgressBar::new(total);
         bar.set_style(bytes_style());
         let started = Instant::now();
         let written = client
-            .download(result, dir, &|n| bar.inc(n))
+            .download(result, &files, dir, &|n| bar.inc(n))
             .await
             .with_context(|| format!("downloading the result into {}", dir.display()));
         bar.finish_and_clear();
         let written = written?;
         say(format!(
             "downloaded {} file(s), {written} bytes, into {} in {:.2} s",
-            result.files.len(),
+            files.len(),
             dir.display(),
             started.elapsed().as_secs_f64()
         ));

@@ -6,16 +6,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use axum::Extension;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use cellmatrix::app::{App, default_limit};
+use cellmatrix::caller::Caller;
 use cellmatrix::config::Config;
 use cellmatrix::handlers::driver;
 use cellmatrix::invoke::Function;
 use serde_json::json;
 use tokio::net::TcpListener;
+
+use super::local_guard::{self, Hosts};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -72,13 +76,20 @@ pub async fn run(store: &str, a: Args) -> anyhow::Result<()> {
 }
 
 /// Serves the API of `app` on `listener` until `shutdown` completes, then waits for the
-/// HTTP requests in flight (not for the work they started).
+/// HTTP requests in flight (not for the work they started). Every request is the local
+/// user's ([`Caller::local`]), once [`local_guard`] has let it through.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = driver::router(app).layer(middleware::from_fn(own_task));
+    let hosts = Hosts::new(listener.local_addr()?);
+    let router = driver::router(app)
+        .layer(Extension(Caller::local()))
+        .layer(middleware::from_fn(own_task))
+        .layer(middleware::from_fn(move |request, next| {
+            local_guard::guard(hosts.clone(), request, next)
+        }));
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
@@ -93,8 +104,10 @@ async fn own_task(request: Request, next: Next) -> Response {
     match tokio::spawn(next.run(request)).await {
         Ok(response) => response,
         Err(e) => {
-            tracing::error!(%method, %path, error = %e, "the driver failed");
-            let body = json!({ "message": format!("internal error: the driver failed: {e}") });
+            // The panic's text goes to the log only, found by the id the answer gives.
+            let id = driver::correlation_id();
+            tracing::error!(%method, %path, correlation_id = %id, error = %e, "the driver failed");
+            let body = json!({ "message": format!("internal error (correlation id {id})") });
             (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
         }
     }
@@ -183,6 +196,57 @@ mod tests {
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["formats"][0]["name"], "zarr");
+
+        // What a web page could send: another Host (DNS rebinding), a POST that is not
+        // JSON (a form), a preflight. None gets through, and nothing says CORS.
+        let http = reqwest::Client::new();
+        let foreign = http
+            .get(format!("http://{addr}/v1/formats"))
+            .header(header::HOST, format!("evil.example:{}", addr.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(foreign.status(), 421);
+        let form = http
+            .post(format!("http://{addr}/v1/matrix"))
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(form.status(), 415);
+        let message: Value = form.json().await.unwrap();
+        assert!(
+            message["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json")
+        );
+        let json = http
+            .post(format!("http://{addr}/v1/matrix"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json.status(), 400, "JSON goes through to the API");
+        let preflight = http
+            .request(reqwest::Method::OPTIONS, format!("http://{addr}/v1/matrix"))
+            .header(header::ORIGIN, "https://evil.example")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(preflight.status(), 405);
+        for r in [&preflight, &json] {
+            assert!(
+                !r.headers()
+                    .keys()
+                    .any(|h| h.as_str().starts_with("access-control-")),
+                "{:?}",
+                r.headers()
+            );
+        }
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
     }

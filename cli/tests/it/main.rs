@@ -9,6 +9,7 @@ mod bad_input;
 mod bench_e2e_requests;
 mod bench_worker;
 mod output_hashes;
+mod query_download;
 mod simulate;
 
 mod support {

@@ -1,4 +1,5 @@
-//! `DELETE /v1/matrix/{id}`: cancels a request that has not ended.
+//! `DELETE /v1/matrix/{id}`: detaches its caller from a request that has not ended, and
+//! cancels the run once no caller is left.
 
 use std::sync::Arc;
 
@@ -6,22 +7,23 @@ use axum::extract::State;
 use axum::http::Uri;
 
 use crate::app::App;
-use crate::state::{Failure, Keys, StoredRequest, get_json, put_json_if_absent};
+use crate::state::{Failure, Keys, get_json, put_json_if_absent};
 
-use super::HttpResponse;
 use super::error::ApiError;
 use super::status::{last_segment, parse_id, status_response};
+use super::{HttpResponse, Who, owners, quota};
 
-/// Records the cancel (202 with the status); 409 for a request that has already ended.
+/// Detaches the caller, and records the cancel when it was the last (202 with the
+/// status: Cancelled, or Running for the callers left); 409 for a request that has
+/// already ended; 404 for one the caller does not own.
 pub(super) async fn answer(
     State(app): State<Arc<App>>,
+    Who(caller): Who,
     uri: Uri,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(last_segment(&uri))?;
     let keys = Keys::new(&id);
-    let Some(stored) = get_json::<StoredRequest>(&app.store, &keys.request()).await? else {
-        return Err(ApiError::refuse(404, format!("no request {id}")));
-    };
+    let stored = owners::owned(&app, &id, &caller).await?;
     if app.store.exists(&keys.result()).await? {
         return Err(ApiError::refuse(
             409,
@@ -37,11 +39,14 @@ pub(super) async fn answer(
             ),
         ));
     }
-    put_json_if_absent(
-        &app.store,
-        &keys.cancel(),
-        &Failure::now("cancelled by the user"),
-    )
-    .await?;
+    quota::unmark(&app, &caller, &id).await?;
+    if !owners::detach(&app, &id, &caller).await? {
+        put_json_if_absent(
+            &app.store,
+            &keys.cancel(),
+            &Failure::now("cancelled by the user"),
+        )
+        .await?;
+    }
     status_response(&app, &stored, 202).await
 }

@@ -4,13 +4,21 @@
 //! through `lambda_http`, `cellmatrix serve` through `axum::serve`, and [`handle`] sends
 //! one request through it in this process (the demo, the bench, the tests), so all three
 //! answer alike. A route's handler has a file of its own: `submit` (which `resolve`s the
-//! bundles, through `list_fetch` for a list behind a URL), `status`, `cancel` and
-//! `metadata`; `error` is what a route answers when it does not succeed.
+//! bundles, through `list_fetch` for a list behind a URL, and checks the `limits`),
+//! `status`, `files`, `cancel` and `metadata`; `owners` says who may see a request,
+//! `quota` how many runs a caller may have; `error` is what a route answers when it does
+//! not succeed. Every route but the metadata ones needs the request's [`Caller`] (a
+//! request extension: [`router_with_callers`] on Lambda, the local user in `serve` and
+//! [`handle`]).
 
 mod cancel;
 mod error;
+mod files;
+mod limits;
 mod list_fetch;
 mod metadata;
+mod owners;
+mod quota;
 mod resolve;
 mod status;
 mod submit;
@@ -20,7 +28,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,10 +38,13 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::app::App;
+use crate::caller::Caller;
 use crate::error::clip;
 use crate::request::MAX_BODY_BYTES;
 use error::ApiError;
 
+pub use error::correlation_id;
+pub use files::MAX_PAGE;
 pub use status::status;
 
 /// The API's routes, as `(method, path pattern)`; the SAM template declares the same set,
@@ -41,11 +53,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/matrix"),
     ("GET", "/v1/matrix/{id}"),
     ("DELETE", "/v1/matrix/{id}"),
+    ("GET", "/v1/matrix/{id}/files"),
     ("GET", "/v1/formats"),
     ("GET", "/v1/fields"),
 ];
 
-/// An HTTP answer: status, JSON body, and the `Location` header when there is one.
+/// An HTTP answer: status, JSON body, and the `Location` and `Retry-After` headers when
+/// there are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpResponse {
     /// The status code.
@@ -54,6 +68,8 @@ pub struct HttpResponse {
     pub body: Value,
     /// The status URL of a request.
     pub location: Option<String>,
+    /// Seconds to wait before trying again (a 429).
+    pub retry_after: Option<u64>,
 }
 
 impl HttpResponse {
@@ -62,6 +78,7 @@ impl HttpResponse {
             status,
             body,
             location: None,
+            retry_after: None,
         }
     }
 
@@ -77,6 +94,10 @@ impl HttpResponse {
             .get(header::LOCATION)
             .and_then(|l| l.to_str().ok())
             .map(str::to_string);
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|r| r.to_str().ok()?.parse().ok());
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap_or_default();
@@ -84,6 +105,7 @@ impl HttpResponse {
             status,
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             location,
+            retry_after,
         }
     }
 }
@@ -94,6 +116,11 @@ impl IntoResponse for HttpResponse {
         let mut response = (status, axum::Json(self.body)).into_response();
         if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             response.headers_mut().insert(header::LOCATION, location);
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -111,6 +138,10 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(cancel::answer)
                 .head(not_allowed)
                 .fallback(not_allowed),
+        )
+        .route(
+            "/v1/matrix/{id}/files",
+            get(files::answer).head(not_allowed).fallback(not_allowed),
         )
         .route(
             "/v1/formats",
@@ -132,11 +163,64 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Answers one HTTP request, sent through [`router`] in this task.
+/// [`router`] with the caller of each request found by `identify` in the request's
+/// extensions (the Lambda function's request context). A request it finds no caller for
+/// reaches the routes without one: those of `/v1/matrix` answer 403, the metadata ones
+/// answer as ever.
+pub fn router_with_callers(
+    app: Arc<App>,
+    identify: fn(&axum::http::Extensions) -> Option<Caller>,
+) -> Router {
+    router(app).layer(middleware::from_fn(
+        move |mut request: Request, next: Next| async move {
+            if let Some(caller) = identify(request.extensions()) {
+                request.extensions_mut().insert(caller);
+            }
+            next.run(request).await
+        },
+    ))
+}
+
+/// The caller a route answers: the [`Caller`] extension of the request. Without one
+/// (an unsigned request reaching the Lambda function) the answer is 403.
+pub(super) struct Who(pub(super) Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Who {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .map(Who)
+            .ok_or_else(|| {
+                ApiError::refuse(
+                    403,
+                    "the request names no caller: the API answers only IAM-signed requests",
+                )
+                .into_response()
+            })
+    }
+}
+
+/// Answers one HTTP request of the local user, sent through [`router`] in this task.
 pub async fn handle(app: &App, method: &str, path: &str, body: &[u8]) -> HttpResponse {
+    handle_as(app, &Caller::local(), method, path, body).await
+}
+
+/// Answers one HTTP request of `caller`, sent through [`router`] in this task.
+pub async fn handle_as(
+    app: &App,
+    caller: &Caller,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> HttpResponse {
     let request = axum::http::Request::builder()
         .method(method)
         .uri(path)
+        .extension(caller.clone())
         .body(Body::from(body.to_vec()));
     let request = match request {
         Ok(r) => r,
@@ -184,25 +268,19 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 /// too; the API has no HEAD (API Gateway routes none), so HEAD comes here as well.
 async fn not_allowed(method: Method, uri: Uri) -> Response {
     let path = uri.path();
-    // Each route whose path matches names its method once per route of that method
-    // (as the message always has: "GET or DELETE or GET or GET"); `Allow` names each once.
-    let allowed: Vec<&str> = ROUTES
-        .iter()
-        .map(|&(m, _)| m)
-        .filter(|&m| matched_route(m, path).is_some())
-        .collect();
+    // Each method once, in the order of `ROUTES`.
+    let mut allow: Vec<&str> = Vec::new();
+    for &(m, _) in ROUTES {
+        if matched_route(m, path).is_some() && !allow.contains(&m) {
+            allow.push(m);
+        }
+    }
     let message = format!(
         "{} is not allowed on {}; use {}",
         clip(method.as_str()),
         clip(path),
-        allowed.join(" or ")
+        allow.join(" or ")
     );
-    let mut allow: Vec<&str> = Vec::new();
-    for m in &allowed {
-        if !allow.contains(m) {
-            allow.push(m);
-        }
-    }
     let mut response = ApiError::refuse(405, message).into_response();
     if let Ok(allow) = HeaderValue::from_str(&allow.join(", ")) {
         response.headers_mut().insert(header::ALLOW, allow);
@@ -236,12 +314,15 @@ mod tests {
             ("POST", "/v1/matrix", Some("/v1/matrix")),
             ("GET", "/v1/matrix/abc", Some("/v1/matrix/{id}")),
             ("DELETE", "/v1/matrix/abc", Some("/v1/matrix/{id}")),
+            ("GET", "/v1/matrix/abc/files", Some("/v1/matrix/{id}/files")),
+            ("DELETE", "/v1/matrix/abc/files", None),
             ("GET", "/v1/formats", Some("/v1/formats")),
             ("GET", "/v1/fields", Some("/v1/fields")),
             ("GET", "/v1/matrix", None),
             ("PUT", "/v1/matrix/abc", None),
             ("GET", "/v1/matrix/", None),
             ("GET", "/v1/matrix/a/b", None),
+            ("GET", "/v1/matrix/a/files/c", None),
             ("GET", "v1/formats", None),
             ("get", "/v1/formats", None),
         ] {
@@ -267,6 +348,7 @@ mod tests {
         for (method, path, status) in [
             ("GET", "/v1/matrix/", 404),
             ("GET", "/v1/matrix/a/b", 404),
+            ("GET", "/v1/matrix/a/files/x", 404),
             ("GET", "/v1/formats/", 404),
             ("GET", "//v1/formats", 404),
             ("GET", "/", 404),
@@ -297,7 +379,7 @@ mod tests {
         let answer = HttpResponse::read(response).await;
         assert_eq!(
             answer.body,
-            json!({"message": "PUT is not allowed on /v1/matrix/abc; use GET or DELETE or GET or GET"})
+            json!({"message": "PUT is not allowed on /v1/matrix/abc; use GET or DELETE"})
         );
         let answer = handle(&app, "DELETE", "/nowhere", b"").await;
         assert_eq!(answer.status, 404);

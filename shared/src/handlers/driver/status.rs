@@ -14,24 +14,32 @@ use crate::messages::{ReducerMode, RequestId};
 use crate::request::Rejection;
 use crate::state::{Failure, Keys, Progress, ResultRecord, RunInfo, StoredRequest, get_json};
 
-use super::HttpResponse;
 use super::error::ApiError;
+use super::{HttpResponse, Who, owners};
 
+/// The status of a request the caller owns; 404 for any other.
 pub(super) async fn answer(
     State(app): State<Arc<App>>,
+    Who(caller): Who,
     uri: Uri,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(last_segment(&uri))?;
-    match get_json::<StoredRequest>(&app.store, &Keys::new(&id).request()).await? {
-        Some(stored) => status_response(&app, &stored, 200).await,
-        None => Err(ApiError::refuse(404, format!("no request {id}"))),
-    }
+    let stored = owners::owned(&app, &id, &caller).await?;
+    status_response(&app, &stored, 200).await
 }
 
 /// The `{id}` of `/v1/matrix/{id}`, as sent (not percent-decoded: [`parse_id`] refuses
 /// any escape, and its message shows the id as the caller wrote it).
 pub(super) fn last_segment(uri: &Uri) -> &str {
     uri.path().rsplit('/').next().unwrap_or("")
+}
+
+/// The `{id}` of `/v1/matrix/{id}/files`, as [`last_segment`] takes it.
+pub(super) fn id_segment(uri: &Uri) -> &str {
+    uri.path()
+        .strip_prefix("/v1/matrix/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("")
 }
 
 pub(super) fn parse_id(id: &str) -> Result<RequestId, Rejection> {
@@ -60,6 +68,7 @@ pub(super) async fn status_response(
         status: code,
         location: Some(format!("/v1/matrix/{}", stored.id)),
         body,
+        retry_after: None,
     })
 }
 
@@ -109,7 +118,7 @@ pub async fn status(app: &App, stored: &StoredRequest) -> Result<Value, Error> {
         _ => None,
     };
     let result_doc = match &result {
-        Some(r) => Some(result_document(app, r).await?),
+        Some(r) => Some(result_document(app, &stored.id, r).await?),
         None => None,
     };
     let tasks_total = (progress.groups_planned == stored.groups).then_some(progress.tasks_total);
@@ -186,7 +195,9 @@ fn collector_silent(
     now.saturating_sub(heard) > wait.as_millis() as u64
 }
 
-async fn result_document(app: &App, r: &ResultRecord) -> Result<Value, Error> {
+/// The result, of bounded size whatever the number of its files: where it is, its
+/// shape, and how many files of how many bytes, which `files_url` lists a page at a time.
+async fn result_document(app: &App, id: &RequestId, r: &ResultRecord) -> Result<Value, Error> {
     let base = app.store.describe();
     let location = format!(
         "{}/{}",
@@ -194,26 +205,14 @@ async fn result_document(app: &App, r: &ResultRecord) -> Result<Value, Error> {
         r.key
     );
     let objects = app.store.list(&format!("{}/", r.key)).await?;
-    let on_s3 = base.starts_with("s3://");
-    let mut files = Vec::with_capacity(objects.len());
-    for o in &objects {
-        let url = if on_s3 {
-            Some(app.store.presign_get(&o.key, app.config.url_expiry).await?)
-        } else {
-            None
-        };
-        files.push(json!({
-            "path": o.key.strip_prefix(&format!("{}/", r.key)).unwrap_or(&o.key),
-            "size": o.size,
-            "url": url,
-        }));
-    }
     Ok(json!({
         "location": location,
         "n_cells": r.n_cells,
         "n_genes": r.n_genes,
         "nnz": r.nnz,
-        "files": files,
+        "n_files": objects.len(),
+        "total_bytes": objects.iter().map(|o| o.size).sum::<u64>(),
+        "files_url": format!("/v1/matrix/{id}/files"),
         "conversion": r.conversion.as_ref().map(|c| json!({
             "seconds": c.duration_ms as f64 / 1000.0,
             "peak_rss_bytes": c.peak_rss_bytes,

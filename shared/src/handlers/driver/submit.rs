@@ -10,13 +10,12 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
 use crate::app::App;
-use crate::bundle::ValueType;
-use crate::catalog::CatalogEntry;
+use crate::caller::Caller;
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::invoke::Function;
 use crate::messages::MapperEvent;
-use crate::request::{MatrixRequest, Rejection};
+use crate::request::MatrixRequest;
 use crate::state::{Failure, Keys, RunInfo, StoredRequest, get_json, put_json, put_json_if_absent};
 use crate::store::PutOutcome;
 
@@ -24,35 +23,45 @@ use super::HttpResponse;
 use super::error::ApiError;
 use super::resolve::{Resolved, gene_space, resolve};
 use super::status::status_response;
+use super::{Who, limits, owners, quota};
 
 /// A body over the router's limit comes as a rejection, answered as the request's error.
 pub(super) async fn answer(
     State(app): State<Arc<App>>,
+    Who(caller): Who,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<HttpResponse, ApiError> {
-    submit(&app, &body?).await
+    submit(&app, &caller, &body?).await
 }
 
-async fn submit(app: &App, body: &[u8]) -> Result<HttpResponse, ApiError> {
+/// Every way through adds `caller` to the request's owners; a way that starts a run
+/// first passes the caller's quota.
+async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse, ApiError> {
     let req = MatrixRequest::parse(body)?;
     let resolved = resolve(app, &req).await?;
     let (genes, identity_sets) = gene_space(app, &req, &resolved.entries).await?;
-    if let Some(r) = dense_refusal(app, req.format, &resolved.entries, genes.len() as u64) {
-        return Err(r.into());
-    }
+    limits::check(app, req.format, &resolved, genes.len() as u64)?;
     let id = req.id(&resolved.bundles);
     let keys = Keys::new(&id);
     let store = &app.store;
 
     if let Some(existing) = get_json::<StoredRequest>(store, &keys.request()).await? {
         if store.exists(&keys.result()).await? {
+            owners::attach(app, &id, caller).await?;
             return status_response(app, &existing, 200).await;
         }
         let failed = store.exists(&keys.failed()).await?;
         let cancelled = store.exists(&keys.cancel()).await?;
         if !failed && !cancelled {
+            // Joining a run starts nothing: no quota to pass, but the run counts.
+            futures::try_join!(
+                owners::attach(app, &id, caller),
+                quota::mark(app, caller, &id)
+            )?;
             return status_response(app, &existing, 202).await;
         }
+        quota::admit(app, caller, &id).await?;
+        owners::attach(app, &id, caller).await?;
         // Ran before and ended badly: run again. Parts and markers of tasks that were
         // done are the same bytes a new run would write, so they stay. The new deadline
         // goes first, so the request never looks overdue in between.
@@ -67,6 +76,9 @@ async fn submit(app: &App, body: &[u8]) -> Result<HttpResponse, ApiError> {
         return status_response(app, &existing, 202).await;
     }
 
+    quota::admit(app, caller, &id).await?;
+    // Before request.json: the request never exists without its first owner.
+    owners::attach(app, &id, caller).await?;
     let copies = worker_copies(app, &resolved);
     let stored = StoredRequest {
         id: id.clone(),
@@ -77,7 +89,7 @@ async fn submit(app: &App, body: &[u8]) -> Result<HttpResponse, ApiError> {
             .div_ceil(app.config.bundles_per_mapper) as u32,
         bundles_per_mapper: app.config.bundles_per_mapper,
         bundles: resolved.bundles,
-        value_type: output_type(&resolved.entries),
+        value_type: limits::output_type(&resolved.entries),
         n_genes: genes.len() as u64,
         submitted_at: crate::clock::rfc3339(now_ms()),
         identity_sets,
@@ -97,57 +109,19 @@ async fn submit(app: &App, body: &[u8]) -> Result<HttpResponse, ApiError> {
     status_response(app, &stored, 202).await
 }
 
-/// Refuses a dense format whose result could pass its limit, before anything is written:
-/// the bound is every cell of the selected bundles (a cell filter only removes cells).
-fn dense_refusal(
-    app: &App,
-    format: crate::convert::Format,
-    entries: &[CatalogEntry],
-    n_genes: u64,
-) -> Option<Rejection> {
-    let limit = app.config.dense_limits().of(format)?;
-    let cells: u64 = entries.iter().map(|e| e.n_cells).sum();
-    let width = output_type(entries).size() as u64;
-    let bytes = cells.saturating_mul(n_genes).saturating_mul(width);
-    (bytes > limit).then(|| Rejection {
-        status: 422,
-        message: format!(
-            "format {:?} stores every value, zeros included: up to {cells} cells x {n_genes} \
-             genes is {bytes} bytes of values, over this service's limit of {limit} bytes. \
-             Ask for format \"h5ad\" or \"mtx\", which store only the nonzero values, or \
-             select fewer bundles or genes",
-            format.name()
-        ),
-    })
-}
-
 /// 2 for a request that plans into at most `hedge_small` tasks, with `hedge` on, else 1
-/// (`StoredRequest::copies`). The planner is pure and cheap (microseconds a bundle), so
-/// the driver plans the groups once more to count their tasks, and stops past the bound.
+/// (`StoredRequest::copies`).
 fn worker_copies(app: &App, resolved: &Resolved) -> u32 {
     let c = &app.config;
     if !c.hedge || c.hedge_small == 0 {
         return 1;
     }
-    let budget = c.budget();
-    let per = c.bundles_per_mapper.max(1);
-    let mut tasks = 0;
-    for (fqids, entries) in resolved
-        .bundles
-        .chunks(per)
-        .zip(resolved.entries.chunks(per))
-    {
-        let bundles: Vec<_> = fqids
-            .iter()
-            .zip(entries)
-            .map(|(f, e)| e.plan_bundle(f))
-            .collect();
-        tasks += crate::plan::plan(&bundles, budget).len();
-        if tasks > c.hedge_small {
-            return 1;
-        }
+    let small = c.hedge_small as u64;
+    if limits::count_tasks(app, resolved, small) > small {
+        1
+    } else {
+        2
     }
-    2
 }
 
 fn new_run(app: &App) -> RunInfo {
@@ -232,17 +206,4 @@ async fn map_here(app: &App, event: MapperEvent) -> Result<(), Error> {
 
 fn to_value<T: serde::Serialize>(event: &T) -> Result<Value, Error> {
     serde_json::to_value(event).map_err(|e| Error::input("event", e.to_string()))
-}
-
-/// Integers stay integers when every input is integer.
-fn output_type(entries: &[CatalogEntry]) -> ValueType {
-    entries
-        .iter()
-        .map(|e| e.value_type)
-        .max_by_key(|t| match t {
-            ValueType::Uint32 => 0,
-            ValueType::Float32 => 1,
-            ValueType::Float64 => 2,
-        })
-        .unwrap_or(ValueType::Uint32)
 }

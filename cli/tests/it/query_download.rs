@@ -1,0 +1,102 @@
+//! `cellmatrix query --output` against the real `cellmatrix serve`: the status counts the
+//! result's files, the client lists them through `GET /v1/matrix/{id}/files` a page at a
+//! time and downloads every one, byte for byte as the store holds them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::serve;
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .join("samples")
+}
+
+/// Runs `cellmatrix ARGS` to its end; its stdout, or a panic with its output.
+fn cellmatrix(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cellmatrix"))
+        .args(args)
+        .env_remove("CELLMATRIX_STORE")
+        .env_remove("CELLMATRIX_URL")
+        .output()
+        .expect("run cellmatrix");
+    assert!(
+        out.status.success(),
+        "cellmatrix {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file under `dir`, relative, with its bytes.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_downloads_every_file_of_the_result_through_the_paged_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let s = samples();
+    cellmatrix(&[
+        "--store".as_ref(),
+        store.as_os_str(),
+        "ingest".as_ref(),
+        s.join("pbmc3k_300").as_os_str(),
+        "--metadata".as_ref(),
+        s.join("pbmc3k_300.json").as_os_str(),
+    ]);
+    let (_server, base) = serve::serve(&store, &[("CELLMATRIX_LOG", "error")]).await;
+    let out = dir.path().join("out");
+    let stdout = cellmatrix(&[
+        "query".as_ref(),
+        "--url".as_ref(),
+        base.as_ref(),
+        "--filter".as_ref(),
+        r#"{"op": ">=", "field": "cell.n_genes", "value": 500}"#.as_ref(),
+        "--fields".as_ref(),
+        "cell.barcode,cell.n_genes".as_ref(),
+        "--json".as_ref(),
+        "--output".as_ref(),
+        out.as_os_str(),
+    ]);
+    let status: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let result = &status["result"];
+    let location = PathBuf::from(result["location"].as_str().unwrap());
+    let stored = tree(&location);
+    assert_eq!(result["n_files"], stored.len(), "{status}");
+    let bytes: usize = stored.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(result["total_bytes"], bytes, "{status}");
+    assert!(
+        result.get("files").is_none(),
+        "the status lists no files: {status}"
+    );
+    assert_eq!(
+        tree(&out),
+        stored,
+        "the download is the result, byte for byte"
+    );
+}
