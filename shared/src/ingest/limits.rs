@@ -173,13 +173,15 @@ pub(crate) mod tests {
         });
         let file = hdf5_pure::File::open(&path).unwrap();
         let ds = file.dataset("small").unwrap();
-        // A file of 1 byte "holds" 1100: the 1000 bytes stored, not the 8000 read as u64.
+        // A file of 1 byte "holds" 1100 bytes: the 1000 stored, but not the 8000 they take
+        // read as u64.
         let src = crate::ingest::tenx_h5::H5Input::new("t".into(), 1);
         let msg = crate::ingest::tenx_h5::read_index_array(&ds, "/small", &src)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("8000 bytes in memory"), "{msg}");
-        let src = crate::ingest::tenx_h5::H5Input::new("t".into(), 8);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let src = crate::ingest::tenx_h5::H5Input::new("t".into(), len);
         assert_eq!(
             crate::ingest::tenx_h5::read_index_array(&ds, "/small", &src).unwrap(),
             vec![1; 1000]

@@ -326,7 +326,7 @@ pub(super) fn with_hdf5<T>(
         Err(e) => {
             return Err(Error::input(
                 &what,
-                format!("not a readable HDF5 file: {e}"),
+                format!("not a readable HDF5 file: {}", one_line(e)),
             ));
         }
     }
@@ -353,7 +353,18 @@ pub(super) fn with_hdf5<T>(
         read(&file, &src)
     }));
     match outcome {
-        Ok(result) => result,
+        // Messages quote names from the file (groups, datasets), which may hold line
+        // breaks; an error stays on one line.
+        Ok(result) => result.map_err(|e| match e {
+            Error::Input {
+                source_name,
+                message,
+            } => Error::Input {
+                source_name,
+                message: one_line(message),
+            },
+            other => other,
+        }),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<&str>()
@@ -362,7 +373,10 @@ pub(super) fn with_hdf5<T>(
                 .unwrap_or_else(|| "unknown panic".to_string());
             Err(Error::input(
                 &what,
-                format!("corrupt HDF5 file (the HDF5 reader failed: {msg})"),
+                format!(
+                    "corrupt HDF5 file (the HDF5 reader failed: {})",
+                    one_line(msg)
+                ),
             ))
         }
     }
@@ -426,11 +440,78 @@ pub(super) fn check_size(ds: &Dataset, path: &str, src: &H5Input, out_bytes: u64
             ),
         ));
     }
+    check_storage(ds, path, src, element)
+}
+
+/// Refuses a dataset whose stored bytes lie outside the file, or whose chunks are
+/// larger than the file can hold: hdf5-pure allocates a chunk's (or a run of chunks')
+/// buffer from these numbers before it reads, so a corrupt chunk index could otherwise
+/// ask for gigabytes.
+fn check_storage(ds: &Dataset, path: &str, src: &H5Input, element: u64) -> Result<()> {
+    let what = src.what.as_str();
+    let corrupt = |detail: String| {
+        Error::input(
+            what,
+            format!(
+                "corrupt HDF5 file: {path} {detail}, past the end of this {}-byte file",
+                src.file_bytes
+            ),
+        )
+    };
+    let layout = ds
+        .layout()
+        .map_err(|e| h5_error(what, &format!("{path}: unreadable layout"), e))?;
+    match layout {
+        hdf5_pure::Layout::Contiguous {
+            address: Some(address),
+            size,
+        } if address.saturating_add(size) > src.file_bytes => {
+            return Err(corrupt(format!("stores {size} bytes at {address}")));
+        }
+        hdf5_pure::Layout::Chunked { chunk_shape, .. } => {
+            let chunk_bytes = chunk_shape
+                .iter()
+                .fold(element, |acc, &d| acc.saturating_mul(d));
+            if chunk_bytes > src.max_bytes {
+                return Err(Error::input(
+                    what,
+                    format!(
+                        "corrupt HDF5 file: {path} declares chunks of {chunk_shape:?} ({chunk_bytes} \
+                         bytes), more than this {}-byte file can hold (at most {})",
+                        src.file_bytes, src.max_bytes
+                    ),
+                ));
+            }
+            let chunks = ds
+                .chunks()
+                .map_err(|e| h5_error(what, &format!("{path}: unreadable chunk index"), e))?;
+            for c in chunks {
+                if c.address.saturating_add(c.storage_size) > src.file_bytes {
+                    return Err(corrupt(format!(
+                        "has a chunk of {} bytes at {}",
+                        c.storage_size, c.address
+                    )));
+                }
+            }
+        }
+        _ => {}
+    }
     Ok(())
 }
 
+/// An error of hdf5-pure as an input error, on one line (some of its messages span
+/// several).
 pub(super) fn h5_error(what: &str, context: &str, e: hdf5_pure::Error) -> Error {
-    Error::input(what, format!("{context}: {e}"))
+    Error::input(what, format!("{context}: {}", one_line(e)))
+}
+
+/// A message with its line breaks (and runs of spaces) made single spaces.
+fn one_line(message: impl std::fmt::Display) -> String {
+    message
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(super) fn open_group(parent: &Group, name: &str, path: &str, what: &str) -> Result<Group> {
