@@ -29,26 +29,55 @@ const ONLY: &str = "CELLMATRIX_INGEST_FUZZ_CASE";
 /// allocate, far below what a size field read as a length would ask for.
 const MEMORY_LIMIT_KIB: u64 = 3 << 20;
 /// Cases per input.
-const CASES_PER_INPUT: u64 = 4000;
+const CASES_PER_INPUT: u64 = 6000;
 /// A slow machine stops here instead of holding up the suite.
 const TIME_GUARD: Duration = Duration::from_secs(150);
 
-#[test]
-fn mutated_inputs_end_in_success_or_a_one_line_error() {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("sh")
+/// This test binary running only `test` (an ignored one), under the memory limit.
+fn limited(test: &str) -> Command {
+    let mut command = Command::new("sh");
+    command
         .arg("-c")
         .arg(format!("ulimit -v {MEMORY_LIMIT_KIB} && exec \"$@\""))
         .arg("sh")
-        .arg(&exe)
+        .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "ingest_fuzz::child",
+            test,
             "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD, "1")
+        .env(CHILD, "1");
+    command
+}
+
+/// The limit holds: an allocation past it aborts the child. Without this, a machine
+/// where `ulimit -v` did nothing would let the fuzz run pass on readers that abort.
+#[test]
+fn an_allocation_past_the_limit_aborts_the_child() {
+    let out = limited("ingest_fuzz::allocate_past_the_limit")
+        .output()
+        .expect("start the child");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the child allocated past the limit");
+    assert!(stderr.contains("memory allocation of"), "{stderr}");
+}
+
+#[test]
+#[ignore = "an_allocation_past_the_limit_aborts_the_child runs it under the memory limit"]
+fn allocate_past_the_limit() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let bytes = usize::try_from((MEMORY_LIMIT_KIB << 10) * 2).unwrap();
+    let v = vec![1u8; bytes];
+    println!("allocated {}", std::hint::black_box(&v).len());
+}
+
+#[test]
+fn mutated_inputs_end_in_success_or_a_one_line_error() {
+    let out = limited("ingest_fuzz::child")
         .output()
         .expect("start the fuzz child");
     let stdout = String::from_utf8_lossy(&out.stdout);
