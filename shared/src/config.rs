@@ -60,8 +60,9 @@ pub struct Config {
     /// Nonzeros one consolidation shard writes (`CELLMATRIX_SHARD_NNZ`, default 2^24);
     /// a larger result is consolidated by several reducer invocations.
     pub shard_nnz: u64,
-    /// Whether `bundle_fqids_url` may name a private or loopback host, or use plain http
-    /// (`CELLMATRIX_ALLOW_PRIVATE_URLS=1`; for tests only).
+    /// Whether `bundle_fqids_url` may name a private or loopback host, any port, or use
+    /// plain http. Tests set it in code; no environment variable does, so a deployment
+    /// cannot turn the SSRF guard off.
     pub allow_private_urls: bool,
     /// Lifetime of presigned result URLs (`CELLMATRIX_URL_EXPIRY_SECS`, default 3600).
     pub url_expiry: Duration,
@@ -310,7 +311,6 @@ impl Config {
         c.poll_interval = ms("CELLMATRIX_POLL_MS", c.poll_interval)?;
         c.task_attempts = positive(&get, "CELLMATRIX_TASK_ATTEMPTS", c.task_attempts)?;
         c.shard_nnz = positive(&get, "CELLMATRIX_SHARD_NNZ", c.shard_nnz)?;
-        c.allow_private_urls = get("CELLMATRIX_ALLOW_PRIVATE_URLS").is_some_and(|v| v == "1");
         c.url_expiry = Duration::from_secs(num(
             &get,
             "CELLMATRIX_URL_EXPIRY_SECS",

@@ -307,7 +307,9 @@ async fn bad_requests_get_a_4xx_and_start_nothing() {
         ("bad list key", json!({"bundle_fqids_url": "../x"}).to_string().into_bytes(), 400, "bundle_fqids_url"),
         ("not a list", json!({"bundle_fqids_url": "catalog/gen/000000000001.json"}).to_string().into_bytes(), 400, "under lists/"),
         ("plain http", json!({"bundle_fqids_url": "http://127.0.0.1:9/list"}).to_string().into_bytes(), 400, "scheme"),
-        ("loopback https", json!({"bundle_fqids_url": "https://127.0.0.1:9/list"}).to_string().into_bytes(), 400, "private or loopback"),
+        ("loopback https", json!({"bundle_fqids_url": "https://127.0.0.1/list"}).to_string().into_bytes(), 400, "private or special-purpose"),
+        ("other port", json!({"bundle_fqids_url": "https://127.0.0.1:9/list"}).to_string().into_bytes(), 400, "port 9"),
+        ("NAT64 of a private address", json!({"bundle_fqids_url": "https://[64:ff9b::a00:1]/list"}).to_string().into_bytes(), 400, "NAT64 of 10.0.0.1"),
     ];
     for (what, body, status, needle) in cases {
         let answer = driver::handle(&app, "POST", "/v1/matrix", &body).await;

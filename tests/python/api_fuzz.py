@@ -79,7 +79,7 @@ def offline_url(value):
     """`value`, or an https URL of a private host in its place when the server would
     fetch it: the fuzzer must not send requests, or DNS lookups, anywhere but BASE."""
     # A value is a URL when it holds "://"; it is fetched only when its scheme is https
-    # (http needs CELLMATRIX_ALLOW_PRIVATE_URLS). URL parsers drop tabs and newlines and
+    # (http is refused: only tests allow it, in code). URL parsers drop tabs and newlines and
     # lowercase the scheme, so anything that could parse to https contains "https".
     if "://" in value and "https" in re.sub(r"[\t\n\r]", "", value).lower():
         return OFFLINE_URLS[zlib.crc32(value.encode("utf-8", "surrogatepass")) % len(OFFLINE_URLS)]

@@ -179,3 +179,137 @@ fn an_existing_bundle_is_not_overwritten_with_different_content() {
     );
     assert_eq!(std::fs::read(&key).unwrap(), before);
 }
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A fixture of the library's reader tests (`shared/tests/fixtures/NAME.gz`), inflated.
+fn h5_fixture(name: &str, to: &Path) -> PathBuf {
+    use std::io::Read;
+    let gz = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/tests/fixtures")
+        .join(format!("{name}.gz"));
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(gz).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let path = to.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Inputs that claim more than they hold: each is refused in one line, with no panic
+/// and nothing at all written to the store.
+#[test]
+fn crafted_sizes_are_refused_before_anything_is_allocated_or_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mtx_dir = |name: &str, file: &str, matrix: &[u8]| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("barcodes.tsv"), "A-1\nB-1\nC-1\nD-1\n").unwrap();
+        std::fs::write(
+            d.join("features.tsv"),
+            "G1\tg1\nG2\tg2\nG3\tg3\nG4\tg4\nG5\tg5\n",
+        )
+        .unwrap();
+        std::fs::write(d.join(file), matrix).unwrap();
+        d
+    };
+    let header = b"%%MatrixMarket matrix coordinate integer general\n5 4 1000000000000000\n1 1 1\n";
+    let mut bomb = b"gene\tc1\ng1\t".to_vec();
+    bomb.resize(1 << 20, b'0');
+    let bomb = gzip(&bomb);
+    assert!(bomb.len() <= 1100, "{} bytes", bomb.len());
+    let table_bomb = tmp.path().join("bomb.tsv.gz");
+    std::fs::write(&table_bomb, &bomb).unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut hundred = || -> Vec<u8> {
+        (0..100)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let small = |name: &str, bytes: Vec<u8>| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let cases: Vec<(PathBuf, &str, &str)> = vec![
+        (
+            mtx_dir("nnz", "matrix.mtx", header),
+            "matrix.mtx",
+            "declares 1000000000000000 entries",
+        ),
+        (
+            mtx_dir("nnzgz", "matrix.mtx.gz", &gzip(header)),
+            "matrix.mtx.gz",
+            "declares 1000000000000000 entries",
+        ),
+        (table_bomb, "bomb.tsv.gz", "inflates past"),
+        (
+            h5_fixture("huge_shape.h5", tmp.path()),
+            "huge_shape.h5",
+            "declares shape [1000000000000]",
+        ),
+        (
+            h5_fixture("huge_shape.h5ad", tmp.path()),
+            "huge_shape.h5ad",
+            "declares shape [1000000000000]",
+        ),
+        (
+            mtx_dir("hundred", "matrix.mtx", &hundred()),
+            "matrix.mtx",
+            "",
+        ),
+        (small("hundred.h5", hundred()), "hundred.h5", ""),
+        (small("hundred.h5ad", hundred()), "hundred.h5ad", ""),
+        (small("hundred.csv", hundred()), "hundred.csv", ""),
+        (
+            small("hundred.tsv.gz", gzip(&hundred())),
+            "hundred.tsv.gz",
+            "",
+        ),
+    ];
+    for (i, (input, file, problem)) in cases.iter().enumerate() {
+        let store = tmp.path().join(format!("store{i}"));
+        let (ok, stderr) = ingest(&store, &[input.to_str().unwrap()]);
+        assert!(!ok, "{file}: ingest should fail");
+        assert!(!stderr.contains("panicked"), "{file}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{file}: one line expected, got:\n{stderr}");
+        assert!(
+            lines[0].contains(file) && lines[0].contains(problem),
+            "{file}: {stderr}"
+        );
+        assert_eq!(
+            files_under(&store),
+            Vec::<PathBuf>::new(),
+            "{file}: the store was written"
+        );
+    }
+}

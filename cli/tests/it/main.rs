@@ -8,6 +8,7 @@ mod api_fuzz;
 mod bad_input;
 mod bench_e2e_requests;
 mod bench_worker;
+mod ingest_fuzz;
 mod output_hashes;
 mod query_download;
 mod simulate;

@@ -58,19 +58,7 @@ fn read_anndata(file: &File, src: &H5Input) -> Result<SourceMatrix> {
     }
     let names = names.unwrap_or_else(|| ids.clone());
 
-    let matrix = read_x(&root, &top, src)?;
-    if matrix.n_rows != cells.len() || matrix.n_cols != ids.len() {
-        return Err(Error::input(
-            what,
-            format!(
-                "X is {} × {} but obs has {} names and var has {}",
-                matrix.n_rows,
-                matrix.n_cols,
-                cells.len(),
-                ids.len()
-            ),
-        ));
-    }
+    let matrix = read_x(&root, &top, (cells.len(), ids.len()), src)?;
     let out = SourceMatrix {
         cells,
         features: Features { ids, names },
@@ -105,7 +93,9 @@ impl Members {
     }
 }
 
-fn read_x(root: &Group, top: &Members, src: &H5Input) -> Result<Csr> {
+/// Reads X, whose shape must be `names` (the obs and var names): checked before any
+/// array is read or sized from the shape.
+fn read_x(root: &Group, top: &Members, names: (usize, usize), src: &H5Input) -> Result<Csr> {
     let what = src.what.as_str();
     if top.has_group("X") {
         let g = open_group(root, "X", "/X", what)?;
@@ -138,7 +128,7 @@ fn read_x(root: &Group, top: &Members, src: &H5Input) -> Result<Csr> {
                 format!("/X has shape {shape:?}, expected two dimensions"),
             ));
         };
-        let (n_obs, n_var) = checked_shape(n_obs, n_var, what)?;
+        let (n_obs, n_var) = checked_shape(n_obs, n_var, names, what)?;
         let csr = match encoding.as_str() {
             "csr_matrix" | "csr" => true,
             "csc_matrix" | "csc" => false,
@@ -176,7 +166,7 @@ fn read_x(root: &Group, top: &Members, src: &H5Input) -> Result<Csr> {
                 format!("dense /X has shape {shape:?}, expected two dimensions"),
             ));
         };
-        let (n_obs, n_var) = checked_shape(n_obs, n_var, what)?;
+        let (n_obs, n_var) = checked_shape(n_obs, n_var, names, what)?;
         let values = read_values(&ds, "/X", src)?;
         if Some(values.len()) != n_obs.checked_mul(n_var) {
             return Err(Error::input(
@@ -193,17 +183,21 @@ fn read_x(root: &Group, top: &Members, src: &H5Input) -> Result<Csr> {
     }
 }
 
-/// The shape of X, refused when it could not be a real matrix: cell and feature
-/// indices are 32-bit, and a crafted shape must not overflow the reader's arithmetic.
-fn checked_shape(n_obs: u64, n_var: u64, what: &str) -> Result<(usize, usize)> {
-    let limit = u64::from(u32::MAX);
-    if n_obs > limit || n_var > limit {
+/// The shape of X, refused unless it is the obs × var names': the matrix is built
+/// (and its row pointers sized) from this shape, so it must be one the file holds.
+fn checked_shape(
+    n_obs: u64,
+    n_var: u64,
+    (cells, features): (usize, usize),
+    what: &str,
+) -> Result<(usize, usize)> {
+    if n_obs != cells as u64 || n_var != features as u64 {
         return Err(Error::input(
             what,
-            format!("/X has shape [{n_obs}, {n_var}], more than 2^32 rows or columns"),
+            format!("X is {n_obs} × {n_var} but obs has {cells} names and var has {features}"),
         ));
     }
-    Ok((n_obs as usize, n_var as usize))
+    Ok((cells, features))
 }
 
 /// An obs or var table in either layout.
@@ -244,7 +238,7 @@ impl<'a> Frame<'a> {
                     format!("{path} is a dataset but not a table of records (compound type)"),
                 ));
             };
-            check_size(&ds, &path, src)?;
+            check_size(&ds, &path, src, 0)?;
             let records = ds
                 .read_raw()
                 .map_err(|e| h5_error(what, &format!("cannot read {path}"), e))?;
@@ -466,7 +460,7 @@ impl<'a> Frame<'a> {
 /// Reads categorical codes (or a mask) as signed integers; -1 marks a missing value.
 fn read_codes(ds: &hdf5_pure::Dataset, path: &str, src: &H5Input) -> Result<Vec<i64>> {
     use hdf5_pure::DType;
-    check_size(ds, path, src)?;
+    check_size(ds, path, src, 8)?;
     let what = src.what.as_str();
     match ds
         .dtype()
@@ -681,10 +675,7 @@ mod tests {
         let (_d, path) = fixture("csc.h5ad");
         let file = File::open(&path).unwrap();
         let ds = file.dataset("var/highly_variable").unwrap();
-        let src = H5Input {
-            what: "t".to_string(),
-            max_bytes: 1 << 20,
-        };
+        let src = H5Input::new("t".to_string(), 1 << 20);
         assert_eq!(read_codes(&ds, "hv", &src).unwrap(), vec![1; 5]);
     }
 

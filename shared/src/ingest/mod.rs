@@ -4,6 +4,7 @@
 //! bad file leaves nothing behind; the bundle writer writes the manifest last.
 
 pub mod h5ad;
+pub mod limits;
 pub mod mtx;
 pub mod sidecar;
 pub mod table;

@@ -1,12 +1,15 @@
 //! 10x matrix directories: `matrix.mtx` (features × cells, MatrixMarket coordinate),
 //! `barcodes.tsv` and `features.tsv` (v3) or `genes.tsv` (v2), each optionally gzipped.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use crate::bundle::{Csr, Features, SourceMatrix, Values};
 use crate::error::Error;
-use crate::ingest::text::{open_text, read_error, read_lines};
+use crate::ingest::limits::{MAX_ARRAY_BYTES, check_array};
+use crate::ingest::text::{next_line, open_text, read_lines};
+
+/// The shortest entry line, `1 1 1\n`: a file of N bytes holds at most N / 6 entries.
+const MIN_ENTRY_BYTES: u64 = 6;
 
 /// Finds `stem` or `stem.gz` in `dir`.
 fn find(dir: &Path, stems: &[&str]) -> Option<PathBuf> {
@@ -99,16 +102,17 @@ type Triplets = (usize, usize, Vec<u32>, Vec<u32>, Values);
 fn read_mtx(path: &Path, bar: &indicatif::ProgressBar) -> Result<Triplets, Error> {
     let what = path.display().to_string();
     let bad = |line_no: usize, msg: String| Error::input(&what, format!("line {line_no}: {msg}"));
-    let mut reader = open_text(path, bar)?;
+    let text = open_text(path, bar)?;
+    let (max_bytes, file_bytes) = (text.max_bytes, text.file_bytes);
+    let mut reader = text.reader;
     let mut line = String::new();
     let mut line_no = 0usize;
-    let mut next_line = |line: &mut String| -> Result<bool, Error> {
-        line.clear();
+    let mut read_next = |line: &mut String| -> Result<bool, Error> {
         line_no += 1;
-        Ok(reader.read_line(line).map_err(|e| read_error(path, e))? > 0)
+        next_line(&mut reader, line, path)
     };
 
-    if !next_line(&mut line)? {
+    if !read_next(&mut line)? {
         return Err(Error::input(&what, "empty file"));
     }
     let banner = line.trim().to_ascii_lowercase();
@@ -141,7 +145,7 @@ fn read_mtx(path: &Path, bar: &indicatif::ProgressBar) -> Result<Triplets, Error
     }
     let mut count = 1usize;
     loop {
-        if !next_line(&mut line)? {
+        if !read_next(&mut line)? {
             return Err(Error::input(&what, "no size line"));
         }
         count += 1;
@@ -163,17 +167,34 @@ fn read_mtx(path: &Path, bar: &indicatif::ProgressBar) -> Result<Triplets, Error
     if n_rows > u32::MAX as usize || n_cols > u32::MAX as usize {
         return Err(bad(count, "matrix too large".into()));
     }
-    let mut rows = Vec::with_capacity(nnz);
-    let mut cols = Vec::with_capacity(nnz);
+    // The header's count is checked against what the file can hold before anything is
+    // sized from it, in the widest form an entry takes (the values as f64, and the
+    // sort's usize permutation later).
+    let max_entries = max_bytes / MIN_ENTRY_BYTES;
+    if nnz as u64 > max_entries {
+        return Err(bad(
+            count,
+            format!(
+                "the size line declares {nnz} entries, but this file can hold at most \
+                 {max_entries} (it holds at most {max_bytes} bytes of text)"
+            ),
+        ));
+    }
+    check_array(&what, "the entries", nnz as u64, 8, MAX_ARRAY_BYTES)?;
+    // A gzipped file's bound is loose (it may inflate 512-fold): reserve what its size
+    // on disk can hold and let the vectors grow past that if the entries are there.
+    let reserve = nnz.min(usize::try_from(file_bytes / MIN_ENTRY_BYTES).unwrap_or(usize::MAX));
+    let mut rows = Vec::with_capacity(reserve);
+    let mut cols = Vec::with_capacity(reserve);
     let mut ints: Vec<u32> = Vec::new();
     let mut reals: Vec<f64> = Vec::new();
     if integer {
-        ints.reserve(nnz);
+        ints.reserve(reserve);
     } else {
-        reals.reserve(nnz);
+        reals.reserve(reserve);
     }
     let mut seen = 0usize;
-    while next_line(&mut line)? {
+    while read_next(&mut line)? {
         let t = line.trim();
         if t.is_empty() || t.starts_with('%') {
             continue;

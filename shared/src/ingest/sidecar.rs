@@ -16,6 +16,10 @@ use crate::error::Error;
 
 type Fields = BTreeMap<String, String>;
 
+/// The largest sidecar read: it is read whole and parsed into a tree several times its
+/// size, and a per-cell table of a million cells is a few hundred MB.
+const MAX_SIDECAR_BYTES: u64 = 1 << 30;
+
 /// A parsed sidecar.
 #[derive(Debug, Clone, Default)]
 pub struct Sidecar {
@@ -62,6 +66,15 @@ fn split(fields: &Fields) -> (BundleMetadata, Fields) {
 /// Reads a sidecar file (JSON by `.json` suffix, otherwise TSV).
 pub fn read_sidecar(path: &Path) -> Result<Sidecar, Error> {
     let what = path.display().to_string();
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if len > MAX_SIDECAR_BYTES {
+        return Err(Error::input(
+            &what,
+            format!("{len} bytes; a metadata sidecar may have at most {MAX_SIDECAR_BYTES}"),
+        ));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     if path
         .extension()

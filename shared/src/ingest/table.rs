@@ -2,12 +2,16 @@
 //! holds column labels and the first column row labels; a table has no separate feature
 //! ids, so a feature's id and name are both its label.
 
-use std::io::BufRead;
 use std::path::Path;
 
 use crate::bundle::{Csr, Features, SourceMatrix, Values};
 use crate::error::Error;
-use crate::ingest::text::{open_text, read_error};
+use crate::ingest::limits::{MAX_ARRAY_BYTES, STRING_OVERHEAD};
+use crate::ingest::text::{next_line, open_text};
+
+/// Bytes in memory per stored nonzero: its row and column (u32) and value (f64), and
+/// the sort's usize permutation when the matrix is built.
+const NONZERO_BYTES: u64 = 4 + 4 + 8 + 8;
 
 /// Which way round a table is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -86,13 +90,9 @@ pub fn read_table(
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     let delim = if name.ends_with(".csv") { ',' } else { '\t' };
     let bar = crate::progress::bytes_bar(progress, 0, "reading table");
-    let mut reader = open_text(path, &bar)?;
+    let mut reader = open_text(path, &bar)?.reader;
     let mut line = String::new();
-    if reader
-        .read_line(&mut line)
-        .map_err(|e| read_error(path, e))?
-        == 0
-    {
+    if !next_line(&mut reader, &mut line, path)? {
         return Err(Error::input(&what, "empty file"));
     }
     let header: Vec<String> = split(&line, delim).map(str::to_string).collect();
@@ -119,6 +119,12 @@ pub fn read_table(
         .map(|s| s.trim_matches('"').to_string())
         .collect();
     let n_cols = col_labels.len();
+    if u32::try_from(n_cols).is_err() {
+        return Err(Error::input(&what, "more than 2^32 columns"));
+    }
+    // What the rows and nonzeros read so far hold in memory; checked as they grow, so a
+    // table of many short lines cannot take more than the cap.
+    let mut held = 0u64;
     let mut row_labels = Vec::new();
     // Nonzeros as (row, col, value), table coordinates.
     let mut rows: Vec<u32> = Vec::new();
@@ -126,12 +132,7 @@ pub fn read_table(
     let mut values: Vec<f64> = Vec::new();
     let mut line_no = 1usize;
     loop {
-        line.clear();
-        if reader
-            .read_line(&mut line)
-            .map_err(|e| read_error(path, e))?
-            == 0
-        {
+        if !next_line(&mut reader, &mut line, path)? {
             break;
         }
         line_no += 1;
@@ -144,7 +145,9 @@ pub fn read_table(
             .unwrap_or_default()
             .trim_matches('"')
             .to_string();
-        let r = row_labels.len() as u32;
+        let r = u32::try_from(row_labels.len())
+            .map_err(|_| Error::input(&what, "more than 2^32 rows"))?;
+        held += STRING_OVERHEAD + label.len() as u64;
         let mut c = 0usize;
         for field in fields {
             if c >= n_cols {
@@ -172,6 +175,7 @@ pub fn read_table(
                     )
                 })?;
             if x != 0.0 {
+                held += NONZERO_BYTES;
                 rows.push(r);
                 cols.push(c as u32);
                 values.push(x);
@@ -185,6 +189,14 @@ pub fn read_table(
                     "line {line_no}: {} columns but the header has {}",
                     c + 1,
                     n_cols + 1
+                ),
+            ));
+        }
+        if held > MAX_ARRAY_BYTES {
+            return Err(Error::input(
+                &what,
+                format!(
+                    "line {line_no}: the table so far takes more than {MAX_ARRAY_BYTES} bytes in memory"
                 ),
             ));
         }

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use hdf5_pure::{AttrValue, DType, Dataset, File, Group, VlenStringReadOptions};
 
+use super::limits::{MAX_ARRAY_BYTES, MAX_H5_EXPANSION, STRING_OVERHEAD};
 use crate::bundle::matrix::{Csr, Features, SourceMatrix, Values};
 use crate::error::{Error, Result};
 
@@ -325,7 +326,7 @@ pub(super) fn with_hdf5<T>(
         Err(e) => {
             return Err(Error::input(
                 &what,
-                format!("not a readable HDF5 file: {e}"),
+                format!("not a readable HDF5 file: {}", one_line(e)),
             ));
         }
     }
@@ -348,14 +349,22 @@ pub(super) fn with_hdf5<T>(
                 ),
             ));
         }
-        let src = H5Input {
-            what: what.clone(),
-            max_bytes: file.file_size().saturating_mul(MAX_EXPANSION),
-        };
+        let src = H5Input::new(what.clone(), file.file_size());
         read(&file, &src)
     }));
     match outcome {
-        Ok(result) => result,
+        // Messages quote names from the file (groups, datasets), which may hold line
+        // breaks; an error stays on one line.
+        Ok(result) => result.map_err(|e| match e {
+            Error::Input {
+                source_name,
+                message,
+            } => Error::Input {
+                source_name,
+                message: one_line(message),
+            },
+            other => other,
+        }),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<&str>()
@@ -364,7 +373,10 @@ pub(super) fn with_hdf5<T>(
                 .unwrap_or_else(|| "unknown panic".to_string());
             Err(Error::input(
                 &what,
-                format!("corrupt HDF5 file (the HDF5 reader failed: {msg})"),
+                format!(
+                    "corrupt HDF5 file (the HDF5 reader failed: {})",
+                    one_line(msg)
+                ),
             ))
         }
     }
@@ -376,22 +388,36 @@ pub(super) fn with_hdf5<T>(
 pub(super) struct H5Input {
     /// The path, as error messages name it.
     pub(super) what: String,
-    /// The most bytes a dataset in this file can decode to; see [`check_size`].
+    /// The file's size in bytes.
+    pub(super) file_bytes: u64,
+    /// The most bytes a dataset in this file can take once read and widened: what the
+    /// file can hold ([`MAX_H5_EXPANSION`] times its size), or [`MAX_ARRAY_BYTES`] if
+    /// less; see [`check_size`].
     pub(super) max_bytes: u64,
 }
 
-/// Deflate cannot expand data by more than about 1032:1, so no dataset stored in a
-/// file of N bytes legitimately decodes to more than this many times N.
-const MAX_EXPANSION: u64 = 1100;
+impl H5Input {
+    pub(super) fn new(what: String, file_bytes: u64) -> H5Input {
+        H5Input {
+            what,
+            file_bytes,
+            max_bytes: file_bytes
+                .saturating_mul(MAX_H5_EXPANSION)
+                .min(MAX_ARRAY_BYTES),
+        }
+    }
+}
 
-/// Refuses a dataset whose declared size its file could not hold.
+/// Refuses a dataset whose declared size its file could not hold, counted as
+/// `out_bytes` per element (what the reader widens an element to, when that is more
+/// than its stored size) so the bound is on the memory the read takes.
 ///
 /// hdf5-pure sizes its output buffer from the dataset's declared shape before reading,
-/// and a corrupt shape (a flipped byte) can declare hundreds of gigabytes; that
-/// allocation then aborts the process, which no `catch_unwind` can turn into an error.
-/// Checking the declared size against the file first keeps a corrupt file an input
-/// error.
-pub(super) fn check_size(ds: &Dataset, path: &str, src: &H5Input) -> Result<()> {
+/// and a corrupt shape (a flipped byte), or a chunked dataset whose chunks were never
+/// written, can declare terabytes; that allocation then aborts the process, which no
+/// `catch_unwind` can turn into an error. Checking the declared size against the file
+/// first keeps such a file an input error.
+pub(super) fn check_size(ds: &Dataset, path: &str, src: &H5Input, out_bytes: u64) -> Result<()> {
     let what = src.what.as_str();
     let shape = ds
         .shape()
@@ -399,23 +425,93 @@ pub(super) fn check_size(ds: &Dataset, path: &str, src: &H5Input) -> Result<()> 
     let element = ds
         .element_size()
         .map_err(|e| h5_error(what, &format!("{path}: unreadable datatype"), e))?;
-    let bytes = shape
+    let count = shape
         .iter()
-        .try_fold(element, |acc, &d| acc.checked_mul(d))
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .unwrap_or(u64::MAX);
+    let bytes = count.saturating_mul(element.max(out_bytes));
     if bytes > src.max_bytes {
         return Err(Error::input(
             what,
             format!(
-                "corrupt HDF5 file: {path} declares shape {shape:?} ({bytes} bytes),                  more than the file could hold"
+                "corrupt HDF5 file: {path} declares shape {shape:?} ({bytes} bytes in memory), \
+                 more than this {}-byte file can hold (at most {})",
+                src.file_bytes, src.max_bytes
             ),
         ));
+    }
+    check_storage(ds, path, src, element)
+}
+
+/// Refuses a dataset whose stored bytes lie outside the file, or whose chunks are
+/// larger than the file can hold: hdf5-pure allocates a chunk's (or a run of chunks')
+/// buffer from these numbers before it reads, so a corrupt chunk index could otherwise
+/// ask for gigabytes.
+fn check_storage(ds: &Dataset, path: &str, src: &H5Input, element: u64) -> Result<()> {
+    let what = src.what.as_str();
+    let corrupt = |detail: String| {
+        Error::input(
+            what,
+            format!(
+                "corrupt HDF5 file: {path} {detail}, past the end of this {}-byte file",
+                src.file_bytes
+            ),
+        )
+    };
+    let layout = ds
+        .layout()
+        .map_err(|e| h5_error(what, &format!("{path}: unreadable layout"), e))?;
+    match layout {
+        hdf5_pure::Layout::Contiguous {
+            address: Some(address),
+            size,
+        } if address.saturating_add(size) > src.file_bytes => {
+            return Err(corrupt(format!("stores {size} bytes at {address}")));
+        }
+        hdf5_pure::Layout::Chunked { chunk_shape, .. } => {
+            let chunk_bytes = chunk_shape
+                .iter()
+                .fold(element, |acc, &d| acc.saturating_mul(d));
+            if chunk_bytes > src.max_bytes {
+                return Err(Error::input(
+                    what,
+                    format!(
+                        "corrupt HDF5 file: {path} declares chunks of {chunk_shape:?} ({chunk_bytes} \
+                         bytes), more than this {}-byte file can hold (at most {})",
+                        src.file_bytes, src.max_bytes
+                    ),
+                ));
+            }
+            let chunks = ds
+                .chunks()
+                .map_err(|e| h5_error(what, &format!("{path}: unreadable chunk index"), e))?;
+            for c in chunks {
+                if c.address.saturating_add(c.storage_size) > src.file_bytes {
+                    return Err(corrupt(format!(
+                        "has a chunk of {} bytes at {}",
+                        c.storage_size, c.address
+                    )));
+                }
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
 
+/// An error of hdf5-pure as an input error, on one line (some of its messages span
+/// several).
 pub(super) fn h5_error(what: &str, context: &str, e: hdf5_pure::Error) -> Error {
-    Error::input(what, format!("{context}: {e}"))
+    Error::input(what, format!("{context}: {}", one_line(e)))
+}
+
+/// A message with its line breaks (and runs of spaces) made single spaces.
+fn one_line(message: impl std::fmt::Display) -> String {
+    message
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(super) fn open_group(parent: &Group, name: &str, path: &str, what: &str) -> Result<Group> {
@@ -435,9 +531,10 @@ fn dtype(ds: &Dataset, path: &str, what: &str) -> Result<DType> {
         .map_err(|e| h5_error(what, &format!("{path}: unreadable datatype"), e))
 }
 
-/// Checks `ds` is one-dimensional and not implausibly large.
-fn rank1(ds: &Dataset, path: &str, src: &H5Input) -> Result<()> {
-    check_size(ds, path, src)?;
+/// Checks `ds` is one-dimensional and not larger than the file can hold, read as
+/// `out_bytes` per element.
+fn rank1(ds: &Dataset, path: &str, src: &H5Input, out_bytes: u64) -> Result<()> {
+    check_size(ds, path, src, out_bytes)?;
     let what = src.what.as_str();
     let shape = ds
         .shape()
@@ -453,7 +550,7 @@ fn rank1(ds: &Dataset, path: &str, src: &H5Input) -> Result<()> {
 
 /// Reads a one-dimensional integer array of indices or sizes; negatives are refused.
 pub(super) fn read_index_array(ds: &Dataset, path: &str, src: &H5Input) -> Result<Vec<u64>> {
-    rank1(ds, path, src)?;
+    rank1(ds, path, src, 8)?;
     let what = src.what.as_str();
     let read_err = |e| h5_error(what, &format!("cannot read {path}"), e);
     match dtype(ds, path, what)? {
@@ -478,7 +575,8 @@ pub(super) fn read_index_array(ds: &Dataset, path: &str, src: &H5Input) -> Resul
 /// Reads stored counts: integers become `U32` when every value fits (`F64` otherwise,
 /// which holds them exactly below 2^53), floats keep their width.
 pub(super) fn read_values(ds: &Dataset, path: &str, src: &H5Input) -> Result<Values> {
-    check_size(ds, path, src)?;
+    // 8: the widest form the values take (u64 and i64 reads, f64 results).
+    check_size(ds, path, src, 8)?;
     let what = src.what.as_str();
     let read_err = |e| h5_error(what, &format!("cannot read {path}"), e);
     Ok(match dtype(ds, path, what)? {
@@ -513,7 +611,9 @@ pub(super) fn read_values(ds: &Dataset, path: &str, src: &H5Input) -> Result<Val
 /// Reads a one-dimensional string array, fixed-length (`S`, padding stripped) or
 /// variable-length.
 pub(super) fn read_strings(ds: &Dataset, path: &str, src: &H5Input) -> Result<Vec<String>> {
-    rank1(ds, path, src)?;
+    // A fixed-length string becomes a String: its bytes and the String itself.
+    let element = ds.element_size().unwrap_or(0);
+    rank1(ds, path, src, element.saturating_add(STRING_OVERHEAD))?;
     let what = src.what.as_str();
     let read_err = |e| h5_error(what, &format!("cannot read {path}"), e);
     match dtype(ds, path, what)? {
@@ -521,9 +621,10 @@ pub(super) fn read_strings(ds: &Dataset, path: &str, src: &H5Input) -> Result<Ve
         // The strings live in the file's global heap, uncompressed, so their total
         // cannot exceed the file; a corrupt length must not become a huge allocation.
         DType::VariableLengthString => ds
-            .read_vlen_strings(VlenStringReadOptions::default().with_max_payload_bytes(
-                usize::try_from(src.max_bytes / MAX_EXPANSION).unwrap_or(usize::MAX),
-            ))
+            .read_vlen_strings(
+                VlenStringReadOptions::default()
+                    .with_max_payload_bytes(usize::try_from(src.file_bytes).unwrap_or(usize::MAX)),
+            )
             .map_err(read_err),
         other => Err(Error::input(
             what,
