@@ -230,14 +230,12 @@ async fn restarts(place: Place, root: &std::path::Path) {
             "{}: killed at {point:?}: {status}",
             place.kind
         );
-        if point == KillPoint::Planning {
-            assert!(answered.is_none(), "the driver died before answering");
-        } else {
-            assert_eq!(
-                answered.as_deref(),
-                Some(id.as_str()),
-                "the same request, the same id"
-            );
+        // A later point may come before the answer too: the driver's answer waits for
+        // the groups it plans, whose workers already run.
+        match answered {
+            None => {}
+            Some(_) if point == KillPoint::Planning => panic!("the driver answered, then died"),
+            Some(answered) => assert_eq!(answered, id, "the same request, the same id"),
         }
         assert!(
             store

@@ -16,7 +16,6 @@ pub async fn serve(store: &Path, env: &[(&str, &str)]) -> (Child, String) {
         .arg(store)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_remove("CELLMATRIX_STORE")
-        .env_remove("CELLMATRIX_ALLOW_PRIVATE_URLS")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
