@@ -14,5 +14,6 @@ mod query_download;
 mod simulate;
 
 mod support {
+    pub mod files;
     pub mod serve;
 }

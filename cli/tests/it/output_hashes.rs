@@ -10,6 +10,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::support::files::files_under;
+
 type Hashes = BTreeMap<String, BTreeMap<String, String>>;
 
 fn fixture() -> PathBuf {
@@ -36,24 +38,10 @@ fn cellmatrix(args: &[&str]) -> String {
 
 /// Every file under `dir`, by its path relative to `dir`, with its SHA-256.
 fn hash_tree(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                let digest = Sha256::digest(std::fs::read(&path).unwrap());
-                out.insert(rel, hex(&digest));
-            }
-        }
-    }
+    let out: BTreeMap<String, String> = files_under(dir)
+        .into_iter()
+        .map(|(rel, bytes)| (rel, hex(&Sha256::digest(bytes))))
+        .collect();
     assert!(!out.is_empty(), "no output under {}", dir.display());
     out
 }

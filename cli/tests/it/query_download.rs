@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::support::files::files_under;
 use crate::support::serve;
 
 fn samples() -> PathBuf {
@@ -31,29 +32,6 @@ fn cellmatrix(args: &[&std::ffi::OsStr]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every file under `dir`, relative, with its bytes.
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                out.push((rel, std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -86,16 +64,16 @@ async fn query_downloads_every_file_of_the_result_through_the_paged_list() {
     let status: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     let result = &status["result"];
     let location = PathBuf::from(result["location"].as_str().unwrap());
-    let stored = tree(&location);
+    let stored = files_under(&location);
     assert_eq!(result["n_files"], stored.len(), "{status}");
-    let bytes: usize = stored.iter().map(|(_, b)| b.len()).sum();
+    let bytes: usize = stored.values().map(Vec::len).sum();
     assert_eq!(result["total_bytes"], bytes, "{status}");
     assert!(
         result.get("files").is_none(),
         "the status lists no files: {status}"
     );
     assert_eq!(
-        tree(&out),
+        files_under(&out),
         stored,
         "the download is the result, byte for byte"
     );
