@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use cellmatrix::field::Scalar;
 use futures::{StreamExt, TryStreamExt};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_distr::{Distribution, Exp1, Gamma, Poisson, StandardNormal};
@@ -205,6 +206,10 @@ pub fn bundle_metadata(spec: &SynthSpec, kind: BundleKind, bundle_index: usize) 
         species: Some("Homo sapiens".into()),
         assay: Some(kind.assay().into()),
         donor: Some(format!("synthetic-donor-{}", donor + 1)),
+        other: BTreeMap::from([
+            ("synth_seed".to_string(), Scalar::Int(spec.seed as i64)),
+            ("synth_index".to_string(), Scalar::Int(bundle_index as i64)),
+        ]),
     }
 }
 
@@ -502,6 +507,7 @@ impl Generator {
             values.extend_from_slice(&blk.values);
         }
         SourceMatrix {
+            obs: Vec::new(),
             cells,
             features: self.features.clone(),
             matrix: Csr {
@@ -921,17 +927,12 @@ impl Run<'_> {
         self.generate_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         let fqid = bundle_fqid(self.spec, kind, i);
-        let extra = BTreeMap::from([
-            ("synth_seed".to_string(), self.spec.seed.to_string()),
-            ("synth_index".to_string(), i.to_string()),
-        ]);
         let out = write_bundle(
             self.store,
             &fqid,
             &src,
             &self.feature_set,
             &bundle_metadata(self.spec, kind, i),
-            extra,
             source_info(kind, i),
             self.opts.layout,
         )

@@ -19,6 +19,9 @@ use bytes::Bytes;
 use crate::bundle::manifest::feature_set_key;
 use crate::bundle::{BundleMetadata, Manifest, ValueType, read_manifest};
 use crate::error::Error;
+use crate::field::stats::FieldStats;
+use crate::field::{Field, Value};
+use crate::filter::{BundleFacts, CellFacts};
 use crate::fqid::Fqid;
 use crate::state::get_json;
 use crate::store::{DynStore, PutOutcome};
@@ -54,8 +57,12 @@ pub struct CatalogEntry {
     pub stored_bytes: u64,
     /// Content digest (recognises a re-ingest of the same data).
     pub content_digest: String,
-    /// Descriptive metadata.
+    /// Descriptive metadata: the bundle fields.
     pub metadata: BundleMetadata,
+    /// Each cell field's summary (the manifest's), by name. Absent from entries of
+    /// bundles ingested before fields were summarised: those are never pruned on cells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell_fields: Option<BTreeMap<String, FieldStats>>,
 }
 
 impl From<&Manifest> for CatalogEntry {
@@ -72,7 +79,44 @@ impl From<&Manifest> for CatalogEntry {
             stored_bytes: m.stored_bytes,
             content_digest: m.content_digest.clone(),
             metadata: m.metadata.clone(),
+            cell_fields: Some(m.cell_fields.clone()),
         }
+    }
+}
+
+/// A catalogued bundle as a filter sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The bundle's id.
+    pub fqid: &'a Fqid,
+    /// Its entry.
+    pub entry: &'a CatalogEntry,
+}
+
+impl BundleFacts for Facts<'_> {
+    fn value(&self, field: &Field) -> Value<'_> {
+        bundle_field(self.fqid, &self.entry.metadata, field)
+    }
+
+    fn n_cells(&self) -> u64 {
+        self.entry.n_cells
+    }
+
+    fn cell(&self, field: &Field) -> CellFacts<'_> {
+        match &self.entry.cell_fields {
+            None => CellFacts::Unknown,
+            Some(fields) => fields
+                .get(field.column())
+                .map_or(CellFacts::Absent, CellFacts::Stats),
+        }
+    }
+}
+
+/// A bundle field's value: the id for `bundle.fqid`, else the metadata's.
+pub fn bundle_field<'a>(fqid: &'a Fqid, metadata: &'a BundleMetadata, field: &Field) -> Value<'a> {
+    match field.column() {
+        "fqid" => Value::Str(fqid.as_str()),
+        name => metadata.get(name),
     }
 }
 
@@ -258,6 +302,7 @@ mod tests {
             stored_bytes: 100,
             content_digest: format!("d{n_cells}"),
             metadata: BundleMetadata::default(),
+            cell_fields: None,
         }
     }
 

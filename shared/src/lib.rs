@@ -18,6 +18,7 @@
 //!   consolidation shards split the chunks.
 //! - [`part`]: a worker's part: rows remapped, filtered and compacted, its chunks
 //!   written as they fill.
+//! - [`field`]: field names, types and values; a cell column; the catalog's summary of one.
 //! - [`filter`]: the request's filter tree, evaluated per bundle (three-valued) and per cell.
 //! - [`genes`]: the output gene space and each bundle's column remapping.
 //! - [`request`]: the body of `POST /v1/matrix`, validated, normalised, and its request id.
@@ -52,7 +53,8 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod fault;
-pub(crate) mod filter;
+pub mod field;
+pub mod filter;
 pub mod fqid;
 pub(crate) mod genes;
 pub mod handlers;

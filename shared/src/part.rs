@@ -20,9 +20,11 @@ use crate::bundle::zarr_io::{
     zarr_err,
 };
 use crate::bundle::{ValueType, Values};
+use crate::catalog::bundle_field;
 use crate::convert::source::{ColumnKind, ObsValues};
 use crate::error::Error;
-use crate::filter::{BundleField, CellValues, Field, Filter, bundle_value};
+use crate::field::{Field, Level, Value};
+use crate::filter::{BundleFacts, CellFacts, Filter};
 use crate::genes::Remap;
 use crate::state::BundleInfo;
 use crate::store::DynStore;
@@ -84,6 +86,23 @@ pub struct PartBuilder {
     writer: Option<ChunkWriter>,
 }
 
+/// A bundle as the worker's filter sees it: its metadata, nothing known of its cells.
+struct InfoFacts<'a>(&'a BundleInfo);
+
+impl BundleFacts for InfoFacts<'_> {
+    fn value(&self, field: &Field) -> Value<'_> {
+        bundle_field(&self.0.fqid, &self.0.metadata, field)
+    }
+
+    fn n_cells(&self) -> u64 {
+        self.0.n_cells
+    }
+
+    fn cell(&self, _: &Field) -> CellFacts<'_> {
+        CellFacts::Unknown
+    }
+}
+
 /// A slice whose head was added and whose nonzeros are arriving.
 #[derive(Debug)]
 struct OpenSlice {
@@ -105,7 +124,7 @@ impl PartBuilder {
     pub fn new(value_type: ValueType, fields: &[Field]) -> Self {
         let columns = fields
             .iter()
-            .map(|&f| (f, ObsValues::empty(ColumnKind::of(&f))))
+            .map(|f| (f.clone(), ObsValues::empty(ColumnKind::of(f))))
             .collect();
         PartBuilder {
             indptr: vec![0],
@@ -182,9 +201,9 @@ impl PartBuilder {
                 "a slice was added before the last one's nonzeros were all in".into(),
             ));
         }
-        let meta = |f: BundleField| bundle_value(&bundle.fqid, &bundle.metadata, f);
+        let facts = InfoFacts(bundle);
         // Decided per bundle when its metadata settles it; per cell otherwise.
-        let per_cell = match filter.map(|f| f.eval_bundle(&meta)) {
+        let per_cell = match filter.map(|f| f.eval_bundle(&facts)) {
             None | Some(Some(true)) => None,
             Some(Some(false)) => return Ok(false),
             Some(None) => filter,
@@ -195,26 +214,35 @@ impl PartBuilder {
         let n_rows = indptr.len().saturating_sub(1);
         let mut keep = vec![true; n_rows];
         for (r, keep) in keep.iter_mut().enumerate() {
-            let cell = CellValues {
-                n_genes: u64::from(qc.n_genes[r]),
-                total_counts: qc.total_counts[r],
-                pct_mito: qc.pct_mito[r],
-                barcode: &cells[r],
+            let value = |f: &Field| -> Value<'_> {
+                match (f.level(), f.column()) {
+                    (Level::Bundle, _) => facts.value(f),
+                    (Level::Cell, "n_genes") => Value::Num(f64::from(qc.n_genes[r])),
+                    (Level::Cell, "total_counts") => Value::num(qc.total_counts[r]),
+                    (Level::Cell, "pct_mito") => Value::num(qc.pct_mito[r]),
+                    (Level::Cell, "barcode") => Value::Str(&cells[r]),
+                    (Level::Cell, _) => Value::Null,
+                }
             };
-            if per_cell.is_some_and(|f| !f.eval_cell(&meta, &cell)) {
+            if per_cell.is_some_and(|f| !f.eval_cell(&value)) {
                 *keep = false;
                 continue;
             }
-            self.index.push(format!("{}:{}", bundle.fqid, cell.barcode));
+            self.index.push(format!("{}:{}", bundle.fqid, cells[r]));
             for (field, col) in &mut self.columns {
-                match (field, col) {
-                    (Field::Bundle(b), ObsValues::Str(v)) => v.push(meta(*b)),
-                    (Field::Cell(_), ObsValues::Str(v)) => v.push(cell.barcode.to_string()),
-                    (_, ObsValues::U32(v)) => v.push(qc.n_genes[r]),
-                    (Field::Cell(crate::filter::CellField::TotalCounts), ObsValues::F64(v)) => {
-                        v.push(cell.total_counts)
-                    }
-                    (_, ObsValues::F64(v)) => v.push(cell.pct_mito),
+                let v = value(field);
+                match col {
+                    ObsValues::Str(out) => out.push(match v {
+                        Value::Str(s) => s.to_string(),
+                        Value::Null => String::new(),
+                        Value::Num(x) => x.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                    }),
+                    ObsValues::U32(out) => out.push(qc.n_genes[r]),
+                    ObsValues::F64(out) => out.push(match v {
+                        Value::Num(x) => x,
+                        _ => f64::NAN,
+                    }),
                 }
             }
         }

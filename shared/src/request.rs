@@ -6,7 +6,8 @@ use sha2::{Digest, Sha256};
 
 use crate::convert::Format;
 use crate::error::clip;
-use crate::filter::{Field, Filter, Literal};
+use crate::field::Field;
+use crate::filter::{Filter, Literal};
 use crate::fqid::Fqid;
 use crate::messages::RequestId;
 
@@ -141,7 +142,7 @@ impl MatrixRequest {
             )));
         };
         let fields = match body.fields {
-            None => Field::ALL.to_vec(),
+            None => Field::defaults(),
             Some(names) => {
                 if names.len() > MAX_FIELD_NAMES {
                     return Err(Rejection::bad(format!(
@@ -151,11 +152,10 @@ impl MatrixRequest {
                 let mut fields = Vec::with_capacity(names.len());
                 for name in &names {
                     let field = Field::parse(name).ok_or_else(|| {
-                        let known: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
                         Rejection::bad(format!(
-                            "fields: unknown field {:?} (known: {})",
+                            "fields: {:?} is not a field name (bundle.<name> or cell.<name>; \
+                             GET /v1/fields lists them)",
                             clip(name),
-                            known.join(", ")
                         ))
                     })?;
                     // A repeat adds nothing: it is dropped, so the request keeps its id.
@@ -241,7 +241,11 @@ fn without_repeated_values(filter: Filter) -> Filter {
             Filter::Or(children.into_iter().map(without_repeated_values).collect())
         }
         Filter::Not(child) => Filter::Not(Box::new(without_repeated_values(*child))),
-        Filter::In { field, values } => {
+        Filter::In {
+            field,
+            values,
+            negated,
+        } => {
             let mut seen = std::collections::HashSet::with_capacity(values.len());
             let values = values
                 .into_iter()
@@ -249,12 +253,17 @@ fn without_repeated_values(filter: Filter) -> Filter {
                     seen.insert(match v {
                         Literal::Str(s) => (0, s.clone()),
                         Literal::Num(x) => (1, x.to_bits().to_string()),
+                        Literal::Bool(b) => (2, b.to_string()),
                     })
                 })
                 .collect();
-            Filter::In { field, values }
+            Filter::In {
+                field,
+                values,
+                negated,
+            }
         }
-        cmp @ Filter::Cmp { .. } => cmp,
+        leaf @ (Filter::Cmp { .. } | Filter::Null { .. }) => leaf,
     }
 }
 
@@ -315,7 +324,7 @@ mod tests {
     fn a_list_request_with_defaults() {
         let r = parse(json!({"bundle_fqids": [A, B]})).unwrap();
         assert_eq!(r.format, Format::Zarr);
-        assert_eq!(r.fields, Field::ALL.to_vec());
+        assert_eq!(r.fields, Field::defaults());
         assert!(matches!(r.source, BundleSource::List(ref l) if l.len() == 2));
     }
 
@@ -362,11 +371,11 @@ mod tests {
                 "unknown format",
             ),
             (
-                json!({"bundle_fqids": [A], "fields": ["cell.colour"]})
+                json!({"bundle_fqids": [A], "fields": ["cell.Colour"]})
                     .to_string()
                     .into_bytes(),
                 400,
-                "unknown field",
+                "is not a field name",
             ),
             (
                 json!({"filter": {"op": "~", "field": "bundle.organ", "value": "x"}})

@@ -75,6 +75,7 @@ async fn the_same_bundle_written_to_fs_and_s3_is_byte_identical() {
         .parse()
         .unwrap();
     let src = SourceMatrix {
+        obs: Vec::new(),
         cells: (0..5000).map(|i| format!("cell{i}")).collect(),
         features: Features {
             ids: (0..50).map(|i| format!("g{i}")).collect(),
@@ -112,7 +113,6 @@ async fn the_same_bundle_written_to_fs_and_s3_is_byte_identical() {
             &src,
             &fs_id,
             &Default::default(),
-            Default::default(),
             source,
             layout,
         )

@@ -348,6 +348,7 @@ pub async fn ingest_real(store: &cellmatrix::store::DynStore) -> Vec<RefBundle> 
                 species: Some("Homo sapiens".into()),
                 assay: Some("10x".into()),
                 donor: None,
+                other: Default::default(),
             },
             ..Default::default()
         },
@@ -369,6 +370,7 @@ pub async fn ingest_real(store: &cellmatrix::store::DynStore) -> Vec<RefBundle> 
                     species: Some("Homo sapiens".into()),
                     assay: Some("smartseq2".into()),
                     donor: Some("chung-bc".into()),
+                    other: Default::default(),
                 },
                 ..Default::default()
             },

@@ -79,6 +79,7 @@ pub async fn run(store: &DynStore, a: Args) -> anyhow::Result<()> {
             species: a.species,
             assay: a.assay,
             donor: a.donor,
+            other: Default::default(),
         },
         sidecar: a.metadata,
         one_bundle_per_cell: a.one_bundle_per_cell,

@@ -3,14 +3,16 @@
 use std::collections::BTreeMap;
 
 use crate::bundle::ValueType;
+use crate::field::stats::FieldStats;
+use crate::field::{Scalar, Value};
 use crate::fqid::Fqid;
 
 /// Identifies the manifest format.
 pub const MANIFEST_FORMAT: &str = "cellmatrix-bundle/1";
 
-/// Descriptive metadata of a bundle; every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Descriptive metadata of a bundle: its bundle fields. Every field is optional; the
+/// five named ones are the built-ins a sidecar or a flag sets, `other` any more.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BundleMetadata {
     /// Project (study) name or id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,32 +29,70 @@ pub struct BundleMetadata {
     /// Donor id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub donor: Option<String>,
+    /// Every other bundle field, by normalised name. Serialized after the named ones,
+    /// so a bundle without any keeps the digest it had before they existed.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Scalar>,
 }
 
 impl BundleMetadata {
-    /// The value of a named field (`project`, `organ`, `species`, `assay`, `donor`).
-    pub fn get(&self, field: &str) -> Option<&str> {
+    fn named(&self, field: &str) -> Option<&Option<String>> {
         match field {
-            "project" => self.project.as_deref(),
-            "organ" => self.organ.as_deref(),
-            "species" => self.species.as_deref(),
-            "assay" => self.assay.as_deref(),
-            "donor" => self.donor.as_deref(),
+            "project" => Some(&self.project),
+            "organ" => Some(&self.organ),
+            "species" => Some(&self.species),
+            "assay" => Some(&self.assay),
+            "donor" => Some(&self.donor),
             _ => None,
         }
     }
 
+    /// The value of a bundle field (`project`, `organ`, ..., or any other name).
+    pub fn get(&self, field: &str) -> Value<'_> {
+        match self.named(field) {
+            Some(v) => v.as_deref().map_or(Value::Null, Value::Str),
+            None => self.other.get(field).map_or(Value::Null, Scalar::as_value),
+        }
+    }
+
+    /// The value of a bundle field, owned; `None` when missing.
+    pub fn scalar(&self, field: &str) -> Option<Scalar> {
+        match self.named(field) {
+            Some(v) => v.clone().map(Scalar::Str),
+            None => self.other.get(field).cloned(),
+        }
+    }
+
+    /// Sets a field by its normalised name; a named field takes the value as text.
+    pub fn set(&mut self, field: &str, value: Scalar) {
+        let slot = match field {
+            "project" => &mut self.project,
+            "organ" => &mut self.organ,
+            "species" => &mut self.species,
+            "assay" => &mut self.assay,
+            "donor" => &mut self.donor,
+            _ => {
+                self.other.insert(field.to_string(), value);
+                return;
+            }
+        };
+        *slot = Some(value.to_text());
+    }
+
+    /// Every field set, by name, the named ones first.
+    pub fn fields(&self) -> Vec<(String, Scalar)> {
+        ["project", "organ", "species", "assay", "donor"]
+            .into_iter()
+            .filter_map(|n| self.scalar(n).map(|v| (n.to_string(), v)))
+            .chain(self.other.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect()
+    }
+
     /// Fills fields of `self` that are unset from `other`.
     pub fn or(mut self, other: &BundleMetadata) -> BundleMetadata {
-        for (mine, theirs) in [
-            (&mut self.project, &other.project),
-            (&mut self.organ, &other.organ),
-            (&mut self.species, &other.species),
-            (&mut self.assay, &other.assay),
-            (&mut self.donor, &other.donor),
-        ] {
-            if mine.is_none() {
-                mine.clone_from(theirs);
+        for (name, value) in other.fields() {
+            if self.scalar(&name).is_none() {
+                self.set(&name, value);
             }
         }
         self
@@ -117,9 +157,10 @@ pub struct Manifest {
     pub content_digest: String,
     /// Bytes stored for the Zarr group.
     pub stored_bytes: u64,
-    /// Extra key-value pairs from a sidecar that are not among the named fields.
+    /// Each cell field's summary, by name: the built-ins' and the input's obs columns
+    /// (stored under `obs/{name}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub extra: BTreeMap<String, String>,
+    pub cell_fields: BTreeMap<String, FieldStats>,
 }
 
 /// Key of a bundle's manifest.

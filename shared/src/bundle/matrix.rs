@@ -410,7 +410,8 @@ pub struct Features {
     pub names: Vec<String>,
 }
 
-/// Everything a reader extracts from one input: cell ids, features, counts.
+/// Everything a reader extracts from one input: cell ids, features, counts, and the
+/// cells' annotations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceMatrix {
     /// Cell ids (barcodes, column labels, obs names), one per row, unique.
@@ -419,6 +420,9 @@ pub struct SourceMatrix {
     pub features: Features,
     /// The counts.
     pub matrix: Csr,
+    /// The cell fields the input brings, by stored name (normalised, never a
+    /// built-in's: see `field::stored_names`), one value per row.
+    pub obs: Vec<(String, crate::field::column::Column)>,
 }
 
 impl SourceMatrix {
@@ -453,6 +457,16 @@ impl SourceMatrix {
                 ),
             ));
         }
+        if let Some((name, c)) = self.obs.iter().find(|(_, c)| c.len() != m.n_rows) {
+            return Err(Error::input(
+                what,
+                format!(
+                    "obs column {name} has {} values for {} cells",
+                    c.len(),
+                    m.n_rows
+                ),
+            ));
+        }
         if self.features.ids.len() != m.n_cols || self.features.names.len() != m.n_cols {
             return Err(Error::input(
                 what,
@@ -476,8 +490,14 @@ impl SourceMatrix {
             Values::F32(v) => Values::F32(v[s..e].to_vec()),
             Values::F64(v) => Values::F64(v[s..e].to_vec()),
         };
+        let rows: Vec<usize> = range.clone().collect();
         SourceMatrix {
             cells: self.cells[range.clone()].to_vec(),
+            obs: self
+                .obs
+                .iter()
+                .map(|(n, c)| (n.clone(), c.select(&rows)))
+                .collect(),
             features: self.features.clone(),
             matrix: Csr {
                 n_rows: range.len(),

@@ -381,6 +381,7 @@ mod tests {
         let n = 300;
         let dense: Vec<u32> = (0..n * 7).map(|i| ((i * 31) % 11) as u32 / 6).collect();
         SourceMatrix {
+            obs: Vec::new(),
             cells: (0..n).map(|i| format!("c{i}")).collect(),
             features: Features {
                 ids: (0..7).map(|i| format!("g{i}")).collect(),
@@ -412,7 +413,6 @@ mod tests {
             &src,
             &fs_id,
             &Default::default(),
-            Default::default(),
             source,
             layout,
         )
@@ -503,7 +503,6 @@ mod tests {
             &sample(),
             &fs_id,
             &Default::default(),
-            Default::default(),
             source,
             Layout::default(),
         )

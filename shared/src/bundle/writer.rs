@@ -1,5 +1,7 @@
 //! Writes a bundle: feature set, the AnnData-Zarr group, and the manifest last.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -10,6 +12,8 @@ use crate::bundle::{
     BundleMetadata, Features, Layout, Manifest, SourceInfo, SourceMatrix, Values, qc,
 };
 use crate::error::Error;
+use crate::field::column::Column;
+use crate::field::stats::FieldStats;
 use crate::fqid::Fqid;
 use crate::store::zarr::ZarrStore;
 use crate::store::{DynStore, PutOutcome};
@@ -75,6 +79,12 @@ pub fn content_digest(src: &SourceMatrix, meta: &BundleMetadata) -> String {
         Values::F64(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
     }
     h.update(serde_json::to_vec(meta).unwrap_or_default());
+    // Only inputs with annotations hash them, so bundles without keep their digest.
+    for (name, column) in &src.obs {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(format!("{column:?}").as_bytes());
+    }
     hex::encode(h.finalize())
 }
 
@@ -108,17 +118,12 @@ pub async fn read_manifest(store: &DynStore, fqid: &Fqid) -> Result<Option<Manif
 /// features were stored by [`write_feature_set`] as `feature_set`. Refuses ([`Error::Conflict`]) when a bundle with this
 /// id and different content exists; returns [`WriteOutcome::AlreadyPresent`] when the
 /// content is the same. The manifest is written last with put-if-absent.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "each is a distinct part of the manifest; grouping them is for when #3 adds a second caller shape"
-)]
 pub async fn write_bundle(
     store: &DynStore,
     fqid: &Fqid,
     src: &SourceMatrix,
     feature_set: &str,
     meta: &BundleMetadata,
-    extra: std::collections::BTreeMap<String, String>,
     source: SourceInfo,
     layout: Layout,
 ) -> Result<WriteOutcome, Error> {
@@ -132,7 +137,8 @@ pub async fn write_bundle(
 
     debug_assert_eq!(feature_set, feature_set_id(&src.features));
 
-    let stored_bytes = write_anndata(store, &zarr_prefix(fqid), src, layout).await?;
+    let qc = qc::compute(&src.matrix, &src.features);
+    let stored_bytes = write_anndata(store, &zarr_prefix(fqid), src, &qc, layout).await?;
 
     let m = &src.matrix;
     let rpc = layout.rows_per_chunk as usize;
@@ -152,7 +158,7 @@ pub async fn write_bundle(
         source,
         content_digest: digest.clone(),
         stored_bytes,
-        extra,
+        cell_fields: cell_field_stats(src, &qc),
     };
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::zarr("manifest", e))?;
     match store
@@ -181,11 +187,40 @@ fn same_or_conflict(existing: Manifest, digest: &str) -> Result<WriteOutcome, Er
     }
 }
 
+/// The catalog's summary of every cell field: the built-ins', then the input's.
+fn cell_field_stats(src: &SourceMatrix, qc: &qc::Qc) -> BTreeMap<String, FieldStats> {
+    let n_genes: Vec<Option<i64>> = qc.n_genes.iter().map(|&n| Some(i64::from(n))).collect();
+    let cells: Vec<Option<&str>> = src.cells.iter().map(|c| Some(c.as_str())).collect();
+    let mut out = BTreeMap::from([
+        (
+            "n_genes".to_string(),
+            FieldStats::of(&Column::ints(&n_genes)),
+        ),
+        (
+            "total_counts".to_string(),
+            FieldStats::of(&Column::Num(qc.total_counts.clone())),
+        ),
+        (
+            "pct_mito".to_string(),
+            FieldStats::of(&Column::Num(qc.pct_mito.clone())),
+        ),
+        (
+            "barcode".to_string(),
+            FieldStats::of(&Column::from_strings(&cells)),
+        ),
+    ]);
+    for (name, column) in &src.obs {
+        out.insert(name.clone(), FieldStats::of(column));
+    }
+    out
+}
+
 /// Writes the AnnData-Zarr group under `prefix`; returns the bytes written.
 async fn write_anndata(
     store: &DynStore,
     prefix: &str,
     src: &SourceMatrix,
+    qc: &qc::Qc,
     layout: Layout,
 ) -> Result<u64, Error> {
     let adapter = ZarrStore::new(store.clone(), prefix);
@@ -211,7 +246,6 @@ async fn write_anndata(
     }
 
     // obs: the cell id index and the QC metrics.
-    let qc = qc::compute(m, &src.features);
     let mut obs_attrs = encoding("dataframe", "0.2.0");
     obs_attrs.insert("_index".into(), json!("_index"));
     obs_attrs.insert(

@@ -5,7 +5,7 @@ use std::ops::Range;
 use crate::bundle::zarr_io::{ZArray, open_array, read_range};
 use crate::bundle::{ValueType, Values};
 use crate::error::Error;
-use crate::filter::{CellField, Field};
+use crate::field::{Field, Level};
 use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
 
@@ -23,9 +23,9 @@ pub enum ColumnKind {
 impl ColumnKind {
     /// The column type of a requested field.
     pub fn of(field: &Field) -> ColumnKind {
-        match field {
-            Field::Cell(CellField::NGenes) => ColumnKind::U32,
-            Field::Cell(CellField::TotalCounts | CellField::PctMito) => ColumnKind::F64,
+        match (field.level(), field.column()) {
+            (Level::Cell, "n_genes") => ColumnKind::U32,
+            (Level::Cell, "total_counts" | "pct_mito") => ColumnKind::F64,
             _ => ColumnKind::Str,
         }
     }

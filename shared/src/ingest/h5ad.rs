@@ -60,6 +60,7 @@ fn read_anndata(file: &File, src: &H5Input) -> Result<SourceMatrix> {
 
     let matrix = read_x(&root, &top, (cells.len(), ids.len()), src)?;
     let out = SourceMatrix {
+        obs: Vec::new(),
         cells,
         features: Features { ids, names },
         matrix,

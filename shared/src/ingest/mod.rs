@@ -206,7 +206,7 @@ pub async fn ingest(
         "bundles",
     );
     let outcomes: Vec<WriteOutcome> = futures::stream::iter(planned.into_iter().enumerate())
-        .map(|(i, (m, meta, extra))| {
+        .map(|(i, (m, meta, _extra))| {
             let (store, source, existing, bar) =
                 (store.clone(), source.clone(), &existing, bar.clone());
             let layout = opts.layout;
@@ -229,9 +229,7 @@ pub async fn ingest(
                         }
                     }
                 };
-                let out =
-                    write_bundle(&store, &fqid, &m, feature_set, &meta, extra, source, layout)
-                        .await;
+                let out = write_bundle(&store, &fqid, &m, feature_set, &meta, source, layout).await;
                 if out.is_err() {
                     crate::bundle::writer::remove_partial(&store, &fqid).await;
                 }

@@ -67,6 +67,7 @@ pub fn read_10x_mtx(dir: &Path, progress: bool) -> Result<SourceMatrix, Error> {
     // mtx is features × cells; bundles are cells × features.
     let matrix = Csr::from_triplets(&mtx_name, n_cells, n_features, &cols, &rows, values)?;
     Ok(SourceMatrix {
+        obs: Vec::new(),
         cells: barcodes,
         features,
         matrix,

@@ -55,6 +55,10 @@ fn split(fields: &Fields) -> (BundleMetadata, Fields) {
             "donor" => &mut meta.donor,
             _ => {
                 extra.insert(k.clone(), v.clone());
+                meta.set(
+                    &crate::field::stored_name(crate::field::Level::Bundle, k).0,
+                    crate::field::Scalar::Str(v.clone()),
+                );
                 continue;
             }
         };

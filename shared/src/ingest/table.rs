@@ -216,6 +216,7 @@ pub fn read_table(
         Values::F64(values),
     )?;
     Ok(SourceMatrix {
+        obs: Vec::new(),
         cells,
         features: Features {
             ids: genes.clone(),

@@ -110,6 +110,7 @@ impl CscPart {
             self.values,
         )?;
         Ok(SourceMatrix {
+            obs: Vec::new(),
             cells: self.barcodes,
             features: Features {
                 ids: self.ids,
@@ -268,6 +269,7 @@ fn merge_genomes(parts: Vec<CscPart>, what: &str) -> Result<SourceMatrix> {
     }
     let matrix = Csr::from_triplets(what, cells.len(), ids.len(), &rows, &cols, values)?;
     Ok(SourceMatrix {
+        obs: Vec::new(),
         cells,
         features: Features { ids, names },
         matrix,

@@ -3,7 +3,8 @@
 use super::{Keys, StoredRequest, get_json};
 use crate::convert::Format;
 use crate::error::Error;
-use crate::filter::{Field, Filter};
+use crate::field::Field;
+use crate::filter::Filter;
 use crate::store::DynStore;
 
 /// The request's settings a worker and the reducer need.

@@ -3,26 +3,23 @@
 use serde_json::{Value, json};
 
 use super::HttpResponse;
-use crate::filter::{Field, FieldType};
+use crate::field::{BUILTINS, Field, Level};
 
 pub(super) async fn formats() -> HttpResponse {
     HttpResponse::json(200, crate::convert::format::formats_document())
 }
 
 pub(super) async fn fields() -> HttpResponse {
-    let fields: Vec<Value> = Field::ALL
+    let fields: Vec<Value> = BUILTINS
         .iter()
-        .map(|f| {
+        .map(|b| {
+            let f = Field::builtin(b);
             json!({
                 "name": f.name(),
-                "type": match f.field_type() {
-                    FieldType::String => "string",
-                    FieldType::Integer => "integer",
-                    FieldType::Number => "number",
-                },
-                "level": if matches!(f, Field::Bundle(_)) { "bundle" } else { "cell" },
+                "type": b.field_type.name(),
+                "level": if b.level == Level::Bundle { "bundle" } else { "cell" },
                 "column": f.column(),
-                "description": f.description(),
+                "description": b.description,
             })
         })
         .collect();

@@ -2,9 +2,8 @@
 
 use crate::app::App;
 use crate::bundle::Features;
-use crate::catalog::{self, CatalogEntry, feature_set, lookup};
+use crate::catalog::{self, CatalogEntry, Facts, feature_set, lookup};
 use crate::error::clip;
-use crate::filter::bundle_value;
 use crate::fqid::Fqid;
 use crate::genes::{GeneSpace, Remap};
 use crate::request::{BundleSource, MatrixRequest, Rejection};
@@ -29,9 +28,7 @@ pub(super) async fn resolve(app: &App, req: &MatrixRequest) -> Result<Resolved, 
             let (bundles, entries): (Vec<Fqid>, Vec<CatalogEntry>) = catalog
                 .bundles
                 .iter()
-                .filter(|(fqid, entry)| {
-                    filter.eval_bundle(&|f| bundle_value(fqid, &entry.metadata, f)) != Some(false)
-                })
+                .filter(|(fqid, entry)| filter.eval_bundle(&Facts { fqid, entry }) != Some(false))
                 .map(|(f, e)| (f.clone(), e.clone()))
                 .unzip();
             if bundles.is_empty() {
