@@ -1186,6 +1186,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_examples_of_query_md_parse_and_its_error_is_shown_as_written() {
+        let doc = include_str!("../../docs/QUERY.md");
+        let examples: Vec<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split("` |").next())
+            .collect();
+        assert!(examples.len() >= 5, "{examples:?}");
+        let resolve = |name: &str| match name {
+            "bulk_labels" => Ok(format!("cell.{name}")),
+            _ => Err(format!("unknown field '{name}'")),
+        };
+        for text in examples {
+            let tree = parse_where(text, &resolve).unwrap_or_else(|e| panic!("{e}"));
+            assert!(tree["op"].is_string(), "{text}: {tree}");
+        }
+        let shown = doc
+            .split("```\nwhere: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\n```").next())
+            .map(|block| format!("where: {block}"));
+        let e = err("bundle.organ in ['lung', 'blood'");
+        assert_eq!(shown, Some(e.to_string()));
+    }
+
     // ---- round trip: a random tree, printed as text, parses back to itself
 
     fn quote(s: &str, q: char) -> String {
