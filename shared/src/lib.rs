@@ -20,6 +20,7 @@
 //!   written as they fill.
 //! - [`field`]: field names, types and values; a cell column; the catalog's summary of one.
 //! - [`filter`]: the request's filter tree, evaluated per bundle (three-valued) and per cell.
+//! - [`query`]: the `where` language, parsed into the filter's JSON tree.
 //! - [`genes`]: the output gene space and each bundle's column remapping.
 //! - [`request`]: the body of `POST /v1/matrix`, validated, normalised, and its request id.
 //! - [`caller`]: who calls the API (an IAM principal, or the local user), and its key.
@@ -68,6 +69,7 @@ pub mod plan;
 pub mod process;
 #[cfg(feature = "ingest")]
 pub mod progress;
+pub mod query;
 pub mod request;
 pub(crate) mod scratch;
 pub mod state;
