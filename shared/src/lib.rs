@@ -19,8 +19,11 @@
 //! - [`part`]: a worker's part: rows remapped, filtered and compacted, its chunks
 //!   written as they fill.
 //! - [`field`]: field names, types and values; a cell column; the catalog's summary of one.
+//! - [`facets`]: the catalog's fields summed over bundles: `GET /v1/fields`, bare names, `cell.*`.
+//! - [`obs`]: the output's obs columns: each field's kind, decided from the catalog.
 //! - [`filter`]: the request's filter tree, evaluated per bundle (three-valued) and per cell.
 //! - [`query`]: the `where` language, parsed into the filter's JSON tree.
+//! - [`select`]: a request's bundles and columns chosen from the catalog, purely.
 //! - [`genes`]: the output gene space and each bundle's column remapping.
 //! - [`request`]: the body of `POST /v1/matrix`, validated, normalised, and its request id.
 //! - [`caller`]: who calls the API (an IAM principal, or the local user), and its key.
@@ -53,6 +56,7 @@ pub mod coldstart;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod facets;
 pub mod fault;
 pub mod field;
 pub mod filter;
@@ -64,6 +68,7 @@ pub mod ingest;
 pub mod invoke;
 pub mod layout;
 pub mod messages;
+pub mod obs;
 pub mod part;
 pub mod plan;
 pub mod process;
@@ -72,6 +77,7 @@ pub mod progress;
 pub mod query;
 pub mod request;
 pub(crate) mod scratch;
+pub mod select;
 pub mod state;
 pub mod store;
 mod task_counter;

@@ -21,11 +21,11 @@ use crate::bundle::zarr_io::{
 };
 use crate::bundle::{ValueType, Values};
 use crate::catalog::bundle_field;
-use crate::convert::source::{ColumnKind, ObsValues};
 use crate::error::Error;
 use crate::field::{Field, Level, Value};
 use crate::filter::{BundleFacts, CellFacts, Filter};
 use crate::genes::Remap;
+use crate::obs::{ArrayValues, ObsColumn, ObsValues, category_index};
 use crate::state::BundleInfo;
 use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
@@ -79,11 +79,32 @@ pub struct PartBuilder {
     /// Nonzeros already handed to the writer (they precede `indices[0]`).
     written: u64,
     index: Vec<String>,
-    columns: Vec<(Field, ObsValues)>,
+    columns: Vec<PartColumn>,
     open: Option<OpenSlice>,
     /// Values per chunk of `indices` and `data`.
     chunk: u64,
     writer: Option<ChunkWriter>,
+}
+
+/// One obs column of the part: its field, where it is written, and its values.
+#[derive(Debug)]
+struct PartColumn {
+    field: Field,
+    name: String,
+    /// A categorical's codes by value.
+    index: Option<std::collections::BTreeMap<String, i32>>,
+    values: ObsValues,
+}
+
+/// The path suffixes of a column's arrays, as its kind stores them.
+fn kind_suffixes(values: &ObsValues) -> &'static [&'static str] {
+    match values {
+        ObsValues::Codes(_) => &["/codes"],
+        ObsValues::I64 { mask: Some(_), .. } | ObsValues::Bool { mask: Some(_), .. } => {
+            &["/values", "/mask"]
+        }
+        _ => &[""],
+    }
 }
 
 /// A bundle as the worker's filter sees it: its metadata, nothing known of its cells.
@@ -119,12 +140,19 @@ struct OpenSlice {
 }
 
 impl PartBuilder {
-    /// An empty part of `value_type` with obs columns `fields`; it holds everything
+    /// An empty part of `value_type` with obs columns `columns`; it holds everything
     /// until [`Self::finish`] unless [`Self::streaming_to`] gives it a store.
-    pub fn new(value_type: ValueType, fields: &[Field]) -> Self {
-        let columns = fields
+    pub fn new(value_type: ValueType, columns: &[ObsColumn]) -> Self {
+        let columns = columns
             .iter()
-            .map(|f| (f.clone(), ObsValues::empty(ColumnKind::of(f))))
+            .filter_map(|c| {
+                Some(PartColumn {
+                    field: c.field()?,
+                    name: c.name.clone(),
+                    index: category_index(&c.kind),
+                    values: c.kind.empty(),
+                })
+            })
             .collect();
         PartBuilder {
             indptr: vec![0],
@@ -159,11 +187,13 @@ impl PartBuilder {
         self
     }
 
-    /// Adds a whole slice: its rows and their nonzeros.
+    /// Adds a whole slice: its rows, their cell fields `obs` (by name; a field the
+    /// bundle lacks is null) and their nonzeros.
     pub fn add(
         &mut self,
         bundle: &BundleInfo,
         rows: Rows,
+        obs: &[(String, crate::field::column::Column)],
         remap: &Remap,
         filter: Option<&Filter>,
     ) -> Result<(), Error> {
@@ -174,7 +204,7 @@ impl PartBuilder {
             indptr: matrix.indptr,
             qc,
         };
-        if self.open_slice(bundle, head, remap, filter)? {
+        if self.open_slice(bundle, head, obs, remap, filter)? {
             self.add_nonzeros(
                 Nonzeros {
                     indices: matrix.indices,
@@ -193,6 +223,7 @@ impl PartBuilder {
         &mut self,
         bundle: &BundleInfo,
         head: Head,
+        obs: &[(String, crate::field::column::Column)],
         remap: &Remap,
         filter: Option<&Filter>,
     ) -> Result<bool, Error> {
@@ -221,7 +252,10 @@ impl PartBuilder {
                     (Level::Cell, "total_counts") => Value::num(qc.total_counts[r]),
                     (Level::Cell, "pct_mito") => Value::num(qc.pct_mito[r]),
                     (Level::Cell, "barcode") => Value::Str(&cells[r]),
-                    (Level::Cell, _) => Value::Null,
+                    (Level::Cell, name) => obs
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or(Value::Null, |(_, c)| c.get(r)),
                 }
             };
             if per_cell.is_some_and(|f| !f.eval_cell(&value)) {
@@ -229,21 +263,8 @@ impl PartBuilder {
                 continue;
             }
             self.index.push(format!("{}:{}", bundle.fqid, cells[r]));
-            for (field, col) in &mut self.columns {
-                let v = value(field);
-                match col {
-                    ObsValues::Str(out) => out.push(match v {
-                        Value::Str(s) => s.to_string(),
-                        Value::Null => String::new(),
-                        Value::Num(x) => x.to_string(),
-                        Value::Bool(b) => b.to_string(),
-                    }),
-                    ObsValues::U32(out) => out.push(qc.n_genes[r]),
-                    ObsValues::F64(out) => out.push(match v {
-                        Value::Num(x) => x,
-                        _ => f64::NAN,
-                    }),
-                }
+            for c in &mut self.columns {
+                c.values.push(value(&c.field), c.index.as_ref());
             }
         }
         if !keep.contains(&true) {
@@ -444,25 +465,31 @@ impl PartBuilder {
             )),
             Box::pin(writer.finish()),
         ];
-        for (field, col) in &self.columns {
-            let path = format!("/obs/{}", field.column());
-            writes.push(match col {
-                ObsValues::Str(v) => {
-                    Box::pin(
-                        async move { write_scratch_array(storage, &path, v, rows, attrs()).await },
-                    )
-                }
-                ObsValues::U32(v) => {
-                    Box::pin(
-                        async move { write_scratch_array(storage, &path, v, rows, attrs()).await },
-                    )
-                }
-                ObsValues::F64(v) => {
-                    Box::pin(
-                        async move { write_scratch_array(storage, &path, v, rows, attrs()).await },
-                    )
-                }
-            });
+        for c in &self.columns {
+            let suffixes = kind_suffixes(&c.values);
+            for (array, suffix) in c.values.arrays().into_iter().zip(suffixes) {
+                let path = format!("/obs/{}{suffix}", c.name);
+                writes.push(match array {
+                    ArrayValues::Str(v) => Box::pin(async move {
+                        write_scratch_array(storage, &path, v, rows, attrs()).await
+                    }),
+                    ArrayValues::I32(v) => Box::pin(async move {
+                        write_scratch_array(storage, &path, v, rows, attrs()).await
+                    }),
+                    ArrayValues::U32(v) => Box::pin(async move {
+                        write_scratch_array(storage, &path, v, rows, attrs()).await
+                    }),
+                    ArrayValues::I64(v) => Box::pin(async move {
+                        write_scratch_array(storage, &path, v, rows, attrs()).await
+                    }),
+                    ArrayValues::F64(v) => Box::pin(async move {
+                        write_scratch_array(storage, &path, v, rows, attrs()).await
+                    }),
+                    ArrayValues::Bool(v) => Box::pin(async move {
+                        write_scratch_array(storage, &path, v, rows, attrs()).await
+                    }),
+                });
+            }
         }
         // Every write settles before this returns, error or not (see `settle`).
         for outcome in futures::future::join_all(writes).await {
@@ -876,7 +903,7 @@ mod tests {
             for _ in 0..2 {
                 let mut s = rows(&dense);
                 s.qc.n_genes = slice.qc.n_genes.clone();
-                part.add(&bundle(), s, remap, Some(&filter)).unwrap();
+                part.add(&bundle(), s, &[], remap, Some(&filter)).unwrap();
             }
             let kept: Vec<usize> = (0..n).filter(|r| r % 3 == 1).collect();
             let want_index: Vec<String> = kept
@@ -926,8 +953,8 @@ mod tests {
                 // The first slice's nonzeros become the part's; the second's are
                 // appended after them.
                 let mut part = PartBuilder::new(value_type, &[]);
-                part.add(&bundle(), rows(&dense), remap, None).unwrap();
-                part.add(&bundle(), rows(&dense), remap, None).unwrap();
+                part.add(&bundle(), rows(&dense), &[], remap, None).unwrap();
+                part.add(&bundle(), rows(&dense), &[], remap, None).unwrap();
                 assert_eq!(part.indptr.len(), 2 * n + 1);
                 assert_eq!(part.indices.len(), part.values.len());
                 assert_eq!(*part.indptr.last().unwrap() as usize, part.indices.len());
@@ -994,14 +1021,14 @@ mod tests {
             s.qc.n_genes = n_genes.clone();
             s
         };
-        let fields = [Field::parse("cell.n_genes").unwrap()];
+        let fields = crate::obs::builtin_columns(&[Field::parse("cell.n_genes").unwrap()]);
         const CHUNK: u64 = 7;
 
         let (_a, whole_store) = fs_store();
         let mut whole = PartBuilder::new(ValueType::Float32, &fields).with_chunk(CHUNK);
         for _ in 0..3 {
             whole
-                .add(&bundle(), slice(), &remap, Some(&filter))
+                .add(&bundle(), slice(), &[], &remap, Some(&filter))
                 .unwrap();
         }
         let kept_indices = whole.indices.clone();
@@ -1022,7 +1049,7 @@ mod tests {
             };
             assert!(
                 streamed
-                    .open_slice(&bundle(), head, &remap, Some(&filter))
+                    .open_slice(&bundle(), head, &[], &remap, Some(&filter))
                     .unwrap()
             );
             let Values::U32(values) = matrix.values else {

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::convert::Format;
 use crate::error::clip;
-use crate::field::Field;
+use crate::field::{Field, Level};
 use crate::filter::{Filter, Literal};
 use crate::fqid::Fqid;
 use crate::messages::RequestId;
@@ -29,6 +29,28 @@ pub enum BundleSource {
     Url(String),
     /// Every catalogued bundle the filter may match.
     Filter(Filter),
+    /// A filter as `where` text, parsed once the catalog names its fields (see
+    /// [`crate::query`]); resolving turns it into [`BundleSource::Filter`].
+    Where(String),
+}
+
+/// A name in `fields`: one field, or every field of a level (`cell.*`, `bundle.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldSel {
+    /// One field.
+    One(Field),
+    /// Every field of the level in the selected bundles.
+    All(Level),
+}
+
+impl FieldSel {
+    /// The name as written.
+    pub fn name(&self) -> String {
+        match self {
+            FieldSel::One(f) => f.name(),
+            FieldSel::All(level) => format!("{}.*", level.name()),
+        }
+    }
 }
 
 /// A validated matrix request.
@@ -38,8 +60,8 @@ pub struct MatrixRequest {
     pub source: BundleSource,
     /// The output format.
     pub format: Format,
-    /// The obs columns, in order.
-    pub fields: Vec<Field>,
+    /// The obs columns, in order (wildcards expanded when the request is resolved).
+    pub fields: Vec<FieldSel>,
     /// A gene subset (ids or names), in order; `None` for the union of the bundles' genes.
     pub genes: Option<Vec<String>>,
 }
@@ -69,6 +91,8 @@ struct Body {
     bundle_fqids: Option<Vec<String>>,
     bundle_fqids_url: Option<String>,
     filter: Option<Value>,
+    #[serde(rename = "where")]
+    where_: Option<String>,
     format: Option<String>,
     fields: Option<Vec<String>>,
     genes: Option<Vec<String>>,
@@ -103,6 +127,7 @@ impl MatrixRequest {
             body.bundle_fqids.is_some(),
             body.bundle_fqids_url.is_some(),
             body.filter.is_some(),
+            body.where_.is_some(),
         ];
         let source = match given.iter().filter(|&&g| g).count() {
             1 => {
@@ -115,6 +140,14 @@ impl MatrixRequest {
                         ));
                     }
                     BundleSource::Url(url)
+                } else if let Some(text) = body.where_ {
+                    if text.trim().is_empty() || text.len() > crate::query::MAX_TEXT_BYTES {
+                        return Err(Rejection::bad(format!(
+                            "where must be a condition of 1 to {} bytes",
+                            crate::query::MAX_TEXT_BYTES
+                        )));
+                    }
+                    BundleSource::Where(text)
                 } else {
                     let filter = body.filter.unwrap_or(Value::Null);
                     let filter = Filter::parse(&filter).map_err(Rejection::bad)?;
@@ -123,13 +156,13 @@ impl MatrixRequest {
             }
             0 => {
                 return Err(Rejection::bad(
-                    "say which bundles: give one of bundle_fqids, bundle_fqids_url or filter",
+                    "say which bundles: give one of bundle_fqids, bundle_fqids_url, filter or where",
                 ));
             }
             _ => {
                 return Err(Rejection::bad(
-                    "give only one of bundle_fqids, bundle_fqids_url and filter: a filter \
-                     selects bundles from the catalog, a list names them",
+                    "give only one of bundle_fqids, bundle_fqids_url, filter and where: a filter \
+                     (or its where text) selects bundles from the catalog, a list names them",
                 ));
             }
         };
@@ -142,7 +175,7 @@ impl MatrixRequest {
             )));
         };
         let fields = match body.fields {
-            None => Field::defaults(),
+            None => Field::defaults().into_iter().map(FieldSel::One).collect(),
             Some(names) => {
                 if names.len() > MAX_FIELD_NAMES {
                     return Err(Rejection::bad(format!(
@@ -151,10 +184,15 @@ impl MatrixRequest {
                 }
                 let mut fields = Vec::with_capacity(names.len());
                 for name in &names {
-                    let field = Field::parse(name).ok_or_else(|| {
+                    let field = match name.as_str() {
+                        "cell.*" => Some(FieldSel::All(Level::Cell)),
+                        "bundle.*" => Some(FieldSel::All(Level::Bundle)),
+                        _ => Field::parse(name).map(FieldSel::One),
+                    };
+                    let field = field.ok_or_else(|| {
                         Rejection::bad(format!(
-                            "fields: {:?} is not a field name (bundle.<name> or cell.<name>; \
-                             GET /v1/fields lists them)",
+                            "fields: {:?} is not a field name (bundle.<name> or cell.<name>, or \
+                             bundle.* or cell.*; GET /v1/fields lists them)",
                             clip(name),
                         ))
                     })?;
@@ -202,6 +240,8 @@ impl MatrixRequest {
             "bundles": bundles.iter().map(Fqid::as_str).collect::<Vec<_>>(),
             "filter": match &self.source {
                 BundleSource::Filter(f) => f.to_json(),
+                // Resolving parses it; an unresolved request hashes its text.
+                BundleSource::Where(text) => Value::String(text.clone()),
                 _ => Value::Null,
             },
             "format": self.format.name(),
@@ -232,7 +272,7 @@ fn first_occurrences(items: Vec<String>) -> Vec<String> {
 
 /// `filter` with each `in` list's repeated values dropped (first occurrences kept, in
 /// order): `x in [a, a]` is `x in [a]`, and gets its id.
-fn without_repeated_values(filter: Filter) -> Filter {
+pub fn without_repeated_values(filter: Filter) -> Filter {
     match filter {
         Filter::And(children) => {
             Filter::And(children.into_iter().map(without_repeated_values).collect())
@@ -324,7 +364,13 @@ mod tests {
     fn a_list_request_with_defaults() {
         let r = parse(json!({"bundle_fqids": [A, B]})).unwrap();
         assert_eq!(r.format, Format::Zarr);
-        assert_eq!(r.fields, Field::defaults());
+        assert_eq!(
+            r.fields,
+            Field::defaults()
+                .into_iter()
+                .map(FieldSel::One)
+                .collect::<Vec<_>>()
+        );
         assert!(matches!(r.source, BundleSource::List(ref l) if l.len() == 2));
     }
 

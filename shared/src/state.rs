@@ -339,6 +339,11 @@ pub struct StoredRequest {
     /// request stored before it was recorded, whose workers read both.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identity_sets: Vec<String>,
+    /// The output's obs columns: each requested field's name and kind, decided from the
+    /// catalog when the request was first submitted. Empty in a request stored before
+    /// they were recorded, whose fields are all built-in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<crate::obs::ObsColumn>,
     /// How many times each worker event is sent: 2 when the whole request plans into at
     /// most `hedge_small` tasks, with `hedge` on (`Config::hedge_small`), so that a
     /// dropped, crashed or slow copy costs it nothing; 1 otherwise, and in a request

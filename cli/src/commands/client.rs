@@ -333,6 +333,34 @@ impl Client {
         )
     }
 
+    /// `GET /v1/fields`, or with a name `GET /v1/fields/{name}` page after page (its
+    /// values gathered into one document).
+    pub async fn fields(&self, name: Option<&str>) -> anyhow::Result<Value> {
+        let Some(name) = name else {
+            return self.call(Method::GET, &["v1", "fields"], &[], None).await;
+        };
+        let mut doc = self
+            .call(Method::GET, &["v1", "fields", name], &[], None)
+            .await?;
+        while let Some(cursor) = doc["next_cursor"].as_str().map(str::to_string) {
+            let page = self
+                .call(
+                    Method::GET,
+                    &["v1", "fields", name],
+                    &[("cursor", &cursor)],
+                    None,
+                )
+                .await?;
+            if let (Some(all), Some(more)) =
+                (doc["values"].as_array_mut(), page["values"].as_array())
+            {
+                all.extend(more.iter().cloned());
+            }
+            doc["next_cursor"] = page["next_cursor"].clone();
+        }
+        Ok(doc)
+    }
+
     /// `GET /v1/matrix/{id}`.
     pub async fn status(&self, id: &str) -> anyhow::Result<Status> {
         Status::from_value(

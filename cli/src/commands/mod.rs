@@ -5,6 +5,7 @@ mod cancel;
 mod catalog;
 mod client;
 mod demo;
+mod fields;
 mod ingest;
 mod local_guard;
 mod query;
@@ -46,6 +47,8 @@ enum Command {
     Serve(serve::Args),
     /// Request a matrix from a server, follow it and optionally download it.
     Query(Box<query::Args>),
+    /// List the fields of a server's catalog, with their values and cell counts.
+    Fields(fields::Args),
     /// Show the status of a request on a server.
     Status(status::Args),
     /// Cancel a request on a server.
@@ -69,6 +72,7 @@ impl Cli {
             Command::Demo(a) => demo::run(&open().await?, a).await,
             Command::Serve(a) => serve::run(&self.store, a).await,
             Command::Query(a) => query::run(*a).await,
+            Command::Fields(a) => fields::run(a).await,
             Command::Status(a) => status::run(a).await,
             Command::Cancel(a) => cancel::run(a).await,
             Command::Bench(a) => bench::run(&self.store, a).await,

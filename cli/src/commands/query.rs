@@ -18,7 +18,7 @@ const MAX_POLL_FAILURES: u32 = 20;
 
 #[derive(Debug, clap::Args)]
 #[command(group(
-    ArgGroup::new("source").required(true).args(["body", "fqids", "fqids_url", "filter"])
+    ArgGroup::new("source").required(true).args(["body", "fqids", "fqids_url", "filter", "where_"])
 ))]
 pub struct Args {
     #[command(flatten)]
@@ -35,6 +35,10 @@ pub struct Args {
     /// A filter over bundle and cell fields, as JSON (see `GET /v1/fields`).
     #[arg(long, value_name = "JSON")]
     filter: Option<String>,
+    /// A filter as text, e.g. "cell.cell_type == 'B cell' and cell.n_genes >= 200"
+    /// (docs/QUERY.md).
+    #[arg(long = "where", value_name = "TEXT")]
+    where_: Option<String>,
     /// The output format: zarr (the default), h5ad, loom, mtx or csv (see `GET /v1/formats`).
     #[arg(long)]
     format: Option<String>,
@@ -199,6 +203,9 @@ fn request_body(a: &Args) -> anyhow::Result<Vec<u8>> {
         let filter: Value = serde_json::from_str(filter).context("--filter is not valid JSON")?;
         body.insert("filter".into(), filter);
     }
+    if let Some(text) = &a.where_ {
+        body.insert("where".into(), Value::String(text.clone()));
+    }
     if let Some(format) = &a.format {
         body.insert("format".into(), Value::String(format.clone()));
     }
@@ -275,6 +282,10 @@ mod tests {
             serde_json::json!({"filter": {"op": "=", "field": "bundle.organ", "value": "blood"}, "format": "zarr"})
         );
         assert_eq!(
+            body(&["--where", "cell.phase == 'G1'"]),
+            serde_json::json!({"where": "cell.phase == 'G1'"})
+        );
+        assert_eq!(
             body(&["--fqids-url", "lists/x.tsv"]),
             serde_json::json!({"bundle_fqids_url": "lists/x.tsv"})
         );
@@ -284,6 +295,7 @@ mod tests {
     fn exactly_one_source() {
         assert!(Cli::try_parse_from(["query"]).is_err());
         assert!(Cli::try_parse_from(["query", "--fqids", "a", "--filter", "{}"]).is_err());
+        assert!(Cli::try_parse_from(["query", "--where", "x", "--filter", "{}"]).is_err());
         assert!(Cli::try_parse_from(["query", "--body", "f.json", "--genes", "x"]).is_err());
         let cli = Cli::try_parse_from(["query", "--filter", "{"]).unwrap();
         assert!(request_body(&cli.a).is_err());

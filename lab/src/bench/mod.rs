@@ -7,11 +7,14 @@
 //!   worker's peak memory measured in a process of its own.
 //! - [`e2e`]: the whole service on the embedded stack against a Python (anndata)
 //!   baseline doing the same job.
+//! - [`catalog`]: reading a catalog of many bundles and fields and resolving a request
+//!   over it, against an untyped parse of the same bytes.
 //! - [`requests`]: the invocations, store requests and bytes of one request against the
 //!   planner's optimum.
 //! - [`run`]: drives one request on an in-process app from POST to its end.
 //! - [`template`]: the worker's memory and allocator settings, read from `template.yaml`.
 
+pub mod catalog;
 pub mod e2e;
 pub mod requests;
 pub mod run;

@@ -190,7 +190,6 @@ fn same_or_conflict(existing: Manifest, digest: &str) -> Result<WriteOutcome, Er
 /// The catalog's summary of every cell field: the built-ins', then the input's.
 fn cell_field_stats(src: &SourceMatrix, qc: &qc::Qc) -> BTreeMap<String, FieldStats> {
     let n_genes: Vec<Option<i64>> = qc.n_genes.iter().map(|&n| Some(i64::from(n))).collect();
-    let cells: Vec<Option<&str>> = src.cells.iter().map(|c| Some(c.as_str())).collect();
     let mut out = BTreeMap::from([
         (
             "n_genes".to_string(),
@@ -204,9 +203,16 @@ fn cell_field_stats(src: &SourceMatrix, qc: &qc::Qc) -> BTreeMap<String, FieldSt
             "pct_mito".to_string(),
             FieldStats::of(&Column::Num(qc.pct_mito.clone())),
         ),
+        // Every barcode is distinct: listing them would only grow the catalog.
         (
             "barcode".to_string(),
-            FieldStats::of(&Column::from_strings(&cells)),
+            FieldStats {
+                field_type: crate::field::FieldType::String,
+                nulls: 0,
+                min: None,
+                max: None,
+                values: None,
+            },
         ),
     ]);
     for (name, column) in &src.obs {

@@ -5,10 +5,11 @@
 //! could pass the configured limit before any work is done.
 
 use super::encode::{GZIP_LEVEL, encode_in_order, gzip, push_f32, push_f64, push_u32};
-use super::source::{MatrixSource, ObsValues, RowBlock};
+use super::source::{MatrixSource, RowBlock};
 use super::tables::{csv_writer, finish, obs_header, push_field, push_obs_row};
 use crate::bundle::Values;
 use crate::error::Error;
+use crate::obs::ObsValues;
 use crate::store::DynStore;
 use crate::store::writer::ObjectWriter;
 
@@ -57,7 +58,9 @@ async fn write_into(
     }
     header.write_record(None::<&[u8]>).map_err(output_error)?;
     matrix.write(&gzip(&finish(header)?, GZIP_LEVEL)).await?;
-    let columns: Vec<String> = src.columns.iter().map(|c| c.0.clone()).collect();
+    let columns: Vec<String> = src.columns.iter().map(|c| c.name.clone()).collect();
+    let kinds: std::sync::Arc<Vec<crate::obs::ColumnKind>> =
+        std::sync::Arc::new(src.columns.iter().map(|c| c.kind.clone()).collect());
     obs.write(&gzip(&obs_header(b',', "cell", &columns)?, GZIP_LEVEL))
         .await?;
 
@@ -75,7 +78,7 @@ async fn write_into(
             let m = gzip(&dense_rows(&block, n_genes), GZIP_LEVEL);
             let mut w = csv_writer();
             for (r, name) in block.names.iter().enumerate() {
-                push_obs_row(&mut w, name, &obs, r)?;
+                push_obs_row(&mut w, name, &obs, &kinds, r)?;
             }
             Ok(vec![m, gzip(&finish(w)?, GZIP_LEVEL)])
         },

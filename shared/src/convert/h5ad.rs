@@ -16,9 +16,10 @@ use hdf5_pure::{
 };
 
 use super::encode::{scratch_dir, upload};
-use super::source::{MatrixSource, ObsValues, RowBlock};
+use super::source::{MatrixSource, RowBlock};
 use crate::bundle::Values;
 use crate::error::Error;
+use crate::obs::{ColumnKind, ObsValues};
 use crate::store::DynStore;
 
 /// Values per chunk of `X/indices` and `X/data`. Below 65,536: hdf5-pure 0.47 encodes
@@ -76,7 +77,11 @@ pub async fn write(
         n_genes: src.n_genes,
         indptr: src.indptr.clone(),
         names,
-        columns: src.columns.iter().map(|c| c.0.clone()).collect(),
+        columns: src
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.kind.clone()))
+            .collect(),
         obs,
         gene_ids: src.gene_ids.clone(),
         gene_names: src.gene_names.clone(),
@@ -130,7 +135,7 @@ struct Skeleton {
     n_genes: u64,
     indptr: Vec<i64>,
     names: Vec<String>,
-    columns: Vec<String>,
+    columns: Vec<(String, ColumnKind)>,
     obs: Vec<ObsValues>,
     gene_ids: Vec<String>,
     gene_names: Vec<String>,
@@ -169,15 +174,20 @@ impl Skeleton {
         extensible(d);
         b.add_group(x.finish());
 
-        let obs: Vec<(&str, &ObsValues)> = self
+        let obs: Vec<(&str, &ObsValues, &ColumnKind)> = self
             .columns
             .iter()
-            .map(String::as_str)
             .zip(&self.obs)
+            .map(|((name, kind), values)| (name.as_str(), values, kind))
             .collect();
-        dataframe(&mut b, "obs", &self.names, &obs);
+        dataframe(&mut b, "obs", &self.names, &obs)?;
         let names = ObsValues::Str(self.gene_names);
-        dataframe(&mut b, "var", &self.gene_ids, &[("feature_name", &names)]);
+        dataframe(
+            &mut b,
+            "var",
+            &self.gene_ids,
+            &[("feature_name", &names, &ColumnKind::Str)],
+        )?;
 
         for empty in ["layers", "obsm", "obsp", "varm", "varp", "uns"] {
             let mut g = b.create_group(empty);
@@ -188,8 +198,14 @@ impl Skeleton {
     }
 }
 
-/// An AnnData dataframe group: the index and the columns, in order.
-fn dataframe(b: &mut FileBuilder, name: &str, index: &[String], columns: &[(&str, &ObsValues)]) {
+/// An AnnData dataframe group: the index and the columns, in order; categoricals and
+/// nullable columns as AnnData's groups.
+fn dataframe(
+    b: &mut FileBuilder,
+    name: &str,
+    index: &[String],
+    columns: &[(&str, &ObsValues, &ColumnKind)],
+) -> Result<(), Error> {
     let mut g = b.create_group(name);
     encoding(&mut g, "dataframe", "0.2.0");
     g.set_attr("_index", vlen("_index"));
@@ -202,7 +218,46 @@ fn dataframe(b: &mut FileBuilder, name: &str, index: &[String], columns: &[(&str
         "string-array",
         "0.2.0",
     );
-    for (column, values) in columns {
+    for (column, values, kind) in columns {
+        if let Some(attrs) = kind.group_attrs() {
+            let mut sub = g.create_group(column);
+            for (k, v) in attrs {
+                match v {
+                    serde_json::Value::String(text) => sub.set_attr(&k, vlen(&text)),
+                    // h5py's `ordered` is a numpy bool; anndata reads it through `bool()`.
+                    serde_json::Value::Bool(flag) => {
+                        sub.set_attr(&k, AttrValue::I8(i8::from(flag)))
+                    }
+                    _ => {}
+                }
+            }
+            match (values, kind) {
+                (ObsValues::Codes(codes), ColumnKind::Categorical { categories }) => {
+                    dataset_encoding(
+                        sub.create_dataset("categories")
+                            .with_vlen_strings(&strs(categories)),
+                        "string-array",
+                        "0.2.0",
+                    );
+                    dataset_encoding(
+                        sub.create_dataset("codes").with_i32_data(codes),
+                        "array",
+                        "0.2.0",
+                    );
+                }
+                (ObsValues::I64 { values, mask }, _) => {
+                    sub.create_dataset("values").with_i64_data(values);
+                    bools(sub.create_dataset("mask"), mask.as_deref().unwrap_or(&[]))?;
+                }
+                (ObsValues::Bool { values, mask }, _) => {
+                    bools(sub.create_dataset("values"), values)?;
+                    bools(sub.create_dataset("mask"), mask.as_deref().unwrap_or(&[]))?;
+                }
+                _ => {}
+            }
+            g.add_group(sub.finish());
+            continue;
+        }
         let d = g.create_dataset(column);
         match values {
             ObsValues::Str(v) => {
@@ -210,9 +265,31 @@ fn dataframe(b: &mut FileBuilder, name: &str, index: &[String], columns: &[(&str
             }
             ObsValues::U32(v) => dataset_encoding(d.with_u32_data(v), "array", "0.2.0"),
             ObsValues::F64(v) => dataset_encoding(d.with_f64_data(v), "array", "0.2.0"),
+            ObsValues::I64 { values, .. } => {
+                dataset_encoding(d.with_i64_data(values), "array", "0.2.0")
+            }
+            ObsValues::Bool { values, .. } => {
+                bools(d, values)?;
+                dataset_encoding(d, "array", "0.2.0")
+            }
+            ObsValues::Codes(v) => dataset_encoding(d.with_i32_data(v), "array", "0.2.0"),
         }
     }
     b.add_group(g.finish());
+    Ok(())
+}
+
+/// Booleans as h5py writes them: an 8-bit enum of FALSE and TRUE, which h5py (and so
+/// anndata) reads as a numpy bool array.
+fn bools(d: &mut DatasetBuilder, values: &[bool]) -> Result<(), Error> {
+    let dt = hdf5_pure::EnumTypeBuilder::with_base(hdf5_pure::make_i8_type())
+        .value("FALSE", 0)
+        .value("TRUE", 1)
+        .build()
+        .map_err(h5_error)?;
+    let bytes: Vec<u8> = values.iter().map(|&b| u8::from(b)).collect();
+    d.with_enum_u8_data(dt, &bytes);
+    Ok(())
 }
 
 /// Chunked, deflated, and growable along its one dimension.

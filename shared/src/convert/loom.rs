@@ -13,9 +13,10 @@ use std::path::Path;
 use hdf5_pure::{AttrValue, FileBuilder};
 
 use super::encode::{scratch_dir, upload};
-use super::source::{MatrixSource, ObsValues};
+use super::source::MatrixSource;
 use crate::bundle::Values;
 use crate::error::Error;
+use crate::obs::{ColumnKind, ObsValues};
 use crate::store::DynStore;
 
 /// Chunk of `/matrix`, as loompy chooses.
@@ -80,7 +81,11 @@ pub async fn write(
     }
     let names = src.all_names().await?;
     let obs = src.obs(0..src.n_cells).await?;
-    let columns: Vec<String> = src.columns.iter().map(|c| c.0.clone()).collect();
+    let columns: Vec<(String, ColumnKind)> = src
+        .columns
+        .iter()
+        .map(|c| (c.name.clone(), c.kind.clone()))
+        .collect();
     let (ids, gene_names) = (src.gene_ids.clone(), src.gene_names.clone());
 
     let dir = scratch_dir(scratch, "loom")?;
@@ -125,12 +130,55 @@ pub async fn write(
         let mut cols = b.create_group("col_attrs");
         cols.create_dataset("CellID")
             .with_vlen_strings(&refs(&escaped(&names)));
-        for (name, values) in columns.iter().zip(&obs) {
+        // Loom has no categoricals and no nulls: a categorical is its values (null
+        // ""), a nullable integer or boolean a float with NaN for null.
+        let with_nan = |values: &[f64], mask: &[bool]| -> Vec<f64> {
+            values
+                .iter()
+                .zip(mask)
+                .map(|(&v, &null)| if null { f64::NAN } else { v })
+                .collect()
+        };
+        for ((name, kind), values) in columns.iter().zip(&obs) {
             let d = cols.create_dataset(name);
             match values {
                 ObsValues::Str(v) => d.with_vlen_strings(&refs(&escaped(v))),
                 ObsValues::U32(v) => d.with_u32_data(v),
                 ObsValues::F64(v) => d.with_f64_data(v),
+                ObsValues::Codes(codes) => {
+                    let categories = match kind {
+                        ColumnKind::Categorical { categories } => categories.as_slice(),
+                        _ => &[],
+                    };
+                    let text: Vec<String> = codes
+                        .iter()
+                        .map(|&c| {
+                            usize::try_from(c)
+                                .ok()
+                                .and_then(|c| categories.get(c))
+                                .cloned()
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    d.with_vlen_strings(&refs(&escaped(&text)))
+                }
+                ObsValues::I64 { values, mask: None } => d.with_i64_data(values),
+                ObsValues::I64 {
+                    values,
+                    mask: Some(mask),
+                } => {
+                    let floats: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+                    d.with_f64_data(&with_nan(&floats, mask))
+                }
+                ObsValues::Bool { values, mask } => {
+                    let floats: Vec<f64> = values.iter().map(|&v| f64::from(u8::from(v))).collect();
+                    match mask {
+                        Some(mask) => d.with_f64_data(&with_nan(&floats, mask)),
+                        None => {
+                            d.with_u8_data(&values.iter().map(|&v| u8::from(v)).collect::<Vec<_>>())
+                        }
+                    }
+                }
             };
         }
         b.add_group(cols.finish());

@@ -22,10 +22,11 @@ use super::encode::{
     ByteSink, GZIP_LEVEL, LocalFile, encode_in_order, gzip, push_f32, push_f64, push_u32, push_u64,
     scratch_dir,
 };
-use super::source::{MatrixSource, ObsValues, RowBlock};
+use super::source::{MatrixSource, RowBlock};
 use super::tables::{finish, obs_header, push_obs_row, tsv_writer};
 use crate::bundle::Values;
 use crate::error::Error;
+use crate::obs::ObsValues;
 use crate::store::DynStore;
 use crate::store::writer::ObjectWriter;
 
@@ -78,7 +79,9 @@ async fn write_files(
         src.nnz
     );
     matrix.put(&gzip(header.as_bytes(), GZIP_LEVEL)).await?;
-    let columns: Vec<String> = src.columns.iter().map(|c| c.0.clone()).collect();
+    let columns: Vec<String> = src.columns.iter().map(|c| c.name.clone()).collect();
+    let kinds: std::sync::Arc<Vec<crate::obs::ColumnKind>> =
+        std::sync::Arc::new(src.columns.iter().map(|c| c.kind.clone()).collect());
     obs.put(&gzip(&obs_header(b'\t', "barcode", &columns)?, GZIP_LEVEL))
         .await?;
 
@@ -89,7 +92,7 @@ async fn write_files(
             let (block, obs) = futures::try_join!(src.rows(rows.clone()), src.obs(rows))?;
             Ok((block, obs))
         },
-        |(block, obs): (RowBlock, Vec<ObsValues>)| {
+        move |(block, obs): (RowBlock, Vec<ObsValues>)| {
             let m = gzip(&entries(&block), GZIP_LEVEL);
             let mut names = tsv_writer();
             for name in &block.names {
@@ -98,7 +101,7 @@ async fn write_files(
             let b = gzip(&finish(names)?, GZIP_LEVEL);
             let mut rows = tsv_writer();
             for (r, name) in block.names.iter().enumerate() {
-                push_obs_row(&mut rows, name, &obs, r)?;
+                push_obs_row(&mut rows, name, &obs, &kinds, r)?;
             }
             let o = gzip(&finish(rows)?, GZIP_LEVEL);
             Ok(vec![m, b, o])

@@ -5,53 +5,9 @@ use std::ops::Range;
 use crate::bundle::zarr_io::{ZArray, open_array, read_range};
 use crate::bundle::{ValueType, Values};
 use crate::error::Error;
-use crate::field::{Field, Level};
+use crate::obs::{ColumnKind, Elem, ObsColumn, ObsValues};
 use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
-
-/// The type of an obs column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnKind {
-    /// Strings.
-    Str,
-    /// Unsigned 32-bit integers.
-    U32,
-    /// 64-bit floats.
-    F64,
-}
-
-impl ColumnKind {
-    /// The column type of a requested field.
-    pub fn of(field: &Field) -> ColumnKind {
-        match (field.level(), field.column()) {
-            (Level::Cell, "n_genes") => ColumnKind::U32,
-            (Level::Cell, "total_counts" | "pct_mito") => ColumnKind::F64,
-            _ => ColumnKind::Str,
-        }
-    }
-}
-
-/// One obs column's values for a row range.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ObsValues {
-    /// Strings.
-    Str(Vec<String>),
-    /// Unsigned integers.
-    U32(Vec<u32>),
-    /// Floats.
-    F64(Vec<f64>),
-}
-
-impl ObsValues {
-    /// No values, of kind `kind`.
-    pub fn empty(kind: ColumnKind) -> ObsValues {
-        match kind {
-            ColumnKind::Str => ObsValues::Str(Vec::new()),
-            ColumnKind::U32 => ObsValues::U32(Vec::new()),
-            ColumnKind::F64 => ObsValues::F64(Vec::new()),
-        }
-    }
-}
 
 /// Rows `first..first + n` of the matrix: CSR with local row pointers, and the cell ids.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,12 +52,13 @@ pub struct MatrixSource {
     pub gene_ids: Vec<String>,
     /// Gene names (var `feature_name`).
     pub gene_names: Vec<String>,
-    /// The obs columns: name and type.
-    pub columns: Vec<(String, ColumnKind)>,
+    /// The obs columns.
+    pub columns: Vec<ObsColumn>,
     indices: ZArray,
     data: ZArray,
     obs_index: ZArray,
-    obs: Vec<ZArray>,
+    /// Each column's arrays, in [`ColumnKind::arrays`]' order.
+    obs: Vec<Vec<ZArray>>,
 }
 
 impl std::fmt::Debug for MatrixSource {
@@ -116,12 +73,12 @@ impl std::fmt::Debug for MatrixSource {
 }
 
 impl MatrixSource {
-    /// Opens the AnnData Zarr under `prefix`, with the obs columns of `fields`.
+    /// Opens the AnnData Zarr under `prefix`, with the obs columns `columns`.
     pub async fn open(
         store: &DynStore,
         prefix: &str,
         value_type: ValueType,
-        fields: &[Field],
+        columns: &[ObsColumn],
     ) -> Result<Self, Error> {
         let storage = ZarrStore::new(store.clone(), prefix).into_storage();
         let indptr_array = open_array(&storage, "/X/indptr").await?;
@@ -135,13 +92,15 @@ impl MatrixSource {
         let n_genes = ids_array.shape()[0];
         let gene_ids: Vec<String> = read_range(&ids_array, 0..n_genes).await?;
         let gene_names: Vec<String> = read_range(&names_array, 0..n_genes).await?;
-        let mut columns = Vec::with_capacity(fields.len());
-        let mut obs = Vec::with_capacity(fields.len());
-        for f in fields {
-            let name = f.column().to_string();
-            obs.push(open_array(&storage, &format!("/obs/{name}")).await?);
-            columns.push((name, ColumnKind::of(f)));
+        let mut obs = Vec::with_capacity(columns.len());
+        for c in columns {
+            let mut arrays = Vec::new();
+            for (suffix, _) in c.kind.arrays() {
+                arrays.push(open_array(&storage, &format!("/obs/{}{suffix}", c.name)).await?);
+            }
+            obs.push(arrays);
         }
+        let columns = columns.to_vec();
         let n_cells = n.saturating_sub(1);
         let nnz = indptr.last().copied().unwrap_or(0).max(0) as u64;
         Ok(MatrixSource {
@@ -213,11 +172,27 @@ impl MatrixSource {
 
     /// Rows `rows` of obs column `i`.
     pub async fn column(&self, i: usize, rows: Range<u64>) -> Result<ObsValues, Error> {
-        let array = &self.obs[i];
-        Ok(match self.columns[i].1 {
-            ColumnKind::Str => ObsValues::Str(read_range(array, rows).await?),
-            ColumnKind::U32 => ObsValues::U32(read_range(array, rows).await?),
-            ColumnKind::F64 => ObsValues::F64(read_range(array, rows).await?),
+        let arrays = &self.obs[i];
+        let kind = &self.columns[i].kind;
+        let mask = || async {
+            match arrays.get(1) {
+                Some(a) => read_range::<bool>(a, rows.clone()).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        Ok(match (kind, kind.arrays()[0].1) {
+            (_, Elem::Str) => ObsValues::Str(read_range(&arrays[0], rows).await?),
+            (_, Elem::U32) => ObsValues::U32(read_range(&arrays[0], rows).await?),
+            (_, Elem::F64) => ObsValues::F64(read_range(&arrays[0], rows).await?),
+            (_, Elem::I32) => ObsValues::Codes(read_range(&arrays[0], rows).await?),
+            (ColumnKind::Bool { .. }, _) => ObsValues::Bool {
+                values: read_range(&arrays[0], rows.clone()).await?,
+                mask: mask().await?,
+            },
+            (_, _) => ObsValues::I64 {
+                values: read_range(&arrays[0], rows.clone()).await?,
+                mask: mask().await?,
+            },
         })
     }
 

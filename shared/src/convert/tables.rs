@@ -2,8 +2,8 @@
 //! field with the delimiter, a quote or a newline is quoted), numbers written exactly.
 
 use super::encode::{push_f64, push_u32};
-use super::source::ObsValues;
 use crate::error::Error;
+use crate::obs::{ColumnKind, ObsValues};
 
 /// A writer of delimited records into memory.
 pub type TextWriter = csv::Writer<Vec<u8>>;
@@ -70,26 +70,50 @@ pub fn obs_header(delimiter: u8, first: &str, columns: &[String]) -> Result<Vec<
     finish(w)
 }
 
-/// One obs line: the cell id and row `r` of every column.
+/// One obs line: the cell id and row `r` of every column (of kinds `kinds`); a null is
+/// an empty field, which pandas and R read as missing.
 pub fn push_obs_row(
     w: &mut TextWriter,
     name: &str,
     columns: &[ObsValues],
+    kinds: &[ColumnKind],
     r: usize,
 ) -> Result<(), Error> {
     w.write_field(name).map_err(text_error)?;
     let mut num = Vec::with_capacity(24);
-    for c in columns {
+    for (c, kind) in columns.iter().zip(kinds) {
         num.clear();
+        let null = |mask: &Option<Vec<bool>>| mask.as_ref().is_some_and(|m| m[r]);
         match c {
             ObsValues::Str(v) => w.write_field(&v[r]),
             ObsValues::U32(v) => {
                 push_u32(&mut num, v[r]);
                 w.write_field(&num)
             }
+            ObsValues::F64(v) if v[r].is_nan() => w.write_field(""),
             ObsValues::F64(v) => {
                 push_f64(&mut num, v[r]);
                 w.write_field(&num)
+            }
+            ObsValues::Codes(v) => {
+                let text = match kind {
+                    ColumnKind::Categorical { categories } => usize::try_from(v[r])
+                        .ok()
+                        .and_then(|c| categories.get(c))
+                        .map_or("", String::as_str),
+                    _ => "",
+                };
+                w.write_field(text)
+            }
+            ObsValues::I64 { mask, .. } | ObsValues::Bool { mask, .. } if null(mask) => {
+                w.write_field("")
+            }
+            ObsValues::I64 { values, .. } => {
+                num.extend_from_slice(values[r].to_string().as_bytes());
+                w.write_field(&num)
+            }
+            ObsValues::Bool { values, .. } => {
+                w.write_field(if values[r] { "True" } else { "False" })
             }
         }
         .map_err(text_error)?;
@@ -109,7 +133,8 @@ mod tests {
             ObsValues::U32(vec![7]),
             ObsValues::F64(vec![0.25]),
         ];
-        push_obs_row(&mut w, "c\"1", &cols, 0).unwrap();
+        let kinds = [ColumnKind::Str, ColumnKind::U32, ColumnKind::F64];
+        push_obs_row(&mut w, "c\"1", &cols, &kinds, 0).unwrap();
         assert_eq!(
             String::from_utf8(finish(w).unwrap()).unwrap(),
             "\"c\"\"1\"\t\"a\tb\"\t7\t0.25\n"

@@ -122,7 +122,7 @@ async fn run(
 
     let prefix = keys.part(&event.task_id);
     let nnz_per_chunk = part_nnz_chunk(spec.slices.iter().map(slice_nnz).sum());
-    let mut part = PartBuilder::new(view.stored.value_type, &view.fields)
+    let mut part = PartBuilder::new(view.stored.value_type, &view.columns)
         .with_chunk(nnz_per_chunk)
         .streaming_to(&store, &prefix)?;
     // The feature sets are needed to add the first slice, not to read it: read while
@@ -177,13 +177,13 @@ async fn run(
             match read {
                 SliceRead::Whole(rows) => {
                     cells_in += rows.cells.len() as u64;
-                    part.add(b, rows, remap, view.filter.as_ref())?;
+                    part.add(b, rows, &[], remap, view.filter.as_ref())?;
                 }
                 SliceRead::Head(reader, head) => {
                     cells_in += head.cells.len() as u64;
                     let target = app.config.piece_bytes / (4 + b.value_type.size() as u64);
                     let pieces = reader.pieces(head.nonzeros.clone(), target);
-                    if part.open_slice(b, head, remap, view.filter.as_ref())? {
+                    if part.open_slice(b, head, &[], remap, view.filter.as_ref())? {
                         // Futures built eagerly for `Send`.
                         let reads: Vec<_> = pieces
                             .into_iter()

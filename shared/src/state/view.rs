@@ -14,8 +14,10 @@ pub struct RequestView {
     pub stored: StoredRequest,
     /// The cell filter, if any.
     pub filter: Option<Filter>,
-    /// The obs columns.
+    /// The requested fields.
     pub fields: Vec<Field>,
+    /// The obs columns they become.
+    pub columns: Vec<crate::obs::ObsColumn>,
     /// The output format.
     pub format: Format,
 }
@@ -34,14 +36,26 @@ impl RequestView {
             serde_json::Value::Null => None,
             v => Some(Filter::parse(v).map_err(corrupt)?),
         };
-        let fields = stored.canonical["fields"]
-            .as_array()
-            .ok_or_else(|| corrupt("no fields".into()))?
+        let columns = if stored.columns.is_empty() {
+            let fields: Vec<Field> = stored.canonical["fields"]
+                .as_array()
+                .ok_or_else(|| corrupt("no fields".into()))?
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .and_then(Field::parse)
+                        .ok_or_else(|| corrupt(format!("bad field {v}")))
+                })
+                .collect::<Result<_, _>>()?;
+            crate::obs::builtin_columns(&fields)
+        } else {
+            stored.columns.clone()
+        };
+        let fields = columns
             .iter()
-            .map(|v| {
-                v.as_str()
-                    .and_then(Field::parse)
-                    .ok_or_else(|| corrupt(format!("bad field {v}")))
+            .map(|c| {
+                c.field()
+                    .ok_or_else(|| corrupt(format!("bad field {}", c.field)))
             })
             .collect::<Result<_, _>>()?;
         let format = stored.canonical["format"]
@@ -52,6 +66,7 @@ impl RequestView {
             stored,
             filter,
             fields,
+            columns,
             format,
         })
     }

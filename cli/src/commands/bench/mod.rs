@@ -4,6 +4,7 @@
 //! same run, and writes them as JSON under `.cache/bench/`. The measuring logic is in
 //! `cellmatrix_lab::bench`, where tests use it too.
 
+mod catalog;
 mod e2e;
 mod requests;
 mod worker;
@@ -27,6 +28,9 @@ enum What {
     /// fresh process as the worker runs.
     #[command(hide = true)]
     WorkerBound(worker::BoundArgs),
+    /// Reading a catalog of many bundles with many fields and resolving a `where`
+    /// request over it, against reading and parsing the same bytes as untyped JSON.
+    Catalog(catalog::Args),
     /// Invocations, store requests (GET, PUT, LIST) and bytes of one request, against
     /// the planner's optimum.
     Requests(requests::Args),
@@ -45,6 +49,7 @@ pub async fn run(_store: &str, args: Args) -> anyhow::Result<()> {
         What::Worker(a) => worker::run(a).await,
         What::WorkerTask(a) => worker::run_task(a).await,
         What::WorkerBound(a) => worker::run_bound(a).await,
+        What::Catalog(a) => catalog::run(a).await,
         What::Requests(a) => requests::run(a).await,
         What::E2e(a) => e2e::run(a).await,
         What::E2eRun(a) => e2e::run_child(a).await,

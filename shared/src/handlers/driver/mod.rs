@@ -56,6 +56,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/matrix/{id}/files"),
     ("GET", "/v1/formats"),
     ("GET", "/v1/fields"),
+    ("GET", "/v1/fields/{name}"),
 ];
 
 /// An HTTP answer: status, JSON body, and the `Location` and `Retry-After` headers when
@@ -154,6 +155,10 @@ pub fn router(app: Arc<App>) -> Router {
             get(metadata::fields)
                 .head(not_allowed)
                 .fallback(not_allowed),
+        )
+        .route(
+            "/v1/fields/{name}",
+            get(metadata::field).head(not_allowed).fallback(not_allowed),
         )
         .fallback(not_found)
         // One byte over the limit is enough for the request parser to refuse the body
@@ -318,6 +323,7 @@ mod tests {
             ("DELETE", "/v1/matrix/abc/files", None),
             ("GET", "/v1/formats", Some("/v1/formats")),
             ("GET", "/v1/fields", Some("/v1/fields")),
+            ("GET", "/v1/fields/cell.x", Some("/v1/fields/{name}")),
             ("GET", "/v1/matrix", None),
             ("PUT", "/v1/matrix/abc", None),
             ("GET", "/v1/matrix/", None),
@@ -337,7 +343,9 @@ mod tests {
         let (_dir, app) = app().await;
         let id = "0".repeat(32);
         for &(method, pattern) in ROUTES {
-            let path = pattern.replace("{id}", &id);
+            let path = pattern
+                .replace("{id}", &id)
+                .replace("{name}", "cell.n_genes");
             let answer = handle(&app, method, &path, b"{}").await;
             let unknown_id = json!({ "message": format!("no request {id}") });
             assert!(

@@ -2,11 +2,13 @@
 
 use crate::app::App;
 use crate::bundle::Features;
-use crate::catalog::{self, CatalogEntry, Facts, feature_set, lookup};
+use crate::catalog::{self, CatalogEntry, feature_set, lookup};
 use crate::error::clip;
 use crate::fqid::Fqid;
 use crate::genes::{GeneSpace, Remap};
+use crate::obs::ObsColumn;
 use crate::request::{BundleSource, MatrixRequest, Rejection};
+use crate::select;
 
 use super::error::ApiError;
 use super::list_fetch::fetch_list;
@@ -15,22 +17,31 @@ use super::list_fetch::fetch_list;
 pub(super) struct Resolved {
     pub(super) bundles: Vec<Fqid>,
     pub(super) entries: Vec<CatalogEntry>,
+    /// The output's obs columns.
+    pub(super) columns: Vec<ObsColumn>,
 }
 
 /// Resolves the request's bundles and their catalog entries (a manifest is read only for
-/// a bundle the catalog lacks).
-pub(super) async fn resolve(app: &App, req: &MatrixRequest) -> Result<Resolved, ApiError> {
+/// a bundle the catalog lacks), its `where` text into a filter tree, and its fields into
+/// columns. The catalog's fields are summed only when the request names a field that is
+/// not built in.
+pub(super) async fn resolve(app: &App, req: &mut MatrixRequest) -> Result<Resolved, ApiError> {
     let catalog = catalog::read(&app.store).await?;
-    let listed = match &req.source {
-        BundleSource::List(list) => list.clone(),
-        BundleSource::Url(url) => fetch_list(app, url).await?,
+    select::prepare(&catalog, req)?;
+    let (bundles, entries) = match &req.source {
+        BundleSource::List(list) => {
+            let list = list.clone();
+            listed(app, &catalog, list).await?
+        }
+        BundleSource::Url(url) => {
+            let list = fetch_list(app, url).await?;
+            listed(app, &catalog, list).await?
+        }
+        BundleSource::Where(_) => {
+            return Err(crate::error::Error::Internal("a where text left unparsed".into()).into());
+        }
         BundleSource::Filter(filter) => {
-            let (bundles, entries): (Vec<Fqid>, Vec<CatalogEntry>) = catalog
-                .bundles
-                .iter()
-                .filter(|(fqid, entry)| filter.eval_bundle(&Facts { fqid, entry }) != Some(false))
-                .map(|(f, e)| (f.clone(), e.clone()))
-                .unzip();
+            let (bundles, entries) = select::by_filter(&catalog, filter);
             if bundles.is_empty() {
                 return Err(ApiError::refuse(
                     422,
@@ -40,9 +51,24 @@ pub(super) async fn resolve(app: &App, req: &MatrixRequest) -> Result<Resolved, 
                     ),
                 ));
             }
-            return Ok(Resolved { bundles, entries });
+            (bundles, entries)
         }
     };
+    let columns = select::columns(&req.fields, &bundles, &entries);
+    Ok(Resolved {
+        bundles,
+        entries,
+        columns,
+    })
+}
+
+/// The entries of a list of bundles, in its order; 404 naming those the catalog and the
+/// store lack.
+async fn listed(
+    app: &App,
+    catalog: &catalog::Catalog,
+    listed: Vec<Fqid>,
+) -> Result<(Vec<Fqid>, Vec<CatalogEntry>), ApiError> {
     let mut entries = Vec::with_capacity(listed.len());
     let mut unknown = Vec::new();
     for fqid in &listed {
@@ -67,10 +93,7 @@ pub(super) async fn resolve(app: &App, req: &MatrixRequest) -> Result<Resolved, 
             ),
         ));
     }
-    Ok(Resolved {
-        bundles: listed,
-        entries,
-    })
+    Ok((listed, entries))
 }
 
 /// The output genes, and the feature sets that map onto them unchanged (see

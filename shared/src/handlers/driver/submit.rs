@@ -37,8 +37,8 @@ pub(super) async fn answer(
 /// Every way through adds `caller` to the request's owners; a way that starts a run
 /// first passes the caller's quota.
 async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse, ApiError> {
-    let req = MatrixRequest::parse(body)?;
-    let resolved = resolve(app, &req).await?;
+    let mut req = MatrixRequest::parse(body)?;
+    let resolved = resolve(app, &mut req).await?;
     let (genes, identity_sets) = gene_space(app, &req, &resolved.entries).await?;
     limits::check(app, req.format, &resolved, genes.len() as u64)?;
     let id = req.id(&resolved.bundles);
@@ -93,6 +93,7 @@ async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse,
         n_genes: genes.len() as u64,
         submitted_at: crate::clock::rfc3339(now_ms()),
         identity_sets,
+        columns: resolved.columns,
         copies,
     };
     // Everything the functions read comes first (at once: they are independent);

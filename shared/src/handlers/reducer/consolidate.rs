@@ -19,11 +19,11 @@ use crate::bundle::zarr_io::{
 };
 use crate::clock::now_ms;
 use crate::convert::Format;
-use crate::convert::source::ColumnKind;
 use crate::error::Error;
 use crate::genes::GeneSpace;
 use crate::layout::{OUT_ROWS_PER_CHUNK, PART_READS_IN_FLIGHT, shard_chunks, shard_layout};
 use crate::messages::TaskId;
+use crate::obs::Elem;
 use crate::part::part_row_chunk;
 use crate::state::{
     Consolidation, Converted, DoneMarker, Keys, PartPlace, Plan, RequestView, ResultRecord,
@@ -86,19 +86,16 @@ fn output_arrays(view: &RequestView, plan: &Consolidation) -> Vec<(String, Kind,
         ("/X/data".to_string(), Kind::Data, plan.nnz, z),
         (
             "/obs/_index".to_string(),
-            Kind::Obs("_index".into(), ColumnKind::Str),
+            Kind::Obs("_index".into(), Elem::Str),
             n,
             r,
         ),
     ];
-    for f in &view.fields {
-        let ty = ColumnKind::of(f);
-        arrays.push((
-            format!("/obs/{}", f.column()),
-            Kind::Obs(f.column().to_string(), ty),
-            n,
-            r,
-        ));
+    for c in &view.columns {
+        for (suffix, elem) in c.kind.arrays() {
+            let rel = format!("{}{suffix}", c.name);
+            arrays.push((format!("/obs/{rel}"), Kind::Obs(rel, *elem), n, r));
+        }
     }
     arrays
 }
@@ -108,7 +105,8 @@ enum Kind {
     Indptr,
     Indices,
     Data,
-    Obs(String, ColumnKind),
+    /// An obs array: its path below `/obs`, and its element type.
+    Obs(String, Elem),
 }
 
 fn attrs() -> serde_json::Map<String, serde_json::Value> {
@@ -297,12 +295,15 @@ impl ShardRange<'_> {
             Kind::Obs(name, ty) => {
                 let from = format!("/obs/{name}");
                 match ty {
-                    ColumnKind::Str => {
+                    Elem::Str => {
                         self.copy::<String>(parts, plan, &from, rows, string_attrs())
                             .await
                     }
-                    ColumnKind::U32 => self.copy::<u32>(parts, plan, &from, rows, attrs()).await,
-                    ColumnKind::F64 => self.copy::<f64>(parts, plan, &from, rows, attrs()).await,
+                    Elem::U32 => self.copy::<u32>(parts, plan, &from, rows, attrs()).await,
+                    Elem::F64 => self.copy::<f64>(parts, plan, &from, rows, attrs()).await,
+                    Elem::I32 => self.copy::<i32>(parts, plan, &from, rows, attrs()).await,
+                    Elem::I64 => self.copy::<i64>(parts, plan, &from, rows, attrs()).await,
+                    Elem::Bool => self.copy::<bool>(parts, plan, &from, rows, attrs()).await,
                 }
             }
         }
@@ -509,14 +510,23 @@ async fn write_metadata(
                     (Kind::Data, ValueType::Float64) => {
                         array_handle::<f64>(out, &path, len, chunk, attrs())?
                     }
-                    (Kind::Obs(_, ColumnKind::Str), _) => {
+                    (Kind::Obs(_, Elem::Str), _) => {
                         array_handle::<String>(out, &path, len, chunk, string_attrs())?
                     }
-                    (Kind::Obs(_, ColumnKind::U32), _) => {
+                    (Kind::Obs(_, Elem::U32), _) => {
                         array_handle::<u32>(out, &path, len, chunk, attrs())?
                     }
-                    (Kind::Obs(_, ColumnKind::F64), _) => {
+                    (Kind::Obs(_, Elem::F64), _) => {
                         array_handle::<f64>(out, &path, len, chunk, attrs())?
+                    }
+                    (Kind::Obs(_, Elem::I32), _) => {
+                        array_handle::<i32>(out, &path, len, chunk, attrs())?
+                    }
+                    (Kind::Obs(_, Elem::I64), _) => {
+                        array_handle::<i64>(out, &path, len, chunk, attrs())?
+                    }
+                    (Kind::Obs(_, Elem::Bool), _) => {
+                        array_handle::<bool>(out, &path, len, chunk, attrs())?
                     }
                 };
                 array
@@ -532,8 +542,25 @@ async fn write_metadata(
     obs_attrs.insert("_index".into(), json!("_index"));
     obs_attrs.insert(
         "column-order".into(),
-        json!(view.fields.iter().map(|f| f.column()).collect::<Vec<_>>()),
+        json!(view.columns.iter().map(|c| &c.name).collect::<Vec<_>>()),
     );
+    // A categorical's or nullable column's group, and a categorical's categories (whole:
+    // the catalog bounds them).
+    for c in &view.columns {
+        if let Some(group_attrs) = c.kind.group_attrs() {
+            let path = format!("/obs/{}", c.name);
+            writes.push(Box::pin(async move {
+                write_group(out, &path, group_attrs).await
+            }));
+        }
+        if let crate::obs::ColumnKind::Categorical { categories } = &c.kind {
+            let path = format!("/obs/{}/categories", c.name);
+            let chunk = (categories.len() as u64).max(1);
+            writes.push(Box::pin(async move {
+                write_array(out, &path, categories, chunk, string_attrs()).await
+            }));
+        }
+    }
     let var_chunk = (genes.len() as u64).clamp(1, OUT_ROWS_PER_CHUNK * 4);
     let mut var_attrs = encoding("dataframe", "0.2.0");
     var_attrs.insert("_index".into(), json!("_index"));

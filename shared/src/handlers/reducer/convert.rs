@@ -19,7 +19,7 @@ pub(super) async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
         store,
         &keys.zarr(view.format),
         view.stored.value_type,
-        &view.fields,
+        &view.columns,
     )
     .await?;
     let files = crate::convert::convert(

@@ -155,9 +155,11 @@ mod tests {
                 n_genes: 5,
                 submitted_at: "2026-01-01T00:00:00Z".into(),
                 identity_sets: Vec::new(),
+                columns: Vec::new(),
                 copies: 1,
             },
             filter: None,
+            columns: Vec::new(),
             fields: Vec::new(),
             format: Format::Zarr,
         }
