@@ -92,6 +92,18 @@ numeric_column!(i64, int64);
 numeric_column!(f32, float32);
 numeric_column!(f64, float64);
 
+impl Column for bool {
+    fn data_type() -> zarrs::array::DataType {
+        data_type::bool()
+    }
+    fn fill() -> Self {
+        false
+    }
+    fn fill_json() -> Value {
+        json!(false)
+    }
+}
+
 impl Column for String {
     fn data_type() -> zarrs::array::DataType {
         data_type::string()
