@@ -44,7 +44,9 @@ fn array_attrs() -> Map<String, Value> {
 }
 
 /// Writes `column` at `path` (`/obs/{name}`), row arrays in chunks of `chunk` rows
-/// stored as `codec` says. Every write settles before an error returns.
+/// stored as `codec` says. A mask with no null is not written: the column is a plain
+/// array, as the manifest's `nulls: 0` says (a one-cell bundle's slice of a nullable
+/// column is). Every write settles before an error returns.
 pub async fn write_column(
     storage: &AsyncReadableWritableListableStorage,
     path: &str,
@@ -53,6 +55,7 @@ pub async fn write_column(
     codec: ChunkCodec,
 ) -> Result<(), Error> {
     let sub = |name: &str| format!("{path}/{name}");
+    let some_null = |nulls: &Option<Vec<bool>>| nulls.as_ref().is_some_and(|n| n.contains(&true));
     match column {
         Column::Categorical { categories, codes } => {
             let mut attrs = encoding(CATEGORICAL, "0.2.0");
@@ -72,25 +75,21 @@ pub async fn write_column(
             );
             group.and(cats).and(codes)
         }
-        Column::Int {
-            values,
-            nulls: None,
-        } => write_array_with(storage, path, values, chunk, array_attrs(), codec).await,
-        Column::Int {
-            values,
-            nulls: Some(mask),
-        } => write_masked(storage, path, NULLABLE_INTEGER, values, mask, chunk, codec).await,
+        Column::Int { values, nulls } => match nulls {
+            Some(mask) if some_null(nulls) => {
+                write_masked(storage, path, NULLABLE_INTEGER, values, mask, chunk, codec).await
+            }
+            _ => write_array_with(storage, path, values, chunk, array_attrs(), codec).await,
+        },
         Column::Num(values) => {
             write_array_with(storage, path, values, chunk, array_attrs(), codec).await
         }
-        Column::Bool {
-            values,
-            nulls: None,
-        } => write_array_with(storage, path, values, chunk, array_attrs(), codec).await,
-        Column::Bool {
-            values,
-            nulls: Some(mask),
-        } => write_masked(storage, path, NULLABLE_BOOLEAN, values, mask, chunk, codec).await,
+        Column::Bool { values, nulls } => match nulls {
+            Some(mask) if some_null(nulls) => {
+                write_masked(storage, path, NULLABLE_BOOLEAN, values, mask, chunk, codec).await
+            }
+            _ => write_array_with(storage, path, values, chunk, array_attrs(), codec).await,
+        },
     }
 }
 

@@ -184,7 +184,9 @@ impl BundleReader {
 
     /// Rows `rows` (clamped to the bundle) of the input's cell fields `names` (stored
     /// obs column names, as in the manifest's `cell_fields`): one entry per name, in
-    /// order, `None` where the bundle has no such column (its cells have no value).
+    /// order, `None` where the bundle has no such column (its cells have no value). An
+    /// integer or boolean column has `nulls` when stored with a mask (the bundle has a
+    /// null in it), `None` otherwise.
     ///
     /// Each column's kind is read from its `obs/{name}/zarr.json`, all names at once:
     /// one round trip, then one more for its chunks (a categorical's `categories` take
@@ -739,6 +741,54 @@ mod tests {
         assert!(matches!(err, Error::InvalidId { .. }), "{err}");
         // Nothing asked, nothing read.
         assert!(known.read_obs(&[], 0..300).await.unwrap().is_empty());
+    }
+
+    /// A nullable column with no null (a one-cell slice of one, say) is a plain array,
+    /// as its `nulls: 0` in the manifest says.
+    #[tokio::test]
+    async fn a_mask_without_nulls_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+        let mut src = sample();
+        let n = src.cells.len();
+        src.obs = vec![
+            (
+                "count".into(),
+                Column::Int {
+                    values: (0..n as i64).collect(),
+                    nulls: Some(vec![false; n]),
+                },
+            ),
+            (
+                "flag".into(),
+                Column::Bool {
+                    values: vec![true; n],
+                    nulls: Some(vec![false; n]),
+                },
+            ),
+        ];
+        let fqid = write_fields_bundle(&store, &src, Layout::default()).await;
+        for name in ["count", "flag"] {
+            let key = format!("{}/obs/{name}/zarr.json", zarr_prefix(&fqid));
+            let node: serde_json::Value =
+                serde_json::from_slice(&store.get(&key).await.unwrap().unwrap()).unwrap();
+            assert_eq!(node["node_type"], "array", "{name}");
+        }
+        let reader = BundleReader::open(&store, &fqid).await.unwrap();
+        let got = reader.read_obs(&field_names(&src), 5..8).await.unwrap();
+        assert_eq!(
+            got,
+            [
+                Some(Column::Int {
+                    values: vec![5, 6, 7],
+                    nulls: None
+                }),
+                Some(Column::Bool {
+                    values: vec![true; 3],
+                    nulls: None
+                })
+            ]
+        );
     }
 
     #[tokio::test]
