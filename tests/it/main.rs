@@ -6,6 +6,7 @@
 //! `unique_bucket_name`, a port bound to 0, and no changes to the process environment.
 
 mod bounded_status;
+mod bundle_obs;
 mod cancel_and_corrupt;
 mod catalog_concurrency;
 mod chaos;

@@ -5,6 +5,7 @@ pub mod matrix;
 
 pub use matrix::{Csr, Features, SourceMatrix, ValueType, Values};
 pub mod manifest;
+pub mod obs;
 pub mod qc;
 pub mod reader;
 pub mod zarr_io;

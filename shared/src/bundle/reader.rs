@@ -7,12 +7,14 @@ use zarrs::array::ElementOwned;
 
 use crate::bundle::manifest::Layout;
 use crate::bundle::manifest::zarr_prefix;
+use crate::bundle::obs::ObsGroup;
 use crate::bundle::qc::Qc;
 use crate::bundle::zarr_io::{
     Column, ZArray, array_handle, cut_at_multiples, open_array, read_range, read_values,
 };
 use crate::bundle::{Csr, Manifest, ValueType, Values, read_manifest};
 use crate::error::Error;
+use crate::field::column::Column as FieldColumn;
 use crate::fqid::Fqid;
 use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
@@ -77,6 +79,8 @@ pub struct BundleReader {
     n_genes: ZArray,
     total_counts: ZArray,
     pct_mito: ZArray,
+    /// The input's cell fields.
+    obs: ObsGroup,
 }
 
 impl std::fmt::Debug for BundleReader {
@@ -98,12 +102,20 @@ impl BundleReader {
 
     /// Opens a bundle whose shape the caller already knows (from the catalog).
     pub async fn with_shape(store: &DynStore, shape: BundleShape) -> Result<Self, Error> {
-        let storage = ZarrStore::new(store.clone(), &zarr_prefix(&shape.fqid)).into_storage();
+        let prefix = zarr_prefix(&shape.fqid);
+        let storage = ZarrStore::new(store.clone(), &prefix).into_storage();
+        let obs = ObsGroup::new(
+            store.clone(),
+            &prefix,
+            storage.clone(),
+            shape.n_cells,
+            shape.layout.map(|l| l.rows_per_chunk),
+        );
         if let Some(layout) = shape.layout {
             let fqid = shape.fqid.clone();
-            let key = format!("{}/X/indptr/zarr.json", zarr_prefix(&fqid));
+            let key = format!("{prefix}/X/indptr/zarr.json");
             let mut reader =
-                Self::with_layout(&storage, shape, layout).map_err(|e| corrupt(&fqid, e))?;
+                Self::with_layout(&storage, shape, layout, obs).map_err(|e| corrupt(&fqid, e))?;
             reader.present = Some((store.clone(), key));
             return Ok(reader);
         }
@@ -129,6 +141,7 @@ impl BundleReader {
             n_genes,
             total_counts,
             pct_mito,
+            obs,
         })
     }
 
@@ -139,6 +152,7 @@ impl BundleReader {
         storage: &zarrs::storage::AsyncReadableWritableListableStorage,
         shape: BundleShape,
         layout: Layout,
+        obs: ObsGroup,
     ) -> Result<Self, Error> {
         let rows = layout.rows_per_chunk;
         let nnz_chunk = layout.nnz_per_chunk.min(shape.nnz).max(1);
@@ -158,6 +172,7 @@ impl BundleReader {
             n_genes: row_array::<u32>(storage, "/obs/n_genes", n, rows)?,
             total_counts: row_array::<f64>(storage, "/obs/total_counts", n, rows)?,
             pct_mito: row_array::<f64>(storage, "/obs/pct_mito", n, rows)?,
+            obs,
             shape,
         })
     }
@@ -165,6 +180,35 @@ impl BundleReader {
     /// What the reader knows of the bundle.
     pub fn shape(&self) -> &BundleShape {
         &self.shape
+    }
+
+    /// Rows `rows` (clamped to the bundle) of the input's cell fields `names` (stored
+    /// obs column names, as in the manifest's `cell_fields`): one entry per name, in
+    /// order, `None` where the bundle has no such column (its cells have no value). An
+    /// integer or boolean column has `nulls` when stored with a mask (the bundle has a
+    /// null in it), `None` otherwise.
+    ///
+    /// Each column's kind is read from its `obs/{name}/zarr.json`, all names at once:
+    /// one round trip, then one more for its chunks (a categorical's `categories` take
+    /// two, beside its codes). Only the chunks holding `rows` are read, but a
+    /// categorical's categories whole. A name that is not a normalised field name is an
+    /// error; a column that does not decode is [`Error::Corrupt`] naming the bundle.
+    pub async fn read_obs(
+        &self,
+        names: &[String],
+        rows: Range<u64>,
+    ) -> Result<Vec<Option<FieldColumn>>, Error> {
+        if let Some(bad) = names.iter().find(|n| !crate::field::is_normal(n)) {
+            return Err(Error::InvalidId {
+                kind: "cell field name",
+                value: crate::error::clip(bad),
+                reason: "not a normalised field name".into(),
+            });
+        }
+        let reads = names.iter().map(|name| self.obs.read(name, rows.clone()));
+        futures::future::try_join_all(reads)
+            .await
+            .map_err(|e| corrupt(&self.shape.fqid, e))
     }
 
     /// Reads rows `rows` (clamped to the bundle).
@@ -375,6 +419,7 @@ mod tests {
     use crate::bundle::{
         Features, Layout, SourceInfo, SourceMatrix, write_bundle, write_feature_set,
     };
+    use crate::field::column::Column;
     use crate::store::fs::FsStore;
 
     fn sample() -> SourceMatrix {
@@ -535,6 +580,285 @@ mod tests {
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains(fqid.as_str()), "{err}");
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    /// The sample with a cell field of every kind the bundle stores.
+    fn sample_with_fields() -> SourceMatrix {
+        let mut src = sample();
+        let n = src.cells.len();
+        let kinds = ["T cell", "B cell", "NK cell"];
+        let cell_type: Vec<Option<&str>> =
+            (0..n).map(|i| (i % 7 != 3).then(|| kinds[i % 3])).collect();
+        let Column::Categorical {
+            mut categories,
+            codes,
+        } = Column::from_strings(&cell_type)
+        else {
+            unreachable!()
+        };
+        // A category no cell has is kept, as a source's categorical keeps it.
+        categories.push("unused".into());
+        src.obs = vec![
+            (
+                "cell_type".into(),
+                Column::Categorical { categories, codes },
+            ),
+            (
+                "nothing".into(),
+                Column::from_strings(&vec![None::<&str>; n]),
+            ),
+            (
+                "count".into(),
+                Column::ints(
+                    &(0..n)
+                        .map(|i| Some(i as i64 * 37 - 5000))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            (
+                "maybe_count".into(),
+                Column::ints(
+                    &(0..n)
+                        .map(|i| (i % 5 != 0).then_some(i as i64))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            (
+                "score".into(),
+                Column::Num(
+                    (0..n)
+                        .map(|i| {
+                            if i % 11 == 0 {
+                                f64::NAN
+                            } else {
+                                i as f64 / 3.0
+                            }
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "is_doublet".into(),
+                Column::bools(&(0..n).map(|i| Some(i % 4 == 0)).collect::<Vec<_>>()),
+            ),
+            (
+                "passed".into(),
+                Column::bools(
+                    &(0..n)
+                        .map(|i| (i % 6 != 1).then_some(i % 2 == 0))
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+        ];
+        src
+    }
+
+    fn field_names(src: &SourceMatrix) -> Vec<String> {
+        src.obs.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Columns compared by their debug form: NaN is not equal to itself.
+    fn same(a: &Column, b: &Column) -> bool {
+        format!("{a:?}") == format!("{b:?}")
+    }
+
+    async fn write_fields_bundle(store: &DynStore, src: &SourceMatrix, layout: Layout) -> Fqid {
+        let fqid =
+            Fqid::parse("0a1b2c3d-0000-4000-8000-000000000000.2019-02-02T065454.662896Z").unwrap();
+        let source = SourceInfo {
+            file: "t".into(),
+            format: "t".into(),
+        };
+        let fs_id = write_feature_set(store, &src.features).await.unwrap();
+        write_bundle(
+            store,
+            &fqid,
+            src,
+            &fs_id,
+            &Default::default(),
+            source,
+            layout,
+        )
+        .await
+        .unwrap();
+        fqid
+    }
+
+    #[tokio::test]
+    async fn reads_back_cell_fields_of_every_kind_for_any_row_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+        let src = sample_with_fields();
+        let layout = Layout {
+            rows_per_chunk: 64,
+            nnz_per_chunk: 100,
+        };
+        let fqid = write_fields_bundle(&store, &src, layout).await;
+        let known = BundleReader::open(&store, &fqid).await.unwrap();
+        let mut shape = known.shape().clone();
+        shape.layout = None;
+        let opened = BundleReader::with_shape(&store, shape).await.unwrap();
+        let mut names = field_names(&src);
+        names.insert(2, "absent".into());
+        for (a, b) in [
+            (0, 300),
+            (0, 64),
+            (63, 65),
+            (64, 128),
+            (10, 11),
+            (299, 300),
+            (100, 100),
+            (250, 400),
+            (301, 310),
+        ] {
+            let end = b.min(300);
+            let picked: Vec<usize> = (a.min(end)..end).map(|r| r as usize).collect();
+            for reader in [&known, &opened] {
+                let got = reader.read_obs(&names, a..b).await.unwrap();
+                assert_eq!(got.len(), names.len());
+                assert!(got[2].is_none(), "{a}..{b}");
+                let got: Vec<Column> = got.into_iter().flatten().collect();
+                for ((name, column), got) in src.obs.iter().zip(&got) {
+                    let want = column.select(&picked);
+                    assert!(same(got, &want), "{name} {a}..{b}: {got:?} != {want:?}");
+                }
+            }
+        }
+        // The fields' summaries are recorded beside the built-ins'.
+        let manifest = read_manifest(&store, &fqid).await.unwrap().unwrap();
+        for (name, column) in &src.obs {
+            assert_eq!(
+                manifest.cell_fields[name],
+                crate::field::stats::FieldStats::of(column),
+                "{name}"
+            );
+        }
+        // A name that could be a key's path is refused before any read.
+        let err = known
+            .read_obs(&["../X".to_string()], 0..1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidId { .. }), "{err}");
+        // Nothing asked, nothing read.
+        assert!(known.read_obs(&[], 0..300).await.unwrap().is_empty());
+    }
+
+    /// A nullable column with no null (a one-cell slice of one, say) is a plain array,
+    /// as its `nulls: 0` in the manifest says.
+    #[tokio::test]
+    async fn a_mask_without_nulls_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+        let mut src = sample();
+        let n = src.cells.len();
+        src.obs = vec![
+            (
+                "count".into(),
+                Column::Int {
+                    values: (0..n as i64).collect(),
+                    nulls: Some(vec![false; n]),
+                },
+            ),
+            (
+                "flag".into(),
+                Column::Bool {
+                    values: vec![true; n],
+                    nulls: Some(vec![false; n]),
+                },
+            ),
+        ];
+        let fqid = write_fields_bundle(&store, &src, Layout::default()).await;
+        for name in ["count", "flag"] {
+            let key = format!("{}/obs/{name}/zarr.json", zarr_prefix(&fqid));
+            let node: serde_json::Value =
+                serde_json::from_slice(&store.get(&key).await.unwrap().unwrap()).unwrap();
+            assert_eq!(node["node_type"], "array", "{name}");
+        }
+        let reader = BundleReader::open(&store, &fqid).await.unwrap();
+        let got = reader.read_obs(&field_names(&src), 5..8).await.unwrap();
+        assert_eq!(
+            got,
+            [
+                Some(Column::Int {
+                    values: vec![5, 6, 7],
+                    nulls: None
+                }),
+                Some(Column::Bool {
+                    values: vec![true; 3],
+                    nulls: None
+                })
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_obs_group_lists_the_fields_after_the_builtins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+        let src = sample_with_fields();
+        let fqid = write_fields_bundle(&store, &src, Layout::default()).await;
+        let key = format!("{}/obs/zarr.json", zarr_prefix(&fqid));
+        let group: serde_json::Value =
+            serde_json::from_slice(&store.get(&key).await.unwrap().unwrap()).unwrap();
+        let mut want = vec!["n_genes", "total_counts", "pct_mito"];
+        want.extend(src.obs.iter().map(|(n, _)| n.as_str()));
+        assert_eq!(group["attributes"]["column-order"], serde_json::json!(want));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_field_chunk_names_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+        let src = sample_with_fields();
+        let fqid = write_fields_bundle(&store, &src, Layout::default()).await;
+        let names = field_names(&src);
+        for path in [
+            "cell_type/codes/c/0",
+            "cell_type/categories/c/0",
+            "maybe_count/mask/c/0",
+            "passed/values/c/0",
+            "score/c/0",
+            "is_doublet/c/0",
+        ] {
+            let key = format!("{}/obs/{path}", zarr_prefix(&fqid));
+            let good = store.get(&key).await.unwrap().unwrap();
+            let mut bytes = good.to_vec();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            store.put(&key, bytes.into()).await.unwrap();
+            let reader = BundleReader::open(&store, &fqid).await.unwrap();
+            let err = reader.read_obs(&names, 0..300).await.unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{path}: {err}");
+            assert!(err.to_string().contains(fqid.as_str()), "{path}: {err}");
+            assert!(!err.is_retryable(), "{path}");
+            store.put(&key, good).await.unwrap();
+        }
+        // A code past the categories does not decode either.
+        let reader = BundleReader::open(&store, &fqid).await.unwrap();
+        reader.read_obs(&names, 0..300).await.unwrap();
+        let storage = ZarrStore::new(store.clone(), &zarr_prefix(&fqid)).into_storage();
+        crate::bundle::zarr_io::write_array(
+            &storage,
+            "/obs/cell_type/categories",
+            &["only".to_string()],
+            1,
+            serde_json::Map::new(),
+        )
+        .await
+        .unwrap();
+        let err = reader
+            .read_obs(&["cell_type".to_string()], 0..300)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("categories"), "{err}");
+    }
+
+    /// The worker runs on a runtime that needs `Send` futures.
+    #[allow(dead_code)]
+    fn read_obs_is_send(reader: &BundleReader, names: &[String]) {
+        fn send<T: Send>(_: T) {}
+        send(reader.read_obs(names, 0..1));
     }
 
     #[tokio::test]

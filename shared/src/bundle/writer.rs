@@ -7,7 +7,8 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::bundle::manifest::{feature_set_key, manifest_key, zarr_prefix};
-use crate::bundle::zarr_io::{encoding, write_array, write_group};
+use crate::bundle::obs::write_column;
+use crate::bundle::zarr_io::{ChunkCodec, encoding, write_array, write_group};
 use crate::bundle::{
     BundleMetadata, Features, Layout, Manifest, SourceInfo, SourceMatrix, Values, qc,
 };
@@ -251,13 +252,14 @@ async fn write_anndata(
         Values::F64(v) => write_array(&storage, "/X/data", v, nnz_chunk, array_attrs()).await?,
     }
 
-    // obs: the cell id index and the QC metrics.
+    // obs: the cell id index, the QC metrics, and the input's cell fields.
     let mut obs_attrs = encoding("dataframe", "0.2.0");
     obs_attrs.insert("_index".into(), json!("_index"));
-    obs_attrs.insert(
-        "column-order".into(),
-        json!(["n_genes", "total_counts", "pct_mito"]),
-    );
+    let column_order: Vec<&str> = ["n_genes", "total_counts", "pct_mito"]
+        .into_iter()
+        .chain(src.obs.iter().map(|(name, _)| name.as_str()))
+        .collect();
+    obs_attrs.insert("column-order".into(), json!(column_order));
     write_group(&storage, "/obs", obs_attrs).await?;
     write_array(&storage, "/obs/_index", &src.cells, rows, string_attrs()).await?;
     write_array(&storage, "/obs/n_genes", &qc.n_genes, rows, array_attrs()).await?;
@@ -270,6 +272,7 @@ async fn write_anndata(
     )
     .await?;
     write_array(&storage, "/obs/pct_mito", &qc.pct_mito, rows, array_attrs()).await?;
+    write_fields(&storage, src, rows).await?;
 
     // var: feature ids as the index, names as a column; one chunk, read once per bundle.
     let var_chunk = (m.n_cols as u64).max(1);
@@ -300,6 +303,36 @@ async fn write_anndata(
     // The root group last: until it exists, readers do not see an AnnData object.
     write_group(&storage, "/", encoding("anndata", "0.1.0")).await?;
     Ok(adapter.bytes_written())
+}
+
+/// Columns of the input's cell fields written at once (each writes its arrays' chunks
+/// several at a time): a bundle of one cell is a few objects per field, and written one
+/// after another twenty fields cost a hundred round trips.
+const FIELDS_AT_ONCE: usize = 8;
+
+/// Writes each of the input's cell fields as `obs/{name}` (see `bundle::obs`). Every
+/// write settles before an error returns.
+async fn write_fields(
+    storage: &zarrs::storage::AsyncReadableWritableListableStorage,
+    src: &SourceMatrix,
+    rows: u64,
+) -> Result<(), Error> {
+    for batch in src.obs.chunks(FIELDS_AT_ONCE) {
+        let writes = batch.iter().map(|(name, column)| async move {
+            write_column(
+                storage,
+                &format!("/obs/{name}"),
+                column,
+                rows,
+                ChunkCodec::Zstd,
+            )
+            .await
+        });
+        for outcome in futures::future::join_all(writes).await {
+            outcome?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes what a failed [`write_bundle`] left behind, unless a manifest says the bundle
