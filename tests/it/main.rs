@@ -16,6 +16,7 @@ mod formats;
 mod ingest_formats;
 mod ingest_real_data;
 mod lambda_contract;
+mod open_fields;
 mod openapi;
 mod owners;
 mod pipeline;

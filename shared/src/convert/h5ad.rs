@@ -246,12 +246,22 @@ fn dataframe(
                     );
                 }
                 (ObsValues::I64 { values, mask }, _) => {
-                    sub.create_dataset("values").with_i64_data(values);
-                    bools(sub.create_dataset("mask"), mask.as_deref().unwrap_or(&[]))?;
+                    dataset_encoding(
+                        sub.create_dataset("values").with_i64_data(values),
+                        "array",
+                        "0.2.0",
+                    );
+                    let m = sub.create_dataset("mask");
+                    bools(m, mask.as_deref().unwrap_or(&[]))?;
+                    dataset_encoding(m, "array", "0.2.0");
                 }
                 (ObsValues::Bool { values, mask }, _) => {
-                    bools(sub.create_dataset("values"), values)?;
-                    bools(sub.create_dataset("mask"), mask.as_deref().unwrap_or(&[]))?;
+                    let v = sub.create_dataset("values");
+                    bools(v, values)?;
+                    dataset_encoding(v, "array", "0.2.0");
+                    let m = sub.create_dataset("mask");
+                    bools(m, mask.as_deref().unwrap_or(&[]))?;
+                    dataset_encoding(m, "array", "0.2.0");
                 }
                 _ => {}
             }

@@ -121,6 +121,8 @@ async fn run(
     })?;
 
     let prefix = keys.part(&event.task_id);
+    let obs_names = open_cell_fields(&view);
+    let obs_names = &obs_names;
     let nnz_per_chunk = part_nnz_chunk(spec.slices.iter().map(slice_nnz).sum());
     let mut part = PartBuilder::new(view.stored.value_type, &view.columns)
         .with_chunk(nnz_per_chunk)
@@ -149,7 +151,15 @@ async fn run(
         .map(|slice| async {
             let held = window.acquire().await.map_err(closed)?;
             let _reading = reading.acquire().await.map_err(closed)?;
-            let read = read_slice(&store, keys, slice, app.config.piece_bytes, &cancel).await?;
+            let read = read_slice(
+                &store,
+                keys,
+                slice,
+                obs_names,
+                app.config.piece_bytes,
+                &cancel,
+            )
+            .await?;
             Ok::<_, Error>((read, held))
         })
         .collect();
@@ -175,15 +185,15 @@ async fn run(
             let b = &slice.bundle;
             let remap = &remaps[&b.feature_set];
             match read {
-                SliceRead::Whole(rows) => {
+                SliceRead::Whole(rows, obs) => {
                     cells_in += rows.cells.len() as u64;
-                    part.add(b, rows, &[], remap, view.filter.as_ref())?;
+                    part.add(b, rows, &obs, remap, view.filter.as_ref())?;
                 }
-                SliceRead::Head(reader, head) => {
+                SliceRead::Head(reader, head, obs) => {
                     cells_in += head.cells.len() as u64;
                     let target = app.config.piece_bytes / (4 + b.value_type.size() as u64);
                     let pieces = reader.pieces(head.nonzeros.clone(), target);
-                    if part.open_slice(b, head, &[], remap, view.filter.as_ref())? {
+                    if part.open_slice(b, head, &obs, remap, view.filter.as_ref())? {
                         // Futures built eagerly for `Send`.
                         let reads: Vec<_> = pieces
                             .into_iter()
@@ -308,8 +318,45 @@ impl CancelCheck {
 /// pieces, added as they come, so the part's chunks are written while the rest is
 /// read and a 10x task never holds all its nonzeros at once).
 enum SliceRead {
-    Whole(Rows),
-    Head(Box<BundleReader>, Head),
+    Whole(Rows, SliceObs),
+    Head(Box<BundleReader>, Head, SliceObs),
+}
+
+/// A slice's values of the cell fields the task needs that are not built in, by name;
+/// a field the bundle lacks is left out (its cells are null).
+type SliceObs = Vec<(String, crate::field::column::Column)>;
+
+/// The cell fields that are not built in and that the filter tests or the output
+/// carries: what a task reads of each slice's obs besides the built-ins.
+fn open_cell_fields(view: &RequestView) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let filter_fields = view.filter.iter().flat_map(|f| f.fields());
+    for f in filter_fields.chain(view.fields.iter()) {
+        if f.level() == crate::field::Level::Cell
+            && f.as_builtin().is_none()
+            && !out.iter().any(|n| n == f.column())
+        {
+            out.push(f.column().to_string());
+        }
+    }
+    out
+}
+
+/// Rows `rows` of the fields `names`, those the bundle has.
+async fn read_obs(
+    reader: &BundleReader,
+    names: &[String],
+    rows: std::ops::Range<u64>,
+) -> Result<SliceObs, Error> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let columns = reader.read_obs(names, rows).await?;
+    Ok(names
+        .iter()
+        .zip(columns)
+        .filter_map(|(n, c)| c.map(|c| (n.clone(), c)))
+        .collect())
 }
 
 /// Pieces of a slice read at once (each about `Config::piece_bytes`).
@@ -322,6 +369,7 @@ async fn read_slice(
     store: &DynStore,
     keys: &Keys,
     slice: &crate::state::SliceSpec,
+    obs_names: &[String],
     piece_bytes: u64,
     cancel: &CancelCheck,
 ) -> Result<SliceRead, Error> {
@@ -341,11 +389,17 @@ async fn read_slice(
         },
     )
     .await?;
+    let rows = slice.rows.clone();
     if slice_bytes(slice) > piece_bytes {
-        let head = reader.read_head(slice.rows.clone()).await?;
-        return Ok(SliceRead::Head(Box::new(reader), head));
+        let (head, obs) = futures::try_join!(
+            reader.read_head(rows.clone()),
+            read_obs(&reader, obs_names, rows)
+        )?;
+        return Ok(SliceRead::Head(Box::new(reader), head, obs));
     }
-    Ok(SliceRead::Whole(
-        reader.read_rows(slice.rows.clone()).await?,
-    ))
+    let (whole, obs) = futures::try_join!(
+        reader.read_rows(rows.clone()),
+        read_obs(&reader, obs_names, rows)
+    )?;
+    Ok(SliceRead::Whole(whole, obs))
 }
