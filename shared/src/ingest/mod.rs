@@ -332,3 +332,82 @@ fn ingest_time() -> time::OffsetDateTime {
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
         .unwrap_or_else(time::OffsetDateTime::now_utc)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::field::{FieldType, Scalar, Value};
+    use crate::store::fs::FsStore;
+
+    #[tokio::test]
+    async fn sidecar_rows_become_cell_fields_and_strict_refuses_mismatches() {
+        let dir = tempfile::tempdir().unwrap();
+        let counts = dir.path().join("counts.tsv");
+        std::fs::write(&counts, "gene\tc1\tc2\tc3\nG1\t1\t0\t2\nG2\t0\t3\t1\n").unwrap();
+        let sidecar = dir.path().join("cells.tsv");
+        std::fs::write(
+            &sidecar,
+            "cell\tcell_type\tscore\nc1\tT\t0.5\nc2\tB\t1\nzz\tT\t2\n",
+        )
+        .unwrap();
+        let root = dir.path().join("store");
+        let store: DynStore = Arc::new(FsStore::open(&root).unwrap());
+        let mut opts = IngestOptions {
+            sidecar: Some(sidecar),
+            orientation: Orientation::GenesByCells,
+            strict_metadata: true,
+            ..IngestOptions::default()
+        };
+        let err = ingest(&store, &counts, &opts)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1 of 3 sidecar rows match no cell (e.g. \"zz\")")
+                && err.contains("1 cells have no sidecar row")
+                && err.contains("--strict-metadata")
+                && !err.contains('\n'),
+            "{err}"
+        );
+        // Nothing written.
+        assert!(catalog::read(&store).await.unwrap().bundles.is_empty());
+        for kept in ["bundles", "featuresets", "catalog"] {
+            assert!(!root.join(kept).exists(), "{kept} written");
+        }
+
+        opts.strict_metadata = false;
+        let report = ingest(&store, &counts, &opts).await.unwrap();
+        let m = report.bundles[0].manifest();
+        let types = &m.cell_fields["cell_type"];
+        assert_eq!(types.nulls, 1);
+        assert_eq!(
+            types.values.as_ref().unwrap(),
+            &[("B".to_string(), 1), ("T".to_string(), 1)].into()
+        );
+        assert_eq!(m.cell_fields["score"].field_type, FieldType::Number);
+        assert_eq!(m.cell_fields["score"].max, Some(1.0));
+        let rows = report.sidecar_rows.unwrap();
+        assert_eq!((rows.unmatched_rows, rows.cells_without_row), (1, 1));
+        assert_eq!(rows.cells_without_row_examples, ["c3"]);
+        assert_eq!(report.notes.len(), 2, "{:?}", report.notes);
+
+        // One bundle per cell: a row gives its bundle's fields and its cell's.
+        opts.one_bundle_per_cell = true;
+        opts.metadata.set("score", Scalar::Int(9));
+        let report = ingest(&store, &counts, &opts).await.unwrap();
+        assert_eq!(report.bundles.len(), 3);
+        let c1 = report.bundles[0].manifest();
+        assert_eq!(c1.metadata.get("cell_type"), Value::Str("T"));
+        // A flag wins over the sidecar.
+        assert_eq!(c1.metadata.scalar("score"), Some(Scalar::Int(9)));
+        assert_eq!(
+            c1.cell_fields["cell_type"].values.as_ref().unwrap(),
+            &[("T".to_string(), 1)].into()
+        );
+        let c3 = report.bundles[2].manifest();
+        assert_eq!(c3.metadata.get("cell_type"), Value::Null);
+        assert_eq!(c3.cell_fields["cell_type"].nulls, 1);
+    }
+}
