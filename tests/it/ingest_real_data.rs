@@ -177,3 +177,104 @@ async fn shipped_samples_are_exactly_their_sources() {
         ],
     );
 }
+
+/// Each value of `column` with its cell count, as pandas' `value_counts` gives them.
+fn value_counts(
+    column: &cellmatrix::field::column::Column,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for i in 0..column.len() {
+        if let Some(v) = column.scalar(i) {
+            *out.entry(v.to_text()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Ingests the h5ad `source` names (a path, or `scanpy-pbmc68k`), and checks every obs
+/// column against pandas: in the reader's cell fields, and in the manifest's summaries.
+async fn obs_equal_pandas(source: &std::ffi::OsStr) -> cellmatrix::ingest::IngestReport {
+    use cellmatrix::field::{Level, stored_name};
+    let reference: serde_json::Value =
+        serde_json::from_str(&cellmatrix_tests::run_python("obs_reference.py", &[source])).unwrap();
+    let path = std::path::PathBuf::from(reference["path"].as_str().unwrap());
+    let input = cellmatrix::ingest::read_input(&path, &IngestOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    let report = ingest(&store, &path, &IngestOptions::default())
+        .await
+        .unwrap();
+    let manifest = report.bundles[0].manifest();
+    let columns = reference["columns"].as_object().unwrap();
+    assert_eq!(input.matrix.obs.len(), columns.len(), "{:?}", input.notes);
+    for (name, want) in columns {
+        let stored = stored_name(Level::Cell, name).0;
+        let column = &input
+            .matrix
+            .obs
+            .iter()
+            .find(|(n, _)| *n == stored)
+            .unwrap_or_else(|| panic!("no cell.{stored} for obs column {name}"))
+            .1;
+        let stats = &manifest.cell_fields[&stored];
+        assert_eq!(
+            column.null_count(),
+            want["nulls"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(stats.nulls, want["nulls"].as_u64().unwrap(), "{name}");
+        if let Some(values) = want.get("values") {
+            let values: std::collections::BTreeMap<String, u64> =
+                serde_json::from_value(values.clone()).unwrap();
+            assert_eq!(value_counts(column), values, "{name}");
+            if values.len() <= cellmatrix::field::stats::MAX_VALUES {
+                assert_eq!(stats.values.as_ref(), Some(&values), "{name}");
+            }
+        } else {
+            let (min, max) = (want["min"].as_f64(), want["max"].as_f64());
+            assert_eq!((stats.min, stats.max), (min, max), "{name}");
+        }
+    }
+    report
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scanpy_pbmc68k_reduced_obs_are_pandas_value_counts() {
+    let report = obs_equal_pandas("scanpy-pbmc68k".as_ref()).await;
+    let m = report.bundles[0].manifest();
+    assert_eq!(m.n_cells, 700);
+    for categorical in ["bulk_labels", "phase", "louvain"] {
+        assert_eq!(
+            m.cell_fields[categorical].field_type,
+            cellmatrix::field::FieldType::String
+        );
+    }
+    assert_eq!(
+        m.cell_fields["input_n_genes"].field_type,
+        cellmatrix::field::FieldType::Integer
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("\"n_genes\" is kept as cell.input_n_genes")),
+        "{:?}",
+        report.notes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pbmc3k_h5ad_keeps_its_barcode_column_as_input_barcode() {
+    let source = test_data().join("pbmc.h5ad");
+    let report = obs_equal_pandas(source.as_os_str()).await;
+    let m = report.bundles[0].manifest();
+    assert_eq!(m.cell_fields["input_barcode"].nulls, 0);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("\"barcode\" is kept as cell.input_barcode")),
+        "{:?}",
+        report.notes
+    );
+}

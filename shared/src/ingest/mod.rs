@@ -6,12 +6,12 @@
 pub mod h5ad;
 pub mod limits;
 pub mod mtx;
+pub mod names;
 pub mod sidecar;
 pub mod table;
 pub mod tenx_h5;
 mod text;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -94,6 +94,9 @@ pub struct IngestOptions {
     pub metadata: BundleMetadata,
     /// A JSON or TSV sidecar with metadata.
     pub sidecar: Option<PathBuf>,
+    /// Refuse a sidecar whose per-cell rows and the input's cells do not match one to
+    /// one (a row naming no cell, a cell without a row).
+    pub strict_metadata: bool,
     /// Split a table into one bundle per cell (SmartSeq2 style).
     pub one_bundle_per_cell: bool,
     /// Orientation of a table.
@@ -115,6 +118,10 @@ pub struct IngestReport {
     pub read_seconds: f64,
     /// Seconds spent in total.
     pub total_seconds: f64,
+    /// How the sidecar's per-cell rows met the cells, when it has any.
+    pub sidecar_rows: Option<sidecar::RowMatch>,
+    /// What the user should know: renamed or left-out columns, unmatched sidecar rows.
+    pub notes: Vec<String>,
 }
 
 impl IngestReport {
@@ -127,20 +134,76 @@ impl IngestReport {
     }
 }
 
+/// An input read into memory.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Its format.
+    pub format: InputFormat,
+    /// Its cells, features, counts and cell fields.
+    pub matrix: SourceMatrix,
+    /// What the user should know about how it was read (renamed columns, say).
+    pub notes: Vec<String>,
+}
+
 /// Reads an input into memory without writing anything.
-pub fn read_input(path: &Path, opts: &IngestOptions) -> Result<(InputFormat, SourceMatrix), Error> {
+pub fn read_input(path: &Path, opts: &IngestOptions) -> Result<Input, Error> {
     let format = match opts.format {
         Some(f) => f,
         None => InputFormat::detect(path)?,
     };
-    let src = match format {
+    let mut notes = Vec::new();
+    let matrix = match format {
         InputFormat::TenxMtx => mtx::read_10x_mtx(path, opts.progress)?,
         InputFormat::TenxH5 => tenx_h5::read_10x_h5(path)?,
-        InputFormat::H5ad => h5ad::read_h5ad(path)?,
+        InputFormat::H5ad => {
+            let (m, n) = h5ad::read_h5ad(path)?;
+            notes = n;
+            m
+        }
         InputFormat::Table => table::read_table(path, opts.orientation, opts.progress)?,
     };
-    src.validate(&path.display().to_string())?;
-    Ok((format, src))
+    matrix.validate(&path.display().to_string())?;
+    Ok(Input {
+        format,
+        matrix,
+        notes,
+    })
+}
+
+/// Adds the sidecar's per-cell columns to `src`'s cell fields; refuses rows and cells
+/// that do not match under `strict`, and a column the input already has.
+fn add_sidecar_cells(
+    src: &mut SourceMatrix,
+    sidecar: &sidecar::Sidecar,
+    strict: bool,
+    notes: &mut Vec<String>,
+) -> Result<Option<sidecar::RowMatch>, Error> {
+    if !sidecar.has_cell_rows() {
+        return Ok(None);
+    }
+    let (columns, matched) = sidecar.cell_fields(&src.cells);
+    if strict && !matched.is_complete() {
+        return Err(Error::input(
+            sidecar.what(),
+            format!(
+                "{}; --strict-metadata refuses a sidecar whose rows and cells differ",
+                matched.notes().join("; ")
+            ),
+        ));
+    }
+    notes.extend(matched.notes());
+    for (name, column) in columns {
+        if src.obs.iter().any(|(n, _)| *n == name) {
+            return Err(Error::input(
+                sidecar.what(),
+                format!(
+                    "cell.{name} comes both from the input's own cell fields and from this sidecar; rename one"
+                ),
+            ));
+        }
+        src.obs.push((name, column));
+    }
+    Ok(Some(matched))
 }
 
 /// Namespace of content-derived bundle uuids.
@@ -166,9 +229,15 @@ pub async fn ingest(
     };
     // Parsing is CPU-bound: keep it off the async worker threads.
     let (owned_path, owned_opts) = (path.to_path_buf(), opts.clone());
-    let (format, src) = tokio::task::spawn_blocking(move || read_input(&owned_path, &owned_opts))
+    let Input {
+        format,
+        matrix: mut src,
+        mut notes,
+    } = tokio::task::spawn_blocking(move || read_input(&owned_path, &owned_opts))
         .await
         .map_err(|e| Error::input(&what, format!("reader failed: {e}")))??;
+    notes.extend(sidecar.notes.iter().cloned());
+    let sidecar_rows = add_sidecar_cells(&mut src, &sidecar, opts.strict_metadata, &mut notes)?;
     let read_seconds = started.elapsed().as_secs_f64();
     let file = path
         .file_name()
@@ -179,20 +248,16 @@ pub async fn ingest(
         format: format.name().to_string(),
     };
 
-    // Each planned bundle: its matrix, metadata and extra fields.
-    let mut planned: Vec<(SourceMatrix, BundleMetadata, BTreeMap<String, String>)> = Vec::new();
+    // Each planned bundle: its matrix and metadata (flags over the sidecar).
+    let mut planned: Vec<(SourceMatrix, BundleMetadata)> = Vec::new();
     if opts.one_bundle_per_cell {
         for r in 0..src.cells.len() {
-            let (meta, extra) = sidecar.for_cell(&src.cells[r]);
-            planned.push((
-                src.slice_rows(r..r + 1),
-                opts.metadata.clone().or(&meta),
-                extra,
-            ));
+            let meta = sidecar.for_cell(&src.cells[r]);
+            planned.push((src.slice_rows(r..r + 1), opts.metadata.clone().or(&meta)));
         }
     } else {
-        let (meta, extra) = sidecar.for_bundle();
-        planned.push((src.clone(), opts.metadata.clone().or(&meta), extra));
+        let meta = sidecar.for_bundle();
+        planned.push((src.clone(), opts.metadata.clone().or(&meta)));
     }
     let cells = src.cells.len() as u64;
     let feature_set = crate::bundle::write_feature_set(store, &src.features).await?;
@@ -206,7 +271,7 @@ pub async fn ingest(
         "bundles",
     );
     let outcomes: Vec<WriteOutcome> = futures::stream::iter(planned.into_iter().enumerate())
-        .map(|(i, (m, meta, _extra))| {
+        .map(|(i, (m, meta))| {
             let (store, source, existing, bar) =
                 (store.clone(), source.clone(), &existing, bar.clone());
             let layout = opts.layout;
@@ -252,6 +317,8 @@ pub async fn ingest(
         cells,
         read_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
+        sidecar_rows,
+        notes,
     })
 }
 
@@ -264,4 +331,83 @@ fn ingest_time() -> time::OffsetDateTime {
         .and_then(|s| s.trim().parse::<i64>().ok())
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
         .unwrap_or_else(time::OffsetDateTime::now_utc)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::field::{FieldType, Scalar, Value};
+    use crate::store::fs::FsStore;
+
+    #[tokio::test]
+    async fn sidecar_rows_become_cell_fields_and_strict_refuses_mismatches() {
+        let dir = tempfile::tempdir().unwrap();
+        let counts = dir.path().join("counts.tsv");
+        std::fs::write(&counts, "gene\tc1\tc2\tc3\nG1\t1\t0\t2\nG2\t0\t3\t1\n").unwrap();
+        let sidecar = dir.path().join("cells.tsv");
+        std::fs::write(
+            &sidecar,
+            "cell\tcell_type\tscore\nc1\tT\t0.5\nc2\tB\t1\nzz\tT\t2\n",
+        )
+        .unwrap();
+        let root = dir.path().join("store");
+        let store: DynStore = Arc::new(FsStore::open(&root).unwrap());
+        let mut opts = IngestOptions {
+            sidecar: Some(sidecar),
+            orientation: Orientation::GenesByCells,
+            strict_metadata: true,
+            ..IngestOptions::default()
+        };
+        let err = ingest(&store, &counts, &opts)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1 of 3 sidecar rows match no cell (e.g. \"zz\")")
+                && err.contains("1 cells have no sidecar row")
+                && err.contains("--strict-metadata")
+                && !err.contains('\n'),
+            "{err}"
+        );
+        // Nothing written.
+        assert!(catalog::read(&store).await.unwrap().bundles.is_empty());
+        for kept in ["bundles", "featuresets", "catalog"] {
+            assert!(!root.join(kept).exists(), "{kept} written");
+        }
+
+        opts.strict_metadata = false;
+        let report = ingest(&store, &counts, &opts).await.unwrap();
+        let m = report.bundles[0].manifest();
+        let types = &m.cell_fields["cell_type"];
+        assert_eq!(types.nulls, 1);
+        assert_eq!(
+            types.values.as_ref().unwrap(),
+            &[("B".to_string(), 1), ("T".to_string(), 1)].into()
+        );
+        assert_eq!(m.cell_fields["score"].field_type, FieldType::Number);
+        assert_eq!(m.cell_fields["score"].max, Some(1.0));
+        let rows = report.sidecar_rows.unwrap();
+        assert_eq!((rows.unmatched_rows, rows.cells_without_row), (1, 1));
+        assert_eq!(rows.cells_without_row_examples, ["c3"]);
+        assert_eq!(report.notes.len(), 2, "{:?}", report.notes);
+
+        // One bundle per cell: a row gives its bundle's fields and its cell's.
+        opts.one_bundle_per_cell = true;
+        opts.metadata.set("score", Scalar::Int(9));
+        let report = ingest(&store, &counts, &opts).await.unwrap();
+        assert_eq!(report.bundles.len(), 3);
+        let c1 = report.bundles[0].manifest();
+        assert_eq!(c1.metadata.get("cell_type"), Value::Str("T"));
+        // A flag wins over the sidecar.
+        assert_eq!(c1.metadata.scalar("score"), Some(Scalar::Int(9)));
+        assert_eq!(
+            c1.cell_fields["cell_type"].values.as_ref().unwrap(),
+            &[("T".to_string(), 1)].into()
+        );
+        let c3 = report.bundles[2].manifest();
+        assert_eq!(c3.metadata.get("cell_type"), Value::Null);
+        assert_eq!(c3.cell_fields["cell_type"].nulls, 1);
+    }
 }

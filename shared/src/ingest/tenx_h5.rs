@@ -528,7 +528,7 @@ pub(super) fn open_dataset(parent: &Group, name: &str, path: &str, what: &str) -
         .map_err(|e| h5_error(what, &format!("missing or unreadable dataset {path}"), e))
 }
 
-fn dtype(ds: &Dataset, path: &str, what: &str) -> Result<DType> {
+pub(super) fn dtype(ds: &Dataset, path: &str, what: &str) -> Result<DType> {
     ds.dtype()
         .map_err(|e| h5_error(what, &format!("{path}: unreadable datatype"), e))
 }
