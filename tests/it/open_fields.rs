@@ -253,3 +253,67 @@ async fn bad_where_texts_and_unknown_fields_are_400s_that_say_where() {
     );
     assert_eq!(fields.body["cells"], 57);
 }
+
+/// Real annotated data: scanpy's pbmc68k_reduced beside PBMC3k and Chung. The facet of
+/// `bulk_labels` is pandas' `value_counts`, and a `where` over its categoricals and a
+/// float keeps what pandas keeps.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_annotations_are_counted_and_filtered_as_pandas_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    cellmatrix_tests::ingest_real(&store).await;
+    let reference: Value = serde_json::from_str(&run_python(
+        "obs_reference.py",
+        &["scanpy-pbmc68k".as_ref()],
+    ))
+    .unwrap();
+    let path = std::path::PathBuf::from(reference["path"].as_str().unwrap());
+    let report =
+        cellmatrix::ingest::ingest(&store, &path, &cellmatrix::ingest::IngestOptions::default())
+            .await
+            .unwrap();
+    let fqid = report.bundles[0].manifest().fqid.to_string();
+    let mut config = Config::new("test");
+    config.poll_interval = std::time::Duration::from_millis(10);
+    let app = App::in_process(config, store.clone(), |_| 4);
+
+    let field =
+        cellmatrix::handlers::driver::handle(&app, "GET", "/v1/fields/bulk_labels", b"").await;
+    assert_eq!(field.status, 200, "{field:?}");
+    let got: std::collections::BTreeMap<String, u64> = field.body["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["value"].as_str().unwrap().to_string(),
+                v["cells"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: std::collections::BTreeMap<String, u64> =
+        serde_json::from_value(reference["columns"]["bulk_labels"]["values"].clone()).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(field.body["bundles"], 1);
+
+    let body = json!({
+        "where": "bulk_labels in ['CD14+ Monocyte', 'CD19+ B'] and phase != 'G1' and percent_mito < 0.05",
+        "fields": ["cell.bulk_labels", "cell.phase", "cell.percent_mito", "cell.louvain"],
+    });
+    let (_, status) = run_request(&app, &body).await;
+    assert_eq!(status["status"], "Succeeded", "{status}");
+    let location = status["result"]["location"].as_str().unwrap();
+    let base = store.describe();
+    let prefix = location
+        .strip_prefix(base.strip_prefix("file://").unwrap_or(&base))
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let out = tempfile::tempdir().unwrap();
+    let local = download(&store, &prefix, out.path()).await;
+    let said = run_python(
+        "check_annotated.py",
+        &[path.as_os_str(), fqid.as_ref(), local.as_os_str()],
+    );
+    assert!(said.contains("ok annotated"), "{said}");
+}
