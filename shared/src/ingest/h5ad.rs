@@ -4,15 +4,21 @@
 //! - `X`: a CSR or CSC group (`encoding-type` `csr_matrix` / `csc_matrix` with a `shape`
 //!   attribute), the pre-0.7 h5sparse group (`h5sparse_format` `csr` / `csc` with
 //!   `h5sparse_shape`), or a dense 2-D dataset (obs × var).
-//! - `obs` / `var`: dataframe groups (index named by the `_index` attribute; string
-//!   columns as string arrays, categorical columns as `categories` + `codes` groups,
-//!   nullable strings as `values` + `mask`, anndata 0.7's `__categories`), or the pre-0.7
-//!   compound datasets of fixed-length string fields with an `index` field and
-//!   categorical columns as integer codes whose categories are `uns/<column>_categories`.
+//! - `obs` / `var`: dataframe groups (index named by the `_index` attribute, columns in
+//!   `column-order`; string, integer, float and h5py-bool arrays, categoricals as
+//!   `categories` + `codes` groups, anndata's `nullable-integer`, `nullable-boolean` and
+//!   `nullable-string-array` as `values` + `mask`, anndata 0.7's codes with categories in
+//!   `__categories/<column>`), or the pre-0.7 compound datasets of records with an
+//!   `index` field, whose integer fields are categorical codes when
+//!   `uns/<column>_categories` exists and integers otherwise.
 //!
-//! Cell ids are the obs names, feature ids the var names, and feature names the first of
-//! the var columns [`NAME_COLUMNS`] that exists (a missing value falls back to the
-//! feature id), else the var names.
+//! Cell ids are the obs names and every other obs column a cell field: strings and
+//! categoricals categorical (code -1 or a masked value null), integers `Int`, floats
+//! `Num` (f32 widened), booleans `Bool`; a categorical over numbers or booleans becomes
+//! a column of them. A column of another type (a nested group) is left out, with a note.
+//! Feature ids are the var names, and feature names the first of the var columns
+//! [`NAME_COLUMNS`] that exists (a missing value falls back to the feature id), else
+//! the var names.
 
 use std::path::Path;
 

@@ -187,7 +187,7 @@ fn add_sidecar_cells(
             sidecar.what(),
             format!(
                 "{}; --strict-metadata refuses a sidecar whose rows and cells differ",
-                matched.notes().join("; ")
+                matched.summary()
             ),
         ));
     }

@@ -84,6 +84,15 @@ impl RowMatch {
 
     /// One line per kind of mismatch, for the user.
     pub fn notes(&self) -> Vec<String> {
+        self.lines(true)
+    }
+
+    /// The mismatches on one line, for an error.
+    pub fn summary(&self) -> String {
+        self.lines(false).join("; ")
+    }
+
+    fn lines(&self, consequence: bool) -> Vec<String> {
         let mut out = Vec::new();
         if self.unmatched_rows > 0 {
             out.push(format!(
@@ -95,8 +104,13 @@ impl RowMatch {
         }
         if self.cells_without_row > 0 {
             out.push(format!(
-                "{} cells have no sidecar row; their sidecar fields are null (e.g. {})",
+                "{} cells have no sidecar row{} (e.g. {})",
                 self.cells_without_row,
+                if consequence {
+                    "; their sidecar fields are null"
+                } else {
+                    ""
+                },
                 quoted(&self.cells_without_row_examples)
             ));
         }
