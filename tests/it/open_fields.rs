@@ -153,6 +153,20 @@ fn cases() -> Vec<(&'static str, &'static str, Value)> {
 async fn annotations_filter_and_come_out_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     let store: DynStore = Arc::new(FsStore::open(dir.path()).unwrap());
+    every_case_in_every_format(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn annotations_filter_and_come_out_in_every_format_on_moto_s3() {
+    let store: DynStore = Arc::new(
+        cellmatrix_tests::moto_store("open-fields", "svc")
+            .await
+            .unwrap(),
+    );
+    every_case_in_every_format(store).await;
+}
+
+async fn every_case_in_every_format(store: DynStore) {
     let described = sources(&store).await;
     let mut config = Config::new("test");
     config.poll_interval = std::time::Duration::from_millis(10);
