@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cellmatrix::field::Scalar;
+use cellmatrix::field::column::Column;
 use futures::{StreamExt, TryStreamExt};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_distr::{Distribution, Exp1, Gamma, Poisson, StandardNormal};
@@ -55,6 +56,10 @@ pub struct SynthSpec {
     pub tenx_density: RangeInclusive<f64>,
     /// Range of the fraction of detected genes in SmartSeq2-like cells.
     pub smartseq2_detection: RangeInclusive<f64>,
+    /// When not 0, every bundle gets a `cell_type` cell field: `rare` in every cell of
+    /// each `rare_every`-th bundle of a kind, one of four common types in the others (a
+    /// filter on it matches 1 bundle in `rare_every`).
+    pub rare_every: usize,
 }
 
 impl Default for SynthSpec {
@@ -67,6 +72,7 @@ impl Default for SynthSpec {
             seed: 1,
             tenx_density: 0.02..=0.10,
             smartseq2_detection: 0.20..=0.40,
+            rare_every: 0,
         }
     }
 }
@@ -506,8 +512,24 @@ impl Generator {
             indices.extend_from_slice(&blk.indices);
             values.extend_from_slice(&blk.values);
         }
+        let obs = match self.spec.rare_every {
+            0 => Vec::new(),
+            every => {
+                let common = ["T cell", "B cell", "NK cell", "monocyte"];
+                let types: Vec<Option<&str>> = (0..n_cells)
+                    .map(|c| {
+                        Some(if bundle_index.is_multiple_of(every) {
+                            "rare"
+                        } else {
+                            common[c % 4]
+                        })
+                    })
+                    .collect();
+                vec![("cell_type".to_string(), Column::from_strings(&types))]
+            }
+        };
         SourceMatrix {
-            obs: Vec::new(),
+            obs,
             cells,
             features: self.features.clone(),
             matrix: Csr {
