@@ -13,7 +13,7 @@ use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
 use cellmatrix_tests::{
     RefBundle, check_reference, copy_store, download, ingest_real, ingest_samples, moto_store,
-    objects, run_request,
+    objects, result_prefix, run_request,
 };
 use serde_json::{Value, json};
 
@@ -63,14 +63,9 @@ async fn check(app: &App, store: &DynStore, bundles: &[RefBundle], request: &Val
         .info()
         .files;
     assert_eq!(files, want, "{status}");
-    let base = store.describe();
-    let location = result["location"].as_str().unwrap();
-    let prefix = location
-        .strip_prefix(base.strip_prefix("file://").unwrap_or(&base))
-        .unwrap()
-        .trim_start_matches('/');
+    let prefix = result_prefix(store, &status);
     let out = tempfile::tempdir().unwrap();
-    let local = download(store, prefix, out.path()).await;
+    let local = download(store, &prefix, out.path()).await;
     // The genes are the union over the bundles the driver selected: those the catalog
     // could not rule out, which for an empty result need not be all of them.
     let stored: cellmatrix::state::StoredRequest = serde_json::from_slice(

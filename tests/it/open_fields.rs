@@ -19,7 +19,7 @@ use cellmatrix::field::column::Column;
 use cellmatrix::fqid::Fqid;
 use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
-use cellmatrix_tests::{download, run_python, run_request};
+use cellmatrix_tests::{download, result_prefix, run_python, run_request};
 use serde_json::{Value, json};
 
 const CELLS: usize = 24;
@@ -188,13 +188,7 @@ async fn every_case_in_every_format(store: DynStore) {
                     "{name} {format} {body}: {status}"
                 );
                 ids.push(id.clone());
-                let location = status["result"]["location"].as_str().unwrap();
-                let base = store.describe();
-                let prefix = location
-                    .strip_prefix(base.strip_prefix("file://").unwrap_or(&base))
-                    .unwrap()
-                    .trim_start_matches('/')
-                    .to_string();
+                let prefix = result_prefix(&store, &status);
                 let local = download(&store, &prefix, &out.path().join(&id)).await;
                 checks.push(json!({"case": name, "format": format, "path": local}));
             }
@@ -316,13 +310,7 @@ async fn real_annotations_are_counted_and_filtered_as_pandas_does() {
     });
     let (_, status) = run_request(&app, &body).await;
     assert_eq!(status["status"], "Succeeded", "{status}");
-    let location = status["result"]["location"].as_str().unwrap();
-    let base = store.describe();
-    let prefix = location
-        .strip_prefix(base.strip_prefix("file://").unwrap_or(&base))
-        .unwrap()
-        .trim_start_matches('/')
-        .to_string();
+    let prefix = result_prefix(&store, &status);
     let out = tempfile::tempdir().unwrap();
     let local = download(&store, &prefix, out.path()).await;
     let said = run_python(

@@ -317,6 +317,20 @@ pub fn check_reference(
     run_python("reference.py", &[file.path().as_os_str()])
 }
 
+/// The key prefix of a succeeded request's result in `store`, from the `location` of its
+/// status document (a path or URL that starts with the store's own).
+pub fn result_prefix(store: &cellmatrix::store::DynStore, status: &serde_json::Value) -> String {
+    let base = store.describe();
+    let location = status["result"]["location"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no result location in {status}"));
+    location
+        .strip_prefix(base.strip_prefix("file://").unwrap_or(&base))
+        .unwrap_or_else(|| panic!("{location} is not in the store {base}"))
+        .trim_start_matches('/')
+        .to_string()
+}
+
 /// Copies the objects under `prefix` of `store` into `dir`, as a user downloading a
 /// result would, and returns the local path of the prefix.
 pub async fn download(
