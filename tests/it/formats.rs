@@ -13,7 +13,7 @@ use cellmatrix::store::DynStore;
 use cellmatrix::store::fs::FsStore;
 use cellmatrix_tests::{
     RefBundle, check_reference, copy_store, download, ingest_real, ingest_samples, moto_store,
-    objects, result_prefix, run_request,
+    objects, result_prefix, run_request, selected,
 };
 use serde_json::{Value, json};
 
@@ -68,20 +68,7 @@ async fn check(app: &App, store: &DynStore, bundles: &[RefBundle], request: &Val
     let local = download(store, &prefix, out.path()).await;
     // The genes are the union over the bundles the driver selected: those the catalog
     // could not rule out, which for an empty result need not be all of them.
-    let stored: cellmatrix::state::StoredRequest = serde_json::from_slice(
-        &store
-            .get(&format!("requests/{id}/request.json"))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    let selected: Vec<RefBundle> = bundles
-        .iter()
-        .filter(|b| stored.bundles.iter().any(|f| f.as_str() == b.fqid))
-        .cloned()
-        .collect();
-    let said = check_reference(&local, &selected, request);
+    let said = check_reference(&local, &selected(store, &id, bundles).await, request);
     assert!(said.contains("ok reference"), "{said}");
     assert_eq!(
         said.split_whitespace().nth(2),

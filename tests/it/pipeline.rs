@@ -15,7 +15,7 @@ use cellmatrix::store::counting::Counting;
 use cellmatrix::store::fs::FsStore;
 use cellmatrix_tests::{
     RefBundle, check_reference, copy_store, download, ingest_real, ingest_samples, moto_store,
-    objects, run_request,
+    objects, run_request, selected,
 };
 use serde_json::{Value, json};
 
@@ -84,7 +84,7 @@ async fn real_data_matches_the_reference(store: DynStore) {
         sharded |= plan.shards > 1;
         let out = tempfile::tempdir().unwrap();
         let local = download(&store, &keys.output(), out.path()).await;
-        let said = check_reference(&local, &bundles, &request);
+        let said = check_reference(&local, &selected(&store, &id, &bundles).await, &request);
         assert!(said.contains("ok reference"), "{said}");
         assert_eq!(
             said.split_whitespace().nth(2),

@@ -317,6 +317,28 @@ pub fn check_reference(
     run_python("reference.py", &[file.path().as_os_str()])
 }
 
+/// The reference bundles `request` selected: those in its stored `request.json`, the
+/// ones the catalog could not rule out. The output genes are the union over these, so
+/// the reference must take the same set (pruning itself is tested against `eval_cell`).
+pub async fn selected(
+    store: &cellmatrix::store::DynStore,
+    id: &str,
+    bundles: &[RefBundle],
+) -> Vec<RefBundle> {
+    let body = store
+        .get(&format!("requests/{id}/request.json"))
+        .await
+        .expect("reading request.json")
+        .expect("request.json exists");
+    let stored: cellmatrix::state::StoredRequest =
+        serde_json::from_slice(&body).expect("a stored request");
+    bundles
+        .iter()
+        .filter(|b| stored.bundles.iter().any(|f| f.as_str() == b.fqid))
+        .cloned()
+        .collect()
+}
+
 /// The key prefix of a succeeded request's result in `store`, from the `location` of its
 /// status document (a path or URL that starts with the store's own).
 pub fn result_prefix(store: &cellmatrix::store::DynStore, status: &serde_json::Value) -> String {
