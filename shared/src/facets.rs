@@ -48,15 +48,7 @@ impl Facet {
 
     /// The type a filter checks literals against.
     pub fn known(&self) -> Known {
-        let joined = self
-            .types
-            .iter()
-            .try_fold(None, |acc: Option<FieldType>, &t| match acc {
-                None => Some(Some(t)),
-                Some(a) => a.join(t).map(Some),
-            })
-            .flatten();
-        match (joined, self.types.is_empty()) {
+        match (FieldType::join_all(&self.types), self.types.is_empty()) {
             (Some(t), _) => Known::Typed(t),
             (None, true) => Known::Absent,
             (None, false) => Known::Mixed,

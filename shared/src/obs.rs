@@ -293,19 +293,18 @@ fn builtin_kind(field: &Field) -> Option<ColumnKind> {
 /// What the selected bundles hold of one field, gathered from their catalog entries.
 #[derive(Default)]
 struct Seen {
-    types: BTreeSet<FieldTypeKey>,
+    types: Vec<FieldType>,
     nulls: bool,
     values: BTreeSet<String>,
     /// Some bundle's string values are not all listed.
     unlisted: bool,
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
-struct FieldTypeKey(u8);
-
-impl From<FieldType> for FieldTypeKey {
-    fn from(t: FieldType) -> Self {
-        FieldTypeKey(t as u8)
+impl Seen {
+    fn add_type(&mut self, t: FieldType) {
+        if !self.types.contains(&t) {
+            self.types.push(t);
+        }
     }
 }
 
@@ -318,7 +317,7 @@ fn gather(field: &Field, bundles: &[(&Fqid, &CatalogEntry)]) -> Seen {
                 _ => {
                     let scalar = entry.metadata.scalar(field.column());
                     if let Some(s) = scalar {
-                        seen.types.insert(s.field_type().into());
+                        seen.add_type(s.field_type());
                         if let Scalar::Str(s) = s {
                             seen.values.insert(s);
                         }
@@ -332,7 +331,7 @@ fn gather(field: &Field, bundles: &[(&Fqid, &CatalogEntry)]) -> Seen {
             {
                 None => seen.nulls = seen.nulls || entry.n_cells > 0,
                 Some(stats) => {
-                    seen.types.insert(stats.field_type.into());
+                    seen.add_type(stats.field_type);
                     seen.nulls |= stats.nulls > 0;
                     if stats.field_type == FieldType::String {
                         match &stats.values {
@@ -356,23 +355,8 @@ pub fn kind_of(field: &Field, bundles: &[(&Fqid, &CatalogEntry)]) -> ColumnKind 
         return kind;
     }
     let seen = gather(field, bundles);
-    let types: Vec<FieldType> = seen
-        .types
-        .iter()
-        .map(|t| match t.0 {
-            x if x == FieldType::String as u8 => FieldType::String,
-            x if x == FieldType::Integer as u8 => FieldType::Integer,
-            x if x == FieldType::Number as u8 => FieldType::Number,
-            _ => FieldType::Boolean,
-        })
-        .collect();
-    let joined = types
-        .iter()
-        .try_fold(None, |acc: Option<FieldType>, &t| match acc {
-            None => Some(Some(t)),
-            Some(a) => a.join(t).map(Some),
-        })
-        .flatten();
+    let joined = FieldType::join_all(&seen.types);
+    let types = &seen.types;
     match joined {
         // Present nowhere: a column of nulls.
         None if types.is_empty() => ColumnKind::Categorical {

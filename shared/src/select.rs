@@ -66,11 +66,18 @@ pub fn by_filter(catalog: &Catalog, filter: &Filter) -> (Vec<Fqid>, Vec<CatalogE
 /// `bundle.*` expanded to every field those bundles have, repeats dropped.
 pub fn columns(fields: &[FieldSel], bundles: &[Fqid], entries: &[CatalogEntry]) -> Vec<ObsColumn> {
     let selected: Vec<(&Fqid, &CatalogEntry)> = bundles.iter().zip(entries).collect();
+    // Summed once, and only for a wildcard.
+    let facets = fields
+        .iter()
+        .any(|f| matches!(f, FieldSel::All(_)))
+        .then(|| Facets::of(selected.iter().copied()));
     let mut out: Vec<Field> = Vec::new();
     for sel in fields {
         let more = match sel {
             FieldSel::One(f) => vec![f.clone()],
-            FieldSel::All(level) => Facets::of(selected.iter().copied()).at_level(*level),
+            FieldSel::All(level) => facets
+                .as_ref()
+                .map_or_else(Vec::new, |f| f.at_level(*level)),
         };
         for f in more {
             if !out.contains(&f) {

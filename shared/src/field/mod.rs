@@ -74,6 +74,13 @@ impl FieldType {
             _ => None,
         }
     }
+
+    /// The type all of `types` fit ([`FieldType::join`] over them); `None` when there
+    /// are none, or when they disagree.
+    pub fn join_all(types: &[FieldType]) -> Option<FieldType> {
+        let (first, rest) = types.split_first()?;
+        rest.iter().try_fold(*first, |acc, &t| acc.join(t))
+    }
 }
 
 /// A built-in field: its level, name, type and meaning.
