@@ -299,14 +299,20 @@ pub async fn start<T>(
     };
     let key = keys.started(name, attempt);
     let ((), read) = futures::try_join!(put_json(store, &key, &marker), reads)?;
-    Ok(Started::Started(read))
+    Ok(Started::Started { at_ms, read })
 }
 
 /// What [`start`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Started<T> {
-    /// The start marker is written, and the first reads gave this: go on.
-    Started(T),
+    /// The start marker is written, saying the invocation started at `at_ms`, and the
+    /// first reads gave `read`: go on.
+    Started {
+        /// The marker's start time, which its heartbeats repeat.
+        at_ms: u64,
+        /// The first reads.
+        read: T,
+    },
     /// Its output's marker exists: a copy did the work.
     AlreadyDone,
     /// The request has ended.

@@ -9,7 +9,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::clock::now_ms;
 use crate::error::Error;
 use crate::state::Keys;
 
@@ -23,9 +22,10 @@ pub(crate) async fn beating<T>(
     keys: &Keys,
     name: &str,
     attempt: u32,
+    at_ms: u64,
     work: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    let beat = Beat::start(app, keys, name, attempt);
+    let beat = Beat::start(app, keys, name, attempt, at_ms);
     let outcome = work.await;
     beat.stop(app, keys).await;
     outcome
@@ -39,11 +39,10 @@ struct Beat {
 }
 
 impl Beat {
-    fn start(app: &App, keys: &Keys, name: &str, attempt: u32) -> Self {
+    fn start(app: &App, keys: &Keys, name: &str, attempt: u32, at_ms: u64) -> Self {
         let (stop, mut stopped) = watch::channel(false);
         let (store, keys, name) = (app.store.clone(), keys.clone(), name.to_string());
         let interval = app.config.beat_interval;
-        let at_ms = now_ms();
         let task = tokio::spawn(async move {
             let mut beats = 0;
             loop {
@@ -122,14 +121,19 @@ mod tests {
     async fn a_long_invocation_beats_and_a_stopped_or_dropped_one_goes_silent() {
         let app = app(20);
         let keys = Keys::new(&RequestId::parse("0123456789abcdef0123456789abcdef").unwrap());
-        let out = beating(&app, &keys, "task-t", 0, async {
+        let out = beating(&app, &keys, "task-t", 0, 1_234, async {
             tokio::time::sleep(Duration::from_millis(130)).await;
             Ok::<_, Error>(7)
         })
         .await
         .unwrap();
         assert_eq!(out, 7);
-        let beats = marker(&app, &keys).await.expect("beats were written").beat;
+        let beaten = marker(&app, &keys).await.expect("beats were written");
+        assert_eq!(
+            beaten.at_ms, 1_234,
+            "a beat repeats the start time, not its own"
+        );
+        let beats = beaten.beat;
         assert!(
             beats >= 3,
             "about six beats in 130 ms at 20 ms, got {beats}"
@@ -142,7 +146,7 @@ mod tests {
         );
 
         // Dropped mid-work, as an in-process crash drops an invocation: silent at once.
-        let work = beating(&app, &keys, "task-t", 0, async {
+        let work = beating(&app, &keys, "task-t", 0, 1_234, async {
             tokio::time::sleep(Duration::from_secs(60)).await;
             Ok::<_, Error>(())
         });
@@ -160,9 +164,11 @@ mod tests {
     async fn a_short_invocation_writes_no_beat() {
         let app = app(1_000);
         let keys = Keys::new(&RequestId::parse("0123456789abcdef0123456789abcdef").unwrap());
-        beating(&app, &keys, "task-t", 0, async { Ok::<_, Error>(()) })
-            .await
-            .unwrap();
+        beating(&app, &keys, "task-t", 0, 1_234, async {
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
         assert!(marker(&app, &keys).await.is_none());
     }
 }

@@ -17,11 +17,11 @@ use crate::state::{BundleInfo, Keys, Plan, PlannedTask, SliceSpec, TaskSpec, put
 pub async fn handle(app: &App, event: MapperEvent) -> Result<(), Error> {
     let keys = Keys::new(&event.request_id);
     let name = format!("group-{}", event.group);
-    if !super::begin(app, &keys, &name, event.attempt, None).await? {
+    let Some(at_ms) = super::begin(app, &keys, &name, event.attempt, None).await? else {
         return Ok(());
-    }
+    };
     let work = run(app, &event, &keys);
-    let outcome = super::beat::beating(app, &keys, &name, event.attempt, work).await;
+    let outcome = super::beat::beating(app, &keys, &name, event.attempt, at_ms, work).await;
     if let Err(e) = &outcome {
         super::stopped(app, &keys, &name, event.attempt, e).await;
     }

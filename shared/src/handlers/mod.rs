@@ -42,7 +42,7 @@ async fn invoke_reducer(app: &App, request: &RequestId, mode: ReducerMode) -> Re
 }
 
 /// Starts invocation `name` (its start marker) unless the request has ended or its
-/// output's marker `done` exists; `false` then. An invocation of an ended request cleans
+/// output's marker `done` exists; `None` then, else its start time. An invocation of an ended request cleans
 /// up instead: it may be the retry of a copy that crashed half-way through writing,
 /// after the request's cleanup. One that finds its output done starts nothing (and
 /// leaves no start marker behind).
@@ -52,9 +52,16 @@ pub(crate) async fn begin(
     name: &str,
     attempt: u32,
     done: Option<&str>,
-) -> Result<bool, Error> {
-    let started = begin_with(app, keys, name, attempt, done, async { Ok(()) }).await?;
-    Ok(started.is_some())
+) -> Result<Option<u64>, Error> {
+    let begun = begin_with(app, keys, name, attempt, done, async { Ok(()) }).await?;
+    Ok(begun.map(|b| b.at_ms))
+}
+
+/// A started invocation: the start time its marker says (its heartbeats repeat it), and
+/// its first reads.
+pub(crate) struct Begun<T> {
+    pub at_ms: u64,
+    pub read: T,
 }
 
 /// [`begin`], with the invocation's first `reads` made while its start marker is
@@ -66,10 +73,10 @@ pub(crate) async fn begin_with<T>(
     attempt: u32,
     done: Option<&str>,
     reads: impl Future<Output = Result<T, Error>>,
-) -> Result<Option<T>, Error> {
+) -> Result<Option<Begun<T>>, Error> {
     use crate::state::Started;
     match crate::state::start(&app.store, keys, name, attempt, done, reads).await? {
-        Started::Started(read) => Ok(Some(read)),
+        Started::Started { at_ms, read } => Ok(Some(Begun { at_ms, read })),
         Started::AlreadyDone => Ok(None),
         Started::Ended => {
             crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await?;

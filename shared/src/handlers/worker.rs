@@ -35,9 +35,9 @@ pub async fn handle(app: &App, event: WorkerEvent) -> Result<(), Error> {
     let begun = super::begin_with(app, &keys, &name, event.attempt, Some(&done), documents).await;
     let outcome = match begun {
         Ok(None) => return Ok(()),
-        Ok(Some(documents)) => {
-            let work = run(app, &event, &keys, started, &counting, documents);
-            super::beat::beating(app, &keys, &name, event.attempt, work).await
+        Ok(Some(begun)) => {
+            let work = run(app, &event, &keys, started, &counting, begun.read);
+            super::beat::beating(app, &keys, &name, event.attempt, begun.at_ms, work).await
         }
         Err(e) => Err(e),
     };

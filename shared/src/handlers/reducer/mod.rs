@@ -83,9 +83,10 @@ pub async fn handle_until(
             let begun = begin_with(app, &keys, &name, event.attempt, Some(&done), reads);
             let outcome = match begun.await {
                 Ok(None) => return Ok(()),
-                Ok(Some((plan, view))) => {
+                Ok(Some(begun)) => {
+                    let (plan, view) = begun.read;
                     let work = consolidate::write_shard(app, &keys, shard, plan, view);
-                    beating(app, &keys, &name, event.attempt, work).await
+                    beating(app, &keys, &name, event.attempt, begun.at_ms, work).await
                 }
                 Err(e) => Err(e),
             };
@@ -96,11 +97,12 @@ pub async fn handle_until(
         }
         ReducerMode::Convert => {
             let done = keys.converted();
-            if !begin(app, &keys, "convert", event.attempt, Some(&done)).await? {
+            let Some(at_ms) = begin(app, &keys, "convert", event.attempt, Some(&done)).await?
+            else {
                 return Ok(());
-            }
+            };
             let work = convert::convert(app, &keys);
-            let outcome = beating(app, &keys, "convert", event.attempt, work).await;
+            let outcome = beating(app, &keys, "convert", event.attempt, at_ms, work).await;
             if let Err(e) = &outcome {
                 stopped(app, &keys, "convert", event.attempt, e).await;
             }
