@@ -36,6 +36,8 @@
 //! - [`clock`], [`process`], [`text`]: small leaves: the records' clock, this process's
 //!   memory, values clipped for messages.
 //! - [`config`]: the settings read once per cold start.
+//! - [`cost`]: prices, deployment and usage: one bill for the report, the dry run and the
+//!   simulation.
 //! - [`app`]: the composition root (store, invoker, settings) the handlers share.
 //! - [`coldstart`]: a function's init duration, from `main` to ready, logged once.
 //! - [`convert`]: the output formats (h5ad, loom, mtx, csv), streamed from the
@@ -54,6 +56,7 @@ pub mod catalog;
 pub mod clock;
 pub mod coldstart;
 pub mod config;
+pub mod cost;
 pub mod convert;
 pub mod error;
 pub mod facets;
