@@ -42,6 +42,8 @@
 //! - [`coldstart`]: a function's init duration, from `main` to ready, logged once.
 //! - [`convert`]: the output formats (h5ad, loom, mtx, csv), streamed from the
 //!   consolidated Zarr by the reducer.
+//! - [`cells`]: the cell table (a request's obs, CSV or JSON lines), from the done
+//!   tasks' parts while it runs, from the consolidated Zarr once it succeeded.
 //! - [`handlers`]: the entry points of the driver, mapper, worker and reducer, free of
 //!   Lambda crates so that the binaries, `cellmatrix serve` and the tests share them;
 //!   with the reducer's handling of Lambda's on-failure records.
@@ -53,11 +55,12 @@ pub mod app;
 pub mod bundle;
 pub mod caller;
 pub mod catalog;
+pub mod cells;
 pub mod clock;
 pub mod coldstart;
 pub mod config;
-pub mod cost;
 pub mod convert;
+pub mod cost;
 pub mod error;
 pub mod facets;
 pub mod fault;

@@ -9,6 +9,7 @@ mod bounded_status;
 mod bundle_obs;
 mod cancel_and_corrupt;
 mod catalog_concurrency;
+mod cell_table;
 mod chaos;
 mod cold_start;
 mod events;

@@ -298,28 +298,7 @@ impl Client {
             .with_context(|| format!("{method} {url}: reading the answer"))?;
         let json = serde_json::from_slice::<Value>(&bytes);
         if !status.is_success() {
-            let message = match &json {
-                Ok(v) => v["message"].as_str().map(str::to_string),
-                Err(_) => None,
-            }
-            .filter(|m| !m.trim().is_empty())
-            .unwrap_or_else(|| {
-                let text = String::from_utf8_lossy(&bytes);
-                let text = text.trim();
-                if text.is_empty() {
-                    status
-                        .canonical_reason()
-                        .unwrap_or("no message")
-                        .to_string()
-                } else {
-                    text.chars().take(300).collect()
-                }
-            });
-            return Err(ApiError {
-                status: status.as_u16(),
-                message,
-            }
-            .into());
+            return Err(api_error(status, &bytes).into());
         }
         json.with_context(|| format!("{method} {url}: the answer ({status}) is not JSON"))
     }
@@ -375,6 +354,54 @@ impl Client {
             self.call(Method::DELETE, &["v1", "matrix", id], &[], None)
                 .await?,
         )
+    }
+
+    /// `GET /v1/matrix/{id}/cells` as `accept` (a media type), each piece of the table
+    /// handed to `out` as it arrives; what it covers. A table cut short is an error.
+    pub async fn cells(
+        &self,
+        id: &str,
+        accept: &str,
+        out: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+    ) -> anyhow::Result<CellCoverage> {
+        let url = self.url(&["v1", "matrix", id, "cells"])?;
+        let mut request = self
+            .http
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, accept);
+        if let Some(signer) = &self.signer {
+            for (name, value) in signer.headers("GET", &url, &[], b"").await? {
+                request = request.header(name, value);
+            }
+        }
+        let mut response = request.send().await.with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(api_error(status, &bytes).into());
+        }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let number = |name: &str| header(name).and_then(|v| v.parse::<u64>().ok());
+        let coverage = CellCoverage {
+            tasks_covered: number("cellmatrix-tasks-covered").unwrap_or(0),
+            tasks_total: number("cellmatrix-tasks-total"),
+            complete: header("cellmatrix-complete").as_deref() == Some("true"),
+            cells: number("cellmatrix-cells").unwrap_or(0),
+        };
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .with_context(|| format!("GET {url}: the table was cut short"))?
+        {
+            out(&chunk)?;
+        }
+        Ok(coverage)
     }
 
     /// `GET /v1/matrix/{id}/files`, page after page: every file of the result.
@@ -491,6 +518,43 @@ impl Client {
         out.sync_all().await?;
         Ok(written)
     }
+}
+
+/// The [`ApiError`] of an answer with error status `status` and body `bytes`.
+fn api_error(status: reqwest::StatusCode, bytes: &[u8]) -> ApiError {
+    let message = serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(bytes);
+            let text = text.trim();
+            if text.is_empty() {
+                status
+                    .canonical_reason()
+                    .unwrap_or("no message")
+                    .to_string()
+            } else {
+                text.chars().take(300).collect()
+            }
+        });
+    ApiError {
+        status: status.as_u16(),
+        message,
+    }
+}
+
+/// What a cell table covers, from its answer's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellCoverage {
+    /// Worker tasks whose cells it holds.
+    pub tasks_covered: u64,
+    /// Worker tasks in all, once known.
+    pub tasks_total: Option<u64>,
+    /// Whether it holds every selected cell.
+    pub complete: bool,
+    /// Rows.
+    pub cells: u64,
 }
 
 /// Copies `file` from the result's directory on this machine (a filesystem store).

@@ -3,6 +3,7 @@
 mod bench;
 mod cancel;
 mod catalog;
+mod cells;
 mod client;
 mod demo;
 mod fields;
@@ -53,6 +54,8 @@ enum Command {
     Status(status::Args),
     /// Cancel a request on a server.
     Cancel(cancel::Args),
+    /// Print a request's cell table (CSV or JSON lines), partial while it runs.
+    Cells(cells::Args),
     /// Benchmarks, each measured against a baseline in the same run.
     Bench(bench::Args),
     /// Simulate requests on Lambda at scale: the real planner and collector over a
@@ -75,6 +78,7 @@ impl Cli {
             Command::Fields(a) => fields::run(a).await,
             Command::Status(a) => status::run(a).await,
             Command::Cancel(a) => cancel::run(a).await,
+            Command::Cells(a) => cells::run(a).await,
             Command::Bench(a) => bench::run(&self.store, a).await,
             Command::Simulate(a) => simulate::run(a),
         }

@@ -76,6 +76,9 @@ pub struct Ours {
     pub tasks: u64,
     /// The output Zarr, a path under the store.
     pub output: String,
+    /// When the cell table came, polled while the request ran.
+    #[serde(default)]
+    pub cell_table: super::cell_watch::CellTimes,
 }
 
 /// Runs [`request`] on the embedded stack over `store` as `cellmatrix serve` would
@@ -85,8 +88,13 @@ pub async fn run_ours(store: DynStore, progress: bool) -> Result<Ours, Error> {
     super::run::forget_requests(&store).await?;
     let config = Config::embedded(&store.describe())?;
     let app = App::in_process(config, Arc::clone(&store), default_limit);
-    let ended =
-        super::run::run_to_end(&app, &request(), Duration::from_millis(20), progress).await?;
+    let (id, started) = super::run::submit(&app, &request()).await?;
+    let every = Duration::from_millis(20);
+    let (ended, cell_table) = futures::join!(
+        super::run::follow(&app, id.clone(), started, every, progress),
+        super::cell_watch::watch(&app, &id, started, every),
+    );
+    let ended = ended?;
     app.idle().await;
     if !ended.succeeded() {
         return Err(Error::Internal(format!(
@@ -104,6 +112,7 @@ pub async fn run_ours(store: DynStore, progress: bool) -> Result<Ours, Error> {
             .as_u64()
             .unwrap_or(0),
         output: format!("results/{}/matrix.zarr", ended.id),
+        cell_table,
     })
 }
 

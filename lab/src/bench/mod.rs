@@ -11,10 +11,13 @@
 //!   over it, against an untyped parse of the same bytes.
 //! - [`requests`]: the invocations, store requests and bytes of one request against the
 //!   planner's optimum.
+//! - [`cell_watch`]: times the first (partial) and the complete cell table of a
+//!   running request.
 //! - [`run`]: drives one request on an in-process app from POST to its end.
 //! - [`template`]: the worker's memory and allocator settings, read from `template.yaml`.
 
 pub mod catalog;
+pub mod cell_watch;
 pub mod e2e;
 pub mod requests;
 pub mod run;

@@ -47,6 +47,13 @@ pub async fn run_to_end(
     every: Duration,
     progress: bool,
 ) -> Result<Ended, Error> {
+    let (id, started) = submit(app, request).await?;
+    follow(app, id, started, every, progress).await
+}
+
+/// Submits `request` to `app`: its id, and when it was sent. A refused request is an
+/// error with the driver's message.
+pub async fn submit(app: &App, request: &Value) -> Result<(String, Instant), Error> {
     let started = Instant::now();
     let answer = driver::handle(app, "POST", "/v1/matrix", request.to_string().as_bytes()).await;
     if answer.status >= 400 {
@@ -62,6 +69,17 @@ pub async fn run_to_end(
         .as_str()
         .ok_or_else(|| Error::Internal(format!("no request id in {}", answer.body)))?
         .to_string();
+    Ok((id, started))
+}
+
+/// Polls request `id`'s status every `every` until it ends (see [`run_to_end`]).
+pub async fn follow(
+    app: &App,
+    id: String,
+    started: Instant,
+    every: Duration,
+    progress: bool,
+) -> Result<Ended, Error> {
     let bar = cellmatrix::progress::bar(progress, 0, "tasks");
     let path = format!("/v1/matrix/{id}");
     let status = loop {

@@ -56,9 +56,7 @@ pub struct MatrixSource {
     pub columns: Vec<ObsColumn>,
     indices: ZArray,
     data: ZArray,
-    obs_index: ZArray,
-    /// Each column's arrays, in [`ColumnKind::arrays`]' order.
-    obs: Vec<Vec<ZArray>>,
+    obs: ObsArrays,
 }
 
 impl std::fmt::Debug for MatrixSource {
@@ -86,20 +84,12 @@ impl MatrixSource {
         let indptr: Vec<i64> = read_range(&indptr_array, 0..n).await?;
         let indices = open_array(&storage, "/X/indices").await?;
         let data = open_array(&storage, "/X/data").await?;
-        let obs_index = open_array(&storage, "/obs/_index").await?;
+        let obs = ObsArrays::open(&storage, columns).await?;
         let ids_array = open_array(&storage, "/var/_index").await?;
         let names_array = open_array(&storage, "/var/feature_name").await?;
         let n_genes = ids_array.shape()[0];
         let gene_ids: Vec<String> = read_range(&ids_array, 0..n_genes).await?;
         let gene_names: Vec<String> = read_range(&names_array, 0..n_genes).await?;
-        let mut obs = Vec::with_capacity(columns.len());
-        for c in columns {
-            let mut arrays = Vec::new();
-            for (suffix, _) in c.kind.arrays() {
-                arrays.push(open_array(&storage, &format!("/obs/{}{suffix}", c.name)).await?);
-            }
-            obs.push(arrays);
-        }
         let columns = columns.to_vec();
         let n_cells = n.saturating_sub(1);
         let nnz = indptr.last().copied().unwrap_or(0).max(0) as u64;
@@ -114,7 +104,6 @@ impl MatrixSource {
             columns,
             indices,
             data,
-            obs_index,
             obs,
         })
     }
@@ -151,7 +140,7 @@ impl MatrixSource {
         let (indices, data, names) = futures::try_join!(
             read_range::<i32>(&self.indices, nz.clone()),
             self.values(nz.clone()),
-            read_range::<String>(&self.obs_index, rows.clone()),
+            self.obs.names(rows.clone()),
         )?;
         Ok(RowBlock {
             first: rows.start,
@@ -172,7 +161,81 @@ impl MatrixSource {
 
     /// Rows `rows` of obs column `i`.
     pub async fn column(&self, i: usize, rows: Range<u64>) -> Result<ObsValues, Error> {
-        let arrays = &self.obs[i];
+        self.obs.column(i, rows).await
+    }
+
+    /// Rows `rows` of every obs column.
+    pub async fn obs(&self, rows: Range<u64>) -> Result<Vec<ObsValues>, Error> {
+        self.obs.obs(rows).await
+    }
+
+    /// Every cell id.
+    pub async fn all_names(&self) -> Result<Vec<String>, Error> {
+        self.obs.names(0..self.n_cells).await
+    }
+}
+
+/// The arrays of an obs group as the output stores it: the cell ids (`_index`) and each
+/// column's arrays ([`ColumnKind::arrays`]). A worker's part holds the same arrays
+/// under the same paths (the consolidation copies them one to one), only without the
+/// AnnData group nodes: a categorical's categories are the request's, not stored.
+pub struct ObsArrays {
+    columns: Vec<ObsColumn>,
+    index: ZArray,
+    /// Each column's arrays, in [`ColumnKind::arrays`]' order.
+    arrays: Vec<Vec<ZArray>>,
+}
+
+impl std::fmt::Debug for ObsArrays {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObsArrays")
+            .field("index", &self.index.path().as_str())
+            .field("columns", &self.columns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObsArrays {
+    /// Opens the obs arrays of the group on `storage` (the consolidated Zarr, or a
+    /// part), with the columns `columns`.
+    pub async fn open(
+        storage: &zarrs::storage::AsyncReadableWritableListableStorage,
+        columns: &[ObsColumn],
+    ) -> Result<Self, Error> {
+        let index = open_array(storage, "/obs/_index").await?;
+        let mut arrays = Vec::with_capacity(columns.len());
+        for c in columns {
+            let mut one = Vec::new();
+            for (suffix, _) in c.kind.arrays() {
+                one.push(open_array(storage, &format!("/obs/{}{suffix}", c.name)).await?);
+            }
+            arrays.push(one);
+        }
+        Ok(ObsArrays {
+            columns: columns.to_vec(),
+            index,
+            arrays,
+        })
+    }
+
+    /// Rows, as the cell ids' array says.
+    pub fn len(&self) -> u64 {
+        self.index.shape().first().copied().unwrap_or(0)
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cell ids of rows `rows`.
+    pub async fn names(&self, rows: Range<u64>) -> Result<Vec<String>, Error> {
+        read_range(&self.index, rows).await
+    }
+
+    /// Rows `rows` of obs column `i`.
+    pub async fn column(&self, i: usize, rows: Range<u64>) -> Result<ObsValues, Error> {
+        let arrays = &self.arrays[i];
         let kind = &self.columns[i].kind;
         let mask = || async {
             match arrays.get(1) {
@@ -200,10 +263,5 @@ impl MatrixSource {
     pub async fn obs(&self, rows: Range<u64>) -> Result<Vec<ObsValues>, Error> {
         let reads = (0..self.columns.len()).map(|i| self.column(i, rows.clone()));
         futures::future::try_join_all(reads).await
-    }
-
-    /// Every cell id.
-    pub async fn all_names(&self) -> Result<Vec<String>, Error> {
-        read_range(&self.obs_index, 0..self.n_cells).await
     }
 }

@@ -157,6 +157,14 @@ async fn one(a: &Args, mix: Mix, dir: &Path) -> anyhow::Result<Figures> {
         ours.seconds,
         ours.peak_rss_bytes as f64 / 1e6
     );
+    let secs = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.2} s"));
+    eprintln!(
+        "cell table: first ({} cells) after {}, complete after {}; the matrix after {:.2} s",
+        ours.cell_table.first_cells,
+        secs(ours.cell_table.first_seconds),
+        secs(ours.cell_table.complete_seconds),
+        ours.seconds
+    );
     let baseline = if a.no_baseline {
         None
     } else {

@@ -5,13 +5,14 @@
 //! one request through it in this process (the demo, the bench, the tests), so all three
 //! answer alike. A route's handler has a file of its own: `submit` (which `resolve`s the
 //! bundles, through `list_fetch` for a list behind a URL, and checks the `limits`),
-//! `status`, `files`, `cancel` and `metadata`; `owners` says who may see a request,
+//! `status`, `files`, `cells`, `cancel` and `metadata`; `owners` says who may see a request,
 //! `quota` how many runs a caller may have; `error` is what a route answers when it does
 //! not succeed. Every route but the metadata ones needs the request's [`Caller`] (a
 //! request extension: [`router_with_callers`] on Lambda, the local user in `serve` and
 //! [`handle`]).
 
 mod cancel;
+mod cells;
 mod error;
 mod files;
 mod limits;
@@ -43,6 +44,7 @@ use crate::error::clip;
 use crate::request::MAX_BODY_BYTES;
 use error::ApiError;
 
+pub use cells::{CELLS, COMPLETE, TASKS_COVERED, TASKS_TOTAL};
 pub use error::correlation_id;
 pub use files::MAX_PAGE;
 pub use status::status;
@@ -54,6 +56,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/matrix/{id}"),
     ("DELETE", "/v1/matrix/{id}"),
     ("GET", "/v1/matrix/{id}/files"),
+    ("GET", "/v1/matrix/{id}/cells"),
     ("GET", "/v1/formats"),
     ("GET", "/v1/fields"),
     ("GET", "/v1/fields/{name}"),
@@ -143,6 +146,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/v1/matrix/{id}/files",
             get(files::answer).head(not_allowed).fallback(not_allowed),
+        )
+        .route(
+            "/v1/matrix/{id}/cells",
+            get(cells::answer).head(not_allowed).fallback(not_allowed),
         )
         .route(
             "/v1/formats",
@@ -236,11 +243,17 @@ pub async fn handle_as(
             );
         }
     };
-    let response = router(app.arc())
+    HttpResponse::read(send(app, request).await).await
+}
+
+/// Sends `request` through [`router`] in this task and returns the answer as it is,
+/// its body unread (a streamed one, such as the cell table's, included). The caller is
+/// the request's [`Caller`] extension.
+pub async fn send(app: &App, request: axum::http::Request<Body>) -> Response {
+    router(app.arc())
         .oneshot(request)
         .await
-        .unwrap_or_else(|never: Infallible| match never {});
-    HttpResponse::read(response).await
+        .unwrap_or_else(|never: Infallible| match never {})
 }
 
 /// The pattern of [`ROUTES`] that `method` and `path` match, if any.
@@ -320,6 +333,7 @@ mod tests {
             ("GET", "/v1/matrix/abc", Some("/v1/matrix/{id}")),
             ("DELETE", "/v1/matrix/abc", Some("/v1/matrix/{id}")),
             ("GET", "/v1/matrix/abc/files", Some("/v1/matrix/{id}/files")),
+            ("GET", "/v1/matrix/abc/cells", Some("/v1/matrix/{id}/cells")),
             ("DELETE", "/v1/matrix/abc/files", None),
             ("GET", "/v1/formats", Some("/v1/formats")),
             ("GET", "/v1/fields", Some("/v1/fields")),
