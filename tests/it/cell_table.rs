@@ -204,7 +204,7 @@ async fn the_cell_table_comes_first_and_equals_the_obs(store: DynStore, format: 
     );
     assert!(out.contains(&format!("ok cells {n_cells}")), "{out}");
     println!(
-        "{format}: partial table of {} cells ({} of {:?} tasks) after {:.2} s; {}",
+        "{format}: a partial table of {} cells ({} of {:?} tasks), then the whole; {:.2} s in all; {}",
         partial.cells,
         partial.covered,
         partial.total,

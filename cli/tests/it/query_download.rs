@@ -77,4 +77,34 @@ async fn query_downloads_every_file_of_the_result_through_the_paged_list() {
         stored,
         "the download is the result, byte for byte"
     );
+
+    // `cellmatrix cells`: the succeeded request's cell table, in both encodings.
+    let id = status["id"].as_str().unwrap();
+    let n_cells = result["n_cells"].as_u64().unwrap() as usize;
+    let csv = cellmatrix(&[
+        "cells".as_ref(),
+        "--url".as_ref(),
+        base.as_ref(),
+        id.as_ref(),
+    ]);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "cell,bundle,barcode,n_genes");
+    assert_eq!(lines.len(), n_cells + 1);
+    let jsonl = cellmatrix(&[
+        "cells".as_ref(),
+        "--url".as_ref(),
+        base.as_ref(),
+        id.as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+    ]);
+    let rows: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), n_cells);
+    assert!(rows.iter().all(|r| r["n_genes"].as_u64().unwrap() >= 500));
+    let first = lines[1].split(',').collect::<Vec<_>>();
+    assert_eq!(rows[0]["cell"], first[0]);
+    assert_eq!(rows[0]["bundle"], first[1]);
 }
