@@ -56,8 +56,8 @@ pub mod catalog;
 pub mod clock;
 pub mod coldstart;
 pub mod config;
-pub mod cost;
 pub mod convert;
+pub mod cost;
 pub mod error;
 pub mod facets;
 pub mod fault;
@@ -78,6 +78,7 @@ pub mod process;
 #[cfg(feature = "ingest")]
 pub mod progress;
 pub mod query;
+pub mod report;
 pub mod request;
 pub(crate) mod scratch;
 pub mod select;

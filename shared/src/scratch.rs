@@ -23,8 +23,8 @@ pub enum Ending {
     Cancelled,
 }
 
-/// What a status request and a re-submission still read.
-const KEEP: [&str; 8] = [
+/// What a status request, a re-submission and the run report's route still read.
+const KEEP: [&str; 9] = [
     "request.json",
     "run.json",
     "genes.json",
@@ -33,6 +33,7 @@ const KEEP: [&str; 8] = [
     "failed.json",
     "cancel.json",
     "converted.json",
+    "report.json",
 ];
 
 /// Deletes the scratch data of a request that ended; returns how many objects it deleted.

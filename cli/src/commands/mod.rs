@@ -9,6 +9,7 @@ mod fields;
 mod ingest;
 mod local_guard;
 mod query;
+mod report;
 mod serve;
 mod sigv4;
 mod simulate;
@@ -53,6 +54,8 @@ enum Command {
     Status(status::Args),
     /// Cancel a request on a server.
     Cancel(cancel::Args),
+    /// The run report of a request that has ended: a table, the timeline as SVG or HTML.
+    Report(report::Args),
     /// Benchmarks, each measured against a baseline in the same run.
     Bench(bench::Args),
     /// Simulate requests on Lambda at scale: the real planner and collector over a
@@ -75,6 +78,7 @@ impl Cli {
             Command::Fields(a) => fields::run(a).await,
             Command::Status(a) => status::run(a).await,
             Command::Cancel(a) => cancel::run(a).await,
+            Command::Report(a) => report::run(a).await,
             Command::Bench(a) => bench::run(&self.store, a).await,
             Command::Simulate(a) => simulate::run(a),
         }

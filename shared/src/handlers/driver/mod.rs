@@ -5,7 +5,7 @@
 //! one request through it in this process (the demo, the bench, the tests), so all three
 //! answer alike. A route's handler has a file of its own: `submit` (which `resolve`s the
 //! bundles, through `list_fetch` for a list behind a URL, and checks the `limits`),
-//! `status`, `files`, `cancel` and `metadata`; `owners` says who may see a request,
+//! `status`, `files`, `report`, `cancel` and `metadata`; `owners` says who may see a request,
 //! `quota` how many runs a caller may have; `error` is what a route answers when it does
 //! not succeed. Every route but the metadata ones needs the request's [`Caller`] (a
 //! request extension: [`router_with_callers`] on Lambda, the local user in `serve` and
@@ -19,6 +19,7 @@ mod list_fetch;
 mod metadata;
 mod owners;
 mod quota;
+mod report;
 mod resolve;
 mod status;
 mod submit;
@@ -54,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/matrix/{id}"),
     ("DELETE", "/v1/matrix/{id}"),
     ("GET", "/v1/matrix/{id}/files"),
+    ("GET", "/v1/matrix/{id}/report"),
     ("GET", "/v1/formats"),
     ("GET", "/v1/fields"),
     ("GET", "/v1/fields/{name}"),
@@ -143,6 +145,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/v1/matrix/{id}/files",
             get(files::answer).head(not_allowed).fallback(not_allowed),
+        )
+        .route(
+            "/v1/matrix/{id}/report",
+            get(report::answer).head(not_allowed).fallback(not_allowed),
         )
         .route(
             "/v1/formats",
