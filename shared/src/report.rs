@@ -389,6 +389,9 @@ pub fn build(
             |l| l.copy,
         );
         let winner = finished.get(&name).filter(|f| f.attempt == attempt);
+        // Copies of one attempt (a small request's events go twice) share a start
+        // marker, which the later one rewrites: the finishing copy's own start stands.
+        let start = winner.map(|f| f.start).or(start);
         let plan = plans.get(&name).filter(|p| p.finished_ms > 0);
         let error = errors.get(&(name.as_str(), attempt));
         let (fate, end) = match (winner, plan, error, start) {
@@ -410,7 +413,9 @@ pub fn build(
             attempt,
             copy,
             fate,
-            launch_ms: launch.map(|l| rel(l.at_ms)),
+            // The collector counts a task launched when it sees its plan, which may
+            // be after the mapper's launch started it.
+            launch_ms: launch.map(|l| rel(l.at_ms.min(start.unwrap_or(u64::MAX)))),
             start_ms: start.map(rel),
             end_ms: end.map(rel),
             billed_ms,
