@@ -7,6 +7,7 @@
 use cellmatrix::cost::Lambda;
 use cellmatrix::report::{CopyKind, Fate, Invocation, Report};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// Width of the picture, px.
 const WIDTH: u32 = 1400;
@@ -45,7 +46,7 @@ pub fn timeline(r: &Report) -> anyhow::Result<String> {
             .filter_map(drawn_end)
             .fold(r.totals.wall_ms as f64, f64::max)
             / 1e3;
-        let x_max = (wall_s * 1.02).max(0.001);
+        let x_max = (wall_s * 1.1).max(0.001);
         let mut chart = ChartBuilder::on(&top)
             .caption(
                 format!("cellmatrix run {}: {}", r.id, r.summary()),
@@ -56,27 +57,34 @@ pub fn timeline(r: &Report) -> anyhow::Result<String> {
             .y_label_area_size(190)
             .build_cartesian_2d(0f64..x_max, rows as f64..0f64)
             .map_err(plot_error)?;
-        let names: Vec<String> = r
-            .invocations
-            .iter()
-            .map(|i| short(&i.name, i.attempt))
-            .collect();
         chart
             .configure_mesh()
             .disable_y_mesh()
+            .y_labels(0)
             .x_desc("seconds since the request's start")
-            .y_labels(rows.min(60))
-            .y_label_formatter(&|y| {
-                let n = y.floor() as usize;
-                names.get(n).cloned().unwrap_or_default()
-            })
             .label_style(("sans-serif", 11))
             .draw()
             .map_err(plot_error)?;
+        // Each row's name beside its middle (the mesh would label round numbers).
+        let label = ("sans-serif", (row_px as i32 - 2).clamp(7, 12))
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Right, VPos::Center));
+        for (n, i) in r.invocations.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(0.0, n as f64 + 0.5));
+            top.draw(&Text::new(
+                short(&i.name, i.attempt),
+                (x - 6, y),
+                label.clone(),
+            ))
+            .map_err(plot_error)?;
+        }
 
-        // The phases' ends, dashed, named at the top.
+        // The phases' ends, dashed, named at the top where there is room.
+        let mut named_to = f64::NEG_INFINITY;
         for p in &r.totals.phases {
             let x = p.end_ms as f64 / 1e3;
+            let room = x - named_to > x_max * 0.08;
             chart
                 .draw_series(DashedLineSeries::new(
                     vec![(x, 0.0), (x, rows as f64)],
@@ -85,13 +93,16 @@ pub fn timeline(r: &Report) -> anyhow::Result<String> {
                     BLACK.mix(0.35).stroke_width(1),
                 ))
                 .map_err(plot_error)?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    format!("{} end", p.name),
-                    (x, 0.0),
-                    ("sans-serif", 10).into_font().color(&BLACK.mix(0.6)),
-                )))
-                .map_err(plot_error)?;
+            if room {
+                named_to = x;
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{} end", p.name),
+                        (x, 0.0),
+                        ("sans-serif", 10).into_font().color(&BLACK.mix(0.6)),
+                    )))
+                    .map_err(plot_error)?;
+            }
         }
 
         for f in Lambda::ALL {
@@ -164,7 +175,7 @@ pub fn timeline(r: &Report) -> anyhow::Result<String> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::LowerLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .label_font(("sans-serif", 12))
