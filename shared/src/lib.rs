@@ -81,6 +81,7 @@ pub mod process;
 #[cfg(feature = "ingest")]
 pub mod progress;
 pub mod query;
+pub mod report;
 pub mod request;
 pub(crate) mod scratch;
 pub mod select;

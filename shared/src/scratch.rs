@@ -23,8 +23,8 @@ pub enum Ending {
     Cancelled,
 }
 
-/// What a status request and a re-submission still read.
-const KEEP: [&str; 8] = [
+/// What a status request, a re-submission and the run report's route still read.
+const KEEP: [&str; 9] = [
     "request.json",
     "run.json",
     "genes.json",
@@ -33,6 +33,7 @@ const KEEP: [&str; 8] = [
     "failed.json",
     "cancel.json",
     "converted.json",
+    "report.json",
 ];
 
 /// Deletes the scratch data of a request that ended; returns how many objects it deleted.
@@ -40,6 +41,10 @@ const KEEP: [&str; 8] = [
 /// After success the consolidated Zarr a conversion read from is kept: a late duplicate
 /// of the conversion still reads it, and writes the same bytes.
 pub async fn remove(store: &DynStore, keys: &Keys, ending: Ending) -> Result<usize, Error> {
+    // The run report is made from what this removes. The collector writes it with its
+    // ledger's launches before it cleans up; an invocation that gets here first (the
+    // shard that committed a zarr result, a late duplicate) writes it without them.
+    crate::report::write(store, keys, Vec::new()).await;
     // First: a late consolidation shard checks for the plan before it writes what it
     // read from the parts, so no shard writes from parts that were being deleted.
     store.delete(&keys.consolidate()).await?;

@@ -17,6 +17,7 @@
 //! | `cancel.json` | driver (DELETE) | put-if-absent |
 //! | `failed.json` | collector | put-if-absent |
 //! | `result.json` | collector | put-if-absent: the request succeeded |
+//! | `report.json` | collector | put-if-absent once the request ended, before the cleanup: the run report |
 //! | `started/{name}.{attempt}.json` | every invocation but the collector | put at its start, again every beat |
 //! | `collector.json` | collector | put, when it hands over to a fresh invocation |
 //! | `collectors/{heartbeat}.{period}.json` | whoever revives a silent collector | put-if-absent: the lease |
@@ -162,6 +163,11 @@ impl Keys {
     /// The conversion's record.
     pub fn converted(&self) -> String {
         self.at("converted.json")
+    }
+    /// The run report, written by the collector once the request ended
+    /// (`crate::report`).
+    pub fn report(&self) -> String {
+        self.at("report.json")
     }
     /// Prefix of the start markers.
     pub fn starts(&self) -> String {
@@ -369,6 +375,10 @@ pub struct RunInfo {
     pub started_ms: u64,
     /// When it must have finished.
     pub deadline_ms: u64,
+    /// When the driver received the POST that started the run, ms since the epoch: the
+    /// resolve phase is from then to `started_ms` (0 in a run recorded before it was).
+    #[serde(default)]
+    pub received_ms: u64,
 }
 
 /// What a worker needs of a bundle (from the catalog, so no manifest is read).
@@ -433,6 +443,13 @@ pub struct Plan {
     pub tasks: Vec<PlannedTask>,
     /// Manifests read because the catalog lacked a bundle.
     pub manifest_reads: u64,
+    /// When the planning started and when the plan was written, ms since the epoch (0
+    /// in a plan written before they were recorded): the run report's mapper row.
+    #[serde(default)]
+    pub started_ms: u64,
+    /// See `started_ms`.
+    #[serde(default)]
+    pub finished_ms: u64,
 }
 
 /// A worker's done marker and stats, `done/{task}.json`.
@@ -456,6 +473,16 @@ pub struct DoneMarker {
     pub peak_rss_bytes: u64,
     /// The attempt that wrote it.
     pub attempt: u32,
+    /// When that attempt started (its start marker's time), ms since the epoch; 0 in a
+    /// marker written before it was recorded.
+    #[serde(default)]
+    pub started_ms: u64,
+    /// When it wrote this marker, ms since the epoch; 0 in an older marker.
+    #[serde(default)]
+    pub finished_ms: u64,
+    /// Its store requests, by kind (none in an older marker).
+    #[serde(default)]
+    pub requests: crate::cost::Requests,
     /// Values per chunk of the part's `indices` and `data` (see
     /// `part::part_nnz_chunk`; a marker written before it was recorded: 2^20).
     #[serde(default = "default_part_nnz_chunk")]
@@ -606,6 +633,50 @@ pub struct Converted {
     /// held), bytes.
     #[serde(default)]
     pub start_rss_bytes: u64,
+    /// When it started and finished, ms since the epoch (0 in an older record).
+    #[serde(default)]
+    pub started_ms: u64,
+    /// See `started_ms`.
+    #[serde(default)]
+    pub finished_ms: u64,
+    /// Its store requests, by kind, and bytes (none in an older record).
+    #[serde(default)]
+    pub requests: crate::cost::Requests,
+    /// Bytes it read from the store.
+    #[serde(default)]
+    pub bytes_read: u64,
+    /// Bytes it wrote to the store.
+    #[serde(default)]
+    pub bytes_written: u64,
+}
+
+/// A consolidation shard's record, `shards/{n}.json`: that it is in, and its figures
+/// for the run report (all but `shard` absent from a record written before them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardRecord {
+    /// The shard.
+    pub shard: u32,
+    /// The attempt that wrote it.
+    #[serde(default)]
+    pub attempt: u32,
+    /// When that attempt started, ms since the epoch.
+    #[serde(default)]
+    pub started_ms: u64,
+    /// When it wrote this record, ms since the epoch.
+    #[serde(default)]
+    pub finished_ms: u64,
+    /// Its store requests, by kind.
+    #[serde(default)]
+    pub requests: crate::cost::Requests,
+    /// Bytes it read from the store.
+    #[serde(default)]
+    pub bytes_read: u64,
+    /// Bytes it wrote to the store.
+    #[serde(default)]
+    pub bytes_written: u64,
+    /// Peak resident memory of its process, bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
 }
 
 /// Reads a JSON object; `None` if absent.

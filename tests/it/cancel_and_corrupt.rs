@@ -113,7 +113,8 @@ async fn cancel_a_running_100k_cell_request(store: DynStore) {
             m.at_ms - durable
         );
     }
-    // Scratch data and partial output are gone; what a status needs is kept.
+    // Scratch data and partial output are gone; what a status needs is kept, and the
+    // run report.
     let mut left: Vec<String> = store
         .list(&keys.prefix())
         .await
@@ -128,6 +129,7 @@ async fn cancel_a_running_100k_cell_request(store: DynStore) {
             "cancel.json",
             "genes.json",
             "progress.json",
+            "report.json",
             "request.json",
             "run.json"
         ]

@@ -101,6 +101,7 @@ async fn leftovers(store: &DynStore, id: &str) -> Vec<String> {
         "genes.json",
         "progress.json",
         "result.json",
+        "report.json",
     ];
     store
         .list(&prefix)

@@ -24,6 +24,7 @@ mod pipeline;
 mod pipeline_faults;
 mod request_caps;
 mod restart;
+mod run_report;
 mod store_conformance;
 mod template_routes;
 mod worker_memory;

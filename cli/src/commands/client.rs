@@ -404,6 +404,14 @@ impl Client {
         Ok(coverage)
     }
 
+    /// `GET /v1/matrix/{id}/report`: the run report of a request that has ended.
+    pub async fn report(&self, id: &str) -> anyhow::Result<cellmatrix::report::Report> {
+        let value = self
+            .call(Method::GET, &["v1", "matrix", id, "report"], &[], None)
+            .await?;
+        serde_json::from_value(value).context("the run report is not one")
+    }
+
     /// `GET /v1/matrix/{id}/files`, page after page: every file of the result.
     pub async fn files(&self, id: &str) -> anyhow::Result<Vec<ResultFile>> {
         #[derive(Deserialize)]

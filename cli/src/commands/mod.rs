@@ -10,6 +10,7 @@ mod fields;
 mod ingest;
 mod local_guard;
 mod query;
+mod report;
 mod serve;
 mod sigv4;
 mod simulate;
@@ -56,6 +57,8 @@ enum Command {
     Cancel(cancel::Args),
     /// Print a request's cell table (CSV or JSON lines), partial while it runs.
     Cells(cells::Args),
+    /// The run report of a request that has ended: a table, the timeline as SVG or HTML.
+    Report(report::Args),
     /// Benchmarks, each measured against a baseline in the same run.
     Bench(bench::Args),
     /// Simulate requests on Lambda at scale: the real planner and collector over a
@@ -79,6 +82,7 @@ impl Cli {
             Command::Status(a) => status::run(a).await,
             Command::Cancel(a) => cancel::run(a).await,
             Command::Cells(a) => cells::run(a).await,
+            Command::Report(a) => report::run(a).await,
             Command::Bench(a) => bench::run(&self.store, a).await,
             Command::Simulate(a) => simulate::run(a),
         }

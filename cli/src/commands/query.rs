@@ -130,13 +130,21 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&status.raw)?);
     }
+    // The report's one line (time by phase, cost); the collector writes it just after
+    // the request ends, so it may take a look or two.
+    let summary = report_summary(&client, &id).await;
     let result = match (status.status, &status.result) {
         (State::Succeeded, Some(r)) => r,
         (State::Succeeded, None) => bail!("request {id} Succeeded but its status has no result"),
-        (state, _) => bail!(
-            "request {id} {state}: {}",
-            status.message.as_deref().unwrap_or("(no message)")
-        ),
+        (state, _) => {
+            if let Some(line) = &summary {
+                eprintln!("report: {line}");
+            }
+            bail!(
+                "request {id} {state}: {}",
+                status.message.as_deref().unwrap_or("(no message)")
+            )
+        }
     };
     say(format!(
         "Succeeded: {} cells x {} genes, {} nonzeros in {:.2} s",
@@ -155,6 +163,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         result.location, result.n_files, result.total_bytes
     ));
 
+    if let Some(line) = summary {
+        say(format!("report: {line}"));
+    }
     if let Some(dir) = &a.output {
         let files = client
             .files(&id)
@@ -241,6 +252,27 @@ fn bytes_style() -> ProgressStyle {
     ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
         .expect("a valid template")
 }
+
+/// The run report's one-line summary of request `id`, which has ended; `None` if it
+/// does not come within a few seconds (the request ended without one).
+async fn report_summary(client: &super::client::Client, id: &str) -> Option<String> {
+    for _ in 0..REPORT_LOOKS {
+        match client.report(id).await {
+            Ok(report) => return Some(report.summary()),
+            Err(e)
+                if e.downcast_ref::<super::client::ApiError>()
+                    .is_some_and(|e| e.status == 404 || e.status == 409) =>
+            {
+                tokio::time::sleep(POLL).await
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Looks for the run report after the request ended, [`POLL`] apart.
+const REPORT_LOOKS: u32 = 20;
 
 #[cfg(test)]
 mod tests {

@@ -50,6 +50,11 @@ pub fn template_allocator_env(template: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The architecture every function gets (`Globals.Function.Architectures`' first).
+pub fn template_architecture(template: &str) -> Option<String> {
+    scalar(&parse(template)?["Globals"]["Function"]["Architectures"][0])
+}
+
 /// The memory, in bytes, that the template gives the worker (`WorkerMemory`'s default,
 /// in MB as Lambda counts them: MiB).
 pub fn template_worker_memory(template: &str) -> Option<u64> {
@@ -102,6 +107,32 @@ mod tests {
         assert_eq!(
             names, ALLOCATOR_ENV,
             "every allocator setting is in the template"
+        );
+    }
+
+    #[test]
+    fn the_cost_models_deployment_is_the_templates() {
+        let text = include_str!("../../../template.yaml");
+        let d = cellmatrix::cost::Deployment::default();
+        for (f, name) in cellmatrix::cost::Lambda::ALL.into_iter().zip([
+            "DriverMemory",
+            "MapperMemory",
+            "WorkerMemory",
+            "ReducerMemory",
+        ]) {
+            let mb: u32 = template_default(text, name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} has a numeric default"));
+            assert_eq!(
+                d.memory(f),
+                mb,
+                "{name}: cost.rs prices another memory size"
+            );
+        }
+        assert_eq!(
+            template_architecture(text).as_deref(),
+            Some(d.architecture.as_str()),
+            "cost.rs prices another architecture"
         );
     }
 }

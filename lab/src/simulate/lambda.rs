@@ -1,6 +1,7 @@
 //! Simulated Lambda functions: a warm pool per function, cold starts, the account's
 //! concurrency with the worker's reservation, the scaling rate, and the billing.
 
+use cellmatrix::cost::{self, Deployment, Usage};
 use rand_xoshiro::Xoshiro256PlusPlus as Rng64;
 
 use super::engine::{Micros, secs};
@@ -23,6 +24,11 @@ pub enum Func {
 impl Func {
     /// Every function, in index order.
     pub const ALL: [Func; 4] = [Func::Driver, Func::Mapper, Func::Worker, Func::Reducer];
+
+    /// The function as it is billed.
+    pub fn lambda(self) -> cost::Lambda {
+        cost::Lambda::ALL[self as usize]
+    }
 
     /// Its name.
     pub fn name(self) -> &'static str {
@@ -59,8 +65,13 @@ pub struct Lambda {
     pub invokes: [u64; 4],
     /// New environments started, per function.
     pub cold_starts: [u64; 4],
-    /// Billed GB-seconds (init of cold starts included: billed on provided runtimes).
-    pub gb_seconds: f64,
+    /// What the invocations used, as billed (init of cold starts included: billed on
+    /// provided runtimes): through `cellmatrix::cost`, as the run report's bill.
+    pub usage: Usage,
+    /// Every invocation that ended: its function and billed ms, for a bill rebuilt
+    /// through the run report's `cellmatrix::report::usage`.
+    pub billed: Vec<(cost::Lambda, f64)>,
+    deployment: Deployment,
     /// When each new environment was started, per function (for tests of scaling).
     pub started_at: Vec<(Func, Micros)>,
 }
@@ -76,7 +87,12 @@ impl Lambda {
             runs: [0; 4],
             invokes: [0; 4],
             cold_starts: [0; 4],
-            gb_seconds: 0.0,
+            usage: Usage::default(),
+            billed: Vec::new(),
+            deployment: Deployment {
+                memory_mb: model.memory_mb,
+                ..Deployment::default()
+            },
             started_at: Vec::new(),
         }
     }
@@ -135,7 +151,9 @@ impl Lambda {
         let i = f as usize;
         self.busy[i] = self.busy[i].saturating_sub(1);
         self.idle[i] += 1;
-        self.gb_seconds += billed as f64 / 1e6 * f64::from(self.model.memory_mb[i]) / 1024.0;
+        let ms = billed as f64 / 1e3;
+        self.usage.invocation(f.lambda(), ms, &self.deployment);
+        self.billed.push((f.lambda(), ms));
     }
 
     /// Environments of `f` running now.

@@ -209,30 +209,8 @@ impl Faults {
     }
 }
 
-/// Prices, us-east-1, as listed on aws.amazon.com/lambda/pricing and
-/// aws.amazon.com/s3/pricing in 2025 (unchanged since arm64 Lambda launched in 2021).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Prices {
-    /// Lambda on arm64, per GB-second (first 7.5 billion GB-s a month): $0.0000133334.
-    pub gb_second: f64,
-    /// Lambda, per request (invocation): $0.20 per million.
-    pub invocation: f64,
-    /// S3 Standard GET (and HEAD), per request: $0.0004 per 1,000.
-    pub get: f64,
-    /// S3 Standard PUT, COPY, POST, LIST, per request: $0.005 per 1,000.
-    pub put_list: f64,
-}
-
-impl Default for Prices {
-    fn default() -> Self {
-        Prices {
-            gb_second: 0.000_013_333_4,
-            invocation: 0.20e-6,
-            get: 0.0004e-3,
-            put_list: 0.005e-3,
-        }
-    }
-}
+/// Prices: the run report's and the dry run's, one cost model (`cellmatrix::cost`).
+pub use cellmatrix::cost::Prices;
 
 /// The service's own settings the simulation runs with: `Config`'s defaults unless
 /// changed.

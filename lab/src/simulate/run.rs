@@ -17,6 +17,7 @@ use super::lambda::{Admit, Func, Lambda};
 use super::model::{Faults, Model};
 use super::s3::{Op, Requests, S3};
 use super::work::{Ctx, Layout, Payload, Planning, SliceCost, TaskCost, Timeline, Write};
+use cellmatrix::cost::Usage;
 
 /// How long a request may run (`request_timeout`'s default).
 const REQUEST_TIMEOUT: Micros = 900 * SEC;
@@ -150,8 +151,10 @@ pub struct Outcome {
     pub requests: Requests,
     /// Lambda GB-seconds billed.
     pub gb_seconds: f64,
-    /// Dollars.
+    /// Dollars: `usage.bill(prices)`.
     pub cost: f64,
+    /// Every invocation that ended, function and billed ms: what `cost` billed.
+    pub billed: Vec<(cellmatrix::cost::Lambda, f64)>,
     /// Hedged copies launched.
     pub hedges: u32,
     /// Launches taken for lost and launched again.
@@ -959,10 +962,13 @@ impl<'m> World<'m> {
         let l = &self.lambda;
         let runs: u64 = l.runs.iter().sum();
         let requests = self.s3.requests;
-        let cost = l.gb_seconds * prices.gb_second
-            + runs as f64 * prices.invocation
-            + requests.get as f64 * prices.get
-            + (requests.put + requests.list) as f64 * prices.put_list;
+        // One cost model with the run report: the invocations that ended, as billed,
+        // and every S3 request, priced by `Usage::bill`.
+        let usage = Usage {
+            requests: requests.billed(),
+            ..l.usage.clone()
+        };
+        let cost = usage.bill(prices).total_usd;
         let end = self.client_done;
         Outcome {
             seed,
@@ -985,8 +991,9 @@ impl<'m> World<'m> {
             invocations: runs - self.status_polls,
             status_polls: self.status_polls,
             requests,
-            gb_seconds: l.gb_seconds,
+            gb_seconds: usage.total_gb_seconds(),
             cost,
+            billed: l.billed.clone(),
             hedges: self.hedges,
             relaunched: self.relaunched,
             cold_starts: l.cold_starts.iter().sum(),

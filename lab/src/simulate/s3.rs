@@ -28,6 +28,18 @@ pub struct Requests {
     pub list: u64,
 }
 
+impl Requests {
+    /// As `cellmatrix::cost` prices them (the simulation makes no DELETE).
+    pub fn billed(self) -> cellmatrix::cost::Requests {
+        cellmatrix::cost::Requests {
+            get: self.get,
+            put: self.put,
+            list: self.list,
+            delete: 0,
+        }
+    }
+}
+
 impl std::ops::AddAssign for Requests {
     fn add_assign(&mut self, o: Self) {
         self.get += o.get;

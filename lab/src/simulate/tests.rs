@@ -201,3 +201,30 @@ fn dropped_invocations_are_recovered_through_the_lost_rule() {
         assert!(o.seconds > m.service.lost_passed_after_s, "{o:?}");
     }
 }
+
+#[test]
+fn the_simulations_cost_is_the_run_reports_formula_on_the_same_invocations() {
+    let m = Model::default();
+    let case = mix("small", 2, 3_000, 300, &m.calibration, String::new());
+    let p = Prepared::new(&case, &m);
+    let o = run(&m, &p, 3, true, true);
+    assert!(o.cost > 0.0 && !o.billed.is_empty(), "{o:?}");
+    // The invocations the simulation emitted, billed through the report's function.
+    let deployment = cellmatrix::cost::Deployment {
+        memory_mb: m.lambda.memory_mb,
+        ..Default::default()
+    };
+    let rebuilt =
+        cellmatrix::report::usage(o.billed.iter().copied(), o.requests.billed(), &deployment);
+    let bill = rebuilt.bill(&m.prices);
+    assert_eq!(bill.total_usd, o.cost, "one formula, the same events");
+    assert_eq!(rebuilt.total_gb_seconds(), o.gb_seconds);
+    assert_eq!(
+        rebuilt.total_invocations(),
+        o.billed.len() as u64,
+        "one invocation per billed event"
+    );
+    // The simulation prices at the report's prices and the template's deployment.
+    assert_eq!(m.prices, cellmatrix::cost::Prices::default());
+    assert_eq!(deployment, cellmatrix::cost::Deployment::default());
+}

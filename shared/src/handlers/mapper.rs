@@ -45,6 +45,7 @@ pub async fn handle_in_driver(app: &App, event: MapperEvent) -> Result<(), Error
 }
 
 async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
+    let started_ms = crate::clock::now_ms();
     let catalog = catalog::read(&app.store).await?;
     let mut entries: Vec<(crate::fqid::Fqid, CatalogEntry)> =
         Vec::with_capacity(event.bundles.len());
@@ -125,6 +126,8 @@ async fn run(app: &App, event: &MapperEvent, keys: &Keys) -> Result<(), Error> {
             })
             .collect(),
         manifest_reads,
+        started_ms,
+        finished_ms: crate::clock::now_ms(),
     };
     put_json(&app.store, &keys.plan(event.group), &plan_doc).await?;
     crate::scratch::after_write(&app.store, keys, app.config.keep_scratch).await?;

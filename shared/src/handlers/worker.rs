@@ -36,7 +36,14 @@ pub async fn handle(app: &App, event: WorkerEvent) -> Result<(), Error> {
     let outcome = match begun {
         Ok(None) => return Ok(()),
         Ok(Some(begun)) => {
-            let work = run(app, &event, &keys, started, &counting, begun.read);
+            let work = run(
+                app,
+                &event,
+                &keys,
+                (started, begun.at_ms),
+                &counting,
+                begun.read,
+            );
             super::beat::beating(app, &keys, &name, event.attempt, begun.at_ms, work).await
         }
         Err(e) => Err(e),
@@ -109,7 +116,7 @@ async fn run(
     app: &App,
     event: &WorkerEvent,
     keys: &Keys,
-    started: Instant,
+    (started, started_ms): (Instant, u64),
     counting: &Arc<Counting>,
     (spec, view): (Option<TaskSpec>, RequestView),
 ) -> Result<(), Error> {
@@ -221,16 +228,24 @@ async fn run(
     };
     crate::fault::straggle(started).await;
     let stats = part.finish(&store, &prefix).await?;
+    let counts = counting.counts();
     let marker = DoneMarker {
         task: event.task_id.clone(),
         cells_in,
         cells_out: stats.0,
         nnz: stats.1,
-        bytes_read: counting.counts().bytes_read,
-        bytes_written: counting.counts().bytes_written,
+        bytes_read: counts.bytes_read,
+        bytes_written: counts.bytes_written,
         duration_ms: started.elapsed().as_millis() as u64,
         peak_rss_bytes: peak_rss_bytes(),
         attempt: event.attempt,
+        started_ms,
+        finished_ms: crate::clock::now_ms(),
+        // The marker's own PUT, too.
+        requests: crate::cost::Requests {
+            put: counts.puts + 1,
+            ..counts.requests()
+        },
         nnz_per_chunk,
     };
     // The first copy to finish says how long the task took; a later one changes nothing.

@@ -27,6 +27,18 @@ pub struct Counts {
     pub bytes_written: u64,
 }
 
+impl Counts {
+    /// The requests, by how S3 prices them.
+    pub fn requests(&self) -> crate::cost::Requests {
+        crate::cost::Requests {
+            get: self.gets,
+            put: self.puts,
+            list: self.lists,
+            delete: self.deletes,
+        }
+    }
+}
+
 /// A kind of request, in a [`Logged`] entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {

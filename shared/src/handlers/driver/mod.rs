@@ -5,9 +5,9 @@
 //! one request through it in this process (the demo, the bench, the tests), so all three
 //! answer alike. A route's handler has a file of its own: `submit` (which `resolve`s the
 //! bundles, through `list_fetch` for a list behind a URL, and checks the `limits`),
-//! `status`, `files`, `cells`, `cancel` and `metadata`; `owners` says who may see a request,
-//! `quota` how many runs a caller may have; `error` is what a route answers when it does
-//! not succeed. Every route but the metadata ones needs the request's [`Caller`] (a
+//! `status`, `files`, `cells`, `report`, `cancel` and `metadata`; `owners` says who may
+//! see a request, `quota` how many runs a caller may have; `error` is what a route answers
+//! when it does not succeed. Every route but the metadata ones needs the request's [`Caller`] (a
 //! request extension: [`router_with_callers`] on Lambda, the local user in `serve` and
 //! [`handle`]).
 
@@ -20,6 +20,7 @@ mod list_fetch;
 mod metadata;
 mod owners;
 mod quota;
+mod report;
 mod resolve;
 mod status;
 mod submit;
@@ -57,6 +58,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/v1/matrix/{id}"),
     ("GET", "/v1/matrix/{id}/files"),
     ("GET", "/v1/matrix/{id}/cells"),
+    ("GET", "/v1/matrix/{id}/report"),
     ("GET", "/v1/formats"),
     ("GET", "/v1/fields"),
     ("GET", "/v1/fields/{name}"),
@@ -150,6 +152,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/v1/matrix/{id}/cells",
             get(cells::answer).head(not_allowed).fallback(not_allowed),
+        )
+        .route(
+            "/v1/matrix/{id}/report",
+            get(report::answer).head(not_allowed).fallback(not_allowed),
         )
         .route(
             "/v1/formats",

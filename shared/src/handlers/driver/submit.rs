@@ -37,6 +37,7 @@ pub(super) async fn answer(
 /// Every way through adds `caller` to the request's owners; a way that starts a run
 /// first passes the caller's quota.
 async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse, ApiError> {
+    let received_ms = now_ms();
     let mut req = MatrixRequest::parse(body)?;
     let resolved = resolve(app, &mut req).await?;
     let (genes, identity_sets) = gene_space(app, &req, &resolved.entries).await?;
@@ -65,8 +66,13 @@ async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse,
         // Ran before and ended badly: run again. Parts and markers of tasks that were
         // done are the same bytes a new run would write, so they stay. The new deadline
         // goes first, so the request never looks overdue in between.
-        put_json(store, &keys.run(), &new_run(app)).await?;
-        for key in [keys.failed(), keys.cancel(), keys.checkpoint()] {
+        put_json(store, &keys.run(), &new_run(app, received_ms)).await?;
+        for key in [
+            keys.failed(),
+            keys.cancel(),
+            keys.checkpoint(),
+            keys.report(),
+        ] {
             store.delete(&key).await?;
         }
         for o in store.list(&keys.errors()).await? {
@@ -98,7 +104,7 @@ async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse,
     };
     // Everything the functions read comes first (at once: they are independent);
     // request.json commits the request.
-    let (run, genes_key, run_key) = (new_run(app), keys.genes(), keys.run());
+    let (run, genes_key, run_key) = (new_run(app, received_ms), keys.genes(), keys.run());
     futures::try_join!(
         put_json(store, &genes_key, &genes),
         put_json(store, &run_key, &run)
@@ -125,9 +131,10 @@ fn worker_copies(app: &App, resolved: &Resolved) -> u32 {
     }
 }
 
-fn new_run(app: &App) -> RunInfo {
+fn new_run(app: &App, received_ms: u64) -> RunInfo {
     let now = now_ms();
     RunInfo {
+        received_ms,
         started_ms: now,
         deadline_ms: now + app.config.request_timeout.as_millis() as u64,
     }

@@ -131,6 +131,7 @@ impl<'a> Collector<'a> {
             list(keys.errors()),
         )?;
         if end.any() {
+            self.report().await;
             // A collector that sees the end (a duplicate, or the one after a cancel)
             // cleans up, also what it may itself have written meanwhile.
             if !self.app.config.keep_scratch {
@@ -497,6 +498,7 @@ impl<'a> Collector<'a> {
         tracing::warn!(request = %self.keys.id(), %message, "request failed");
         let failure = Failure::now(message);
         put_json_if_absent(&self.app.store, &self.keys.failed(), &failure).await?;
+        self.report().await;
         self.advance(Phase::fail)
     }
 
@@ -594,11 +596,18 @@ impl<'a> Collector<'a> {
             &result_record(&self.keys, view, plan, conversion),
         )
         .await?;
+        self.report().await;
         if !self.app.config.keep_scratch {
             scratch::remove(&store, &self.keys, Ending::Succeeded).await?;
         }
         self.advance(Phase::commit)?;
         Ok(true)
+    }
+
+    /// Writes the run report of the request, which has ended, before the cleanup
+    /// removes what it is made from (best effort: `report::write` logs a failure).
+    async fn report(&self) {
+        crate::report::write(&self.app.store, &self.keys, self.ledger.launches_log()).await;
     }
 
     /// The output's format, once finished.

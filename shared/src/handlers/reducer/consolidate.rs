@@ -27,7 +27,7 @@ use crate::obs::Elem;
 use crate::part::part_row_chunk;
 use crate::state::{
     Consolidation, Converted, DoneMarker, Keys, PartPlace, Plan, RequestView, ResultRecord,
-    get_json, put_json, put_json_if_absent,
+    ShardRecord, get_json, put_json, put_json_if_absent,
 };
 use crate::store::DynStore;
 use crate::store::zarr::ZarrStore;
@@ -122,10 +122,13 @@ pub(super) async fn write_shard(
     app: &App,
     keys: &Keys,
     shard: u32,
+    (attempt, started_ms): (u32, u64),
     plan: Result<Option<Consolidation>, Error>,
     view: Result<RequestView, Error>,
 ) -> Result<(), Error> {
-    let store = &app.store;
+    // Counted for the shard's record, which the run report reads.
+    let counting = std::sync::Arc::new(crate::store::counting::Counting::new(app.store.clone()));
+    let store: &DynStore = &(counting.clone() as DynStore);
     // No plan: the request ended and its scratch data went; nothing to do.
     let plan = plan?
         .ok_or_else(|| Error::Cancelled(format!("{}: consolidation plan removed", keys.id())))?;
@@ -171,7 +174,22 @@ pub(super) async fn write_shard(
     };
     futures::future::try_join(futures::future::try_join_all(copies), metadata).await?;
     crate::fault::kill_point(crate::fault::KillPoint::Consolidation);
-    put_json(store, &keys.shard(shard), &json!({ "shard": shard })).await?;
+    let counts = counting.counts();
+    let record = ShardRecord {
+        shard,
+        attempt,
+        started_ms,
+        finished_ms: now_ms(),
+        // The record's own PUT, too.
+        requests: crate::cost::Requests {
+            put: counts.puts + 1,
+            ..counts.requests()
+        },
+        bytes_read: counts.bytes_read,
+        bytes_written: counts.bytes_written,
+        peak_rss_bytes: crate::process::peak_rss_bytes(),
+    };
+    put_json(store, &keys.shard(shard), &record).await?;
     commit_if_last(store, keys, &view, &plan).await?;
     crate::scratch::after_write(store, keys, app.config.keep_scratch).await
 }

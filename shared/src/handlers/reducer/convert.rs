@@ -10,7 +10,8 @@ use crate::state::{Converted, Keys, RequestView, put_json};
 /// Converts the consolidated Zarr to the requested format and records what it wrote,
 /// with the time and this process's peak memory while converting.
 pub(super) async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
-    let store = &app.store;
+    let counting = std::sync::Arc::new(crate::store::counting::Counting::new(app.store.clone()));
+    let store: &crate::store::DynStore = &(counting.clone() as crate::store::DynStore);
     let view = RequestView::read(store, keys).await?;
     let started = now_ms();
     crate::process::reset_peak_rss();
@@ -31,12 +32,23 @@ pub(super) async fn convert(app: &App, keys: &Keys) -> Result<(), Error> {
         app.config.dense_limits(),
     )
     .await?;
+    let counts = counting.counts();
+    let finished = now_ms();
     let record = Converted {
         format: view.format.name().to_string(),
         files,
-        duration_ms: now_ms().saturating_sub(started),
+        duration_ms: finished.saturating_sub(started),
         peak_rss_bytes: crate::process::peak_rss_bytes(),
         start_rss_bytes,
+        started_ms: started,
+        finished_ms: finished,
+        // The record's own PUT, too.
+        requests: crate::cost::Requests {
+            put: counts.puts + 1,
+            ..counts.requests()
+        },
+        bytes_read: counts.bytes_read,
+        bytes_written: counts.bytes_written,
     };
     tracing::info!(
         request = %keys.id(),

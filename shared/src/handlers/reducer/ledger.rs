@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use crate::report::CopyKind;
+
 /// Everything the collector knows about invocations; its checkpoint, so that a fresh
 /// collector after a hand-over goes on counting where the last one stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -62,6 +64,9 @@ pub struct Entry {
     /// written again (a heartbeat).
     #[serde(default)]
     pub beat_ms: Option<u64>,
+    /// Every launch, by attempt: when, and why (the run report's launch and copy).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub launched: BTreeMap<u32, (u64, CopyKind)>,
 }
 
 /// When a task counts as a straggler.
@@ -79,9 +84,41 @@ impl Ledger {
     pub fn launched(&mut self, name: &str, attempt: u32, now: u64) {
         self.seq += 1;
         let e = self.entries.entry(name.to_string()).or_default();
+        // Why it was launched, from what the ledger knew when it was: `stragglers`
+        // marks a task hedged before its copy goes out, an error marker counts a
+        // failure before its retry; any other launch after the first is a relaunch of
+        // one lost or silent.
+        let kinds = |k: CopyKind| e.launched.values().filter(|(_, c)| *c == k).count() as u32;
+        let copy = if e.launched.is_empty() && attempt == 0 {
+            CopyKind::First
+        } else if e.hedged && kinds(CopyKind::Hedge) == 0 {
+            CopyKind::Hedge
+        } else if e.failures > kinds(CopyKind::Retry) {
+            CopyKind::Retry
+        } else {
+            CopyKind::Relaunch
+        };
+        e.launched.entry(attempt).or_insert((now, copy));
         e.pending.insert(attempt, (self.seq, now));
         e.launches += 1;
         e.next_attempt = e.next_attempt.max(attempt + 1);
+    }
+
+    /// Every launch recorded, for the run report.
+    pub fn launches_log(&self) -> Vec<crate::report::Launch> {
+        self.entries
+            .iter()
+            .flat_map(|(name, e)| {
+                e.launched
+                    .iter()
+                    .map(|(&attempt, &(at_ms, copy))| crate::report::Launch {
+                        name: name.clone(),
+                        attempt,
+                        at_ms,
+                        copy,
+                    })
+            })
+            .collect()
     }
 
     /// Whether `name` was ever launched (as the ledger knows).
@@ -414,6 +451,33 @@ mod tests {
         assert_eq!(l.launches("task-a"), 1);
         assert_eq!(l.failed("task-a"), 1);
         assert_eq!(l.failed("task-a"), 2);
+    }
+
+    #[test]
+    fn each_launch_says_why_it_was_made() {
+        let mut l = Ledger::default();
+        l.launched("task-a", 0, 5);
+        l.started("task-a", 0, 6);
+        // A failure's retry, a hedge, then a relaunch of a lost copy.
+        l.failed("task-a");
+        l.launched("task-a", 1, 10);
+        l.entries.get_mut("task-a").unwrap().hedged = true;
+        l.launched("task-a", 2, 20);
+        l.launched("task-a", 3, 30);
+        let log: Vec<(u32, u64, CopyKind)> = l
+            .launches_log()
+            .into_iter()
+            .map(|x| (x.attempt, x.at_ms, x.copy))
+            .collect();
+        assert_eq!(
+            log,
+            [
+                (0, 5, CopyKind::First),
+                (1, 10, CopyKind::Retry),
+                (2, 20, CopyKind::Hedge),
+                (3, 30, CopyKind::Relaunch)
+            ]
+        );
     }
 
     #[test]

@@ -85,7 +85,14 @@ pub async fn handle_until(
                 Ok(None) => return Ok(()),
                 Ok(Some(begun)) => {
                     let (plan, view) = begun.read;
-                    let work = consolidate::write_shard(app, &keys, shard, plan, view);
+                    let work = consolidate::write_shard(
+                        app,
+                        &keys,
+                        shard,
+                        (event.attempt, begun.at_ms),
+                        plan,
+                        view,
+                    );
                     beating(app, &keys, &name, event.attempt, begun.at_ms, work).await
                 }
                 Err(e) => Err(e),
