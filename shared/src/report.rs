@@ -691,13 +691,19 @@ pub async fn gather(
 const READS_IN_FLIGHT: usize = 32;
 
 /// Writes the report of request `keys`, which has ended, unless one is there (a
-/// re-run's driver deletes the last one). Logged, never an error: the report is not
-/// part of the result.
+/// re-run's driver deletes the last one); without `launches`, those [`note_launches`]
+/// recorded. Logged, never an error: the report is not part of the result.
 pub async fn write(store: &DynStore, keys: &Keys, launches: Vec<Launch>) {
     let made = async {
         if store.exists(&keys.report()).await? {
             return Ok(None);
         }
+        let launches = match launches.is_empty() {
+            true => get_json::<Vec<Launch>>(store, &keys.launches())
+                .await?
+                .unwrap_or_default(),
+            false => launches,
+        };
         let records = gather(store, keys, launches).await?;
         let report = build(
             keys.id(),
@@ -715,6 +721,15 @@ pub async fn write(store: &DynStore, keys: &Keys, launches: Vec<Launch>) {
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(request = %keys.id(), error = %e, "cannot write the run report"),
+    }
+}
+
+/// Records the collector's `launches` so far (best effort, logged), for a report that
+/// an invocation other than the collector writes: the shard that commits a zarr result
+/// cleans up before the collector looks again.
+pub async fn note_launches(store: &DynStore, keys: &Keys, launches: &[Launch]) {
+    if let Err(e) = crate::state::put_json(store, &keys.launches(), &launches).await {
+        tracing::warn!(request = %keys.id(), error = %e, "cannot record the launches");
     }
 }
 

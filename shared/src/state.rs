@@ -17,6 +17,7 @@
 //! | `cancel.json` | driver (DELETE) | put-if-absent |
 //! | `failed.json` | collector | put-if-absent |
 //! | `result.json` | collector | put-if-absent: the request succeeded |
+//! | `launches.json` | collector | put when it starts the shards: its launches, for the run report |
 //! | `report.json` | collector | put-if-absent once the request ended, before the cleanup: the run report |
 //! | `started/{name}.{attempt}.json` | every invocation but the collector | put at its start, again every beat |
 //! | `collector.json` | collector | put, when it hands over to a fresh invocation |
@@ -163,6 +164,11 @@ impl Keys {
     /// The conversion's record.
     pub fn converted(&self) -> String {
         self.at("converted.json")
+    }
+    /// The collector's launches so far, written when it starts the consolidation: the
+    /// run report's launch times when a shard's cleanup comes before the collector's.
+    pub fn launches(&self) -> String {
+        self.at("launches.json")
     }
     /// The run report, written by the collector once the request ended
     /// (`crate::report`).

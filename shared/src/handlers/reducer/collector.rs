@@ -542,6 +542,10 @@ impl<'a> Collector<'a> {
             if created == PutOutcome::Created {
                 // A shard starts by reading the plan, so none has run: no need to
                 // list their markers before launching them all.
+                // Before the shards: the last one may clean up, and write the
+                // report, before this collector looks again.
+                let launches = self.ledger.launches_log();
+                crate::report::note_launches(&store, &self.keys, &launches).await;
                 self.launch_shards(shards).await?;
                 return Ok(false);
             }
