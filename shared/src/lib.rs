@@ -51,14 +51,16 @@
 
 pub mod app;
 pub mod bundle;
+pub mod calibration;
 pub mod caller;
 pub mod catalog;
 pub mod clock;
 pub mod coldstart;
 pub mod config;
-pub mod cost;
 pub mod convert;
+pub mod cost;
 pub mod error;
+pub mod estimate;
 pub mod facets;
 pub mod fault;
 pub mod field;

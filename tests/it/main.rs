@@ -11,6 +11,7 @@ mod cancel_and_corrupt;
 mod catalog_concurrency;
 mod chaos;
 mod cold_start;
+mod dry_run;
 mod events;
 mod formats;
 mod ingest_formats;

@@ -5,6 +5,7 @@ mod cancel;
 mod catalog;
 mod client;
 mod demo;
+mod dry_run;
 mod fields;
 mod ingest;
 mod local_guard;

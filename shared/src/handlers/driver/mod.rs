@@ -12,6 +12,7 @@
 //! [`handle`]).
 
 mod cancel;
+mod dry_run;
 mod error;
 mod files;
 mod limits;

@@ -588,12 +588,10 @@ impl<'a> Collector<'a> {
         let Phase::Finished { plan, view } = &self.phase else {
             return Err(self.phase.refuse("commit").into());
         };
-        put_json_if_absent(
-            &store,
-            &self.keys.result(),
-            &result_record(&self.keys, view, plan, conversion),
-        )
-        .await?;
+        let record = result_record(&self.keys, view, plan, conversion);
+        put_json_if_absent(&store, &self.keys.result(), &record).await?;
+        // Also when the last shard wrote the record: the collector that commits learns.
+        crate::calibration::learn(&store, &self.plans, &self.done, &record).await;
         if !self.app.config.keep_scratch {
             scratch::remove(&store, &self.keys, Ending::Succeeded).await?;
         }
