@@ -254,6 +254,25 @@ pub async fn learn(
     }
 }
 
+/// [`learn`] from a run whose result another invocation committed (the last
+/// consolidation shard): its record read back. Nothing when this collector saw no task
+/// finish (a duplicate that came at the end), nor when the record cannot be read.
+pub async fn learn_committed(
+    store: &DynStore,
+    keys: &crate::state::Keys,
+    plans: &BTreeMap<u32, Plan>,
+    done: &HashMap<TaskId, DoneMarker>,
+) {
+    if done.is_empty() {
+        return;
+    }
+    match get_json::<ResultRecord>(store, &keys.result()).await {
+        Ok(Some(result)) => learn(store, plans, done, &result).await,
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the result to calibrate"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,6 +131,9 @@ impl<'a> Collector<'a> {
             list(keys.errors()),
         )?;
         if end.any() {
+            if end.result {
+                crate::calibration::learn_committed(&store, &keys, &self.plans, &self.done).await;
+            }
             // A collector that sees the end (a duplicate, or the one after a cancel)
             // cleans up, also what it may itself have written meanwhile.
             if !self.app.config.keep_scratch {
@@ -590,7 +593,6 @@ impl<'a> Collector<'a> {
         };
         let record = result_record(&self.keys, view, plan, conversion);
         put_json_if_absent(&store, &self.keys.result(), &record).await?;
-        // Also when the last shard wrote the record: the collector that commits learns.
         crate::calibration::learn(&store, &self.plans, &self.done, &record).await;
         if !self.app.config.keep_scratch {
             scratch::remove(&store, &self.keys, Ending::Succeeded).await?;
