@@ -34,6 +34,11 @@ pub struct Calibration {
     /// Tasks running at once in the workers' phase: the tasks' summed time over the
     /// phase's wall time.
     pub worker_concurrency: f64,
+    /// Bytes the workers read per second of the workers' phase with `worker_concurrency`
+    /// tasks at once: learnt whole, not as the task rate times the concurrency, since
+    /// tasks sharing a machine's cores each go slower.
+    #[serde(default = "default_worker_bytes_per_second")]
+    pub worker_bytes_per_second: f64,
     /// Output nonzeros the consolidation writes per second of its wall time.
     pub consolidation_nnz_per_second: f64,
     /// Output bytes a conversion writes per second.
@@ -53,12 +58,17 @@ impl Default for Calibration {
             runs: 0,
             task_bytes_per_second: 100e6,
             worker_concurrency: 2.0,
+            worker_bytes_per_second: default_worker_bytes_per_second(),
             consolidation_nnz_per_second: 50e6,
             conversion_bytes_per_second: 50e6,
             fixed_seconds: 1.0,
             updated_ms: 0,
         }
     }
+}
+
+fn default_worker_bytes_per_second() -> f64 {
+    200e6
 }
 
 /// What a request's work amounts to, as the time model sees it: measured for a run that
@@ -95,17 +105,15 @@ pub struct Seconds {
 }
 
 impl Calibration {
-    /// The time `work` takes: the fixed part, the tasks' bytes at the task rate shared
-    /// among `min(tasks, concurrency)` at once (never less than the largest task), the
-    /// consolidation and the conversion at theirs.
+    /// The time `work` takes: the fixed part, the tasks' bytes at the workers' rate
+    /// (scaled down when there are fewer tasks than run at once; never less than the
+    /// largest task at the task rate), the consolidation and the conversion at theirs.
     pub fn seconds(&self, work: &Work) -> Seconds {
-        let rate = self.task_bytes_per_second.max(1.0);
-        let at_once = self.worker_concurrency.min(work.tasks as f64).max(1.0);
-        let largest_task = work.largest_task_bytes as f64 / rate;
+        let largest_task = work.largest_task_bytes as f64 / self.task_bytes_per_second.max(1.0);
         let workers = if work.tasks == 0 {
             0.0
         } else {
-            (work.task_bytes as f64 / rate / at_once).max(largest_task)
+            (work.task_bytes as f64 / self.workers_rate(work.tasks)).max(largest_task)
         };
         let consolidation = work.nnz as f64 / self.consolidation_nnz_per_second.max(1.0);
         let conversion = work.converted_bytes as f64 / self.conversion_bytes_per_second.max(1.0);
@@ -118,6 +126,13 @@ impl Calibration {
             conversion,
             total: fixed + workers + consolidation + conversion,
         }
+    }
+
+    /// Bytes per second of the workers' phase for `tasks` tasks.
+    fn workers_rate(&self, tasks: u64) -> f64 {
+        let concurrency = self.worker_concurrency.max(1.0);
+        let at_once = concurrency.min(tasks as f64).max(1.0);
+        (self.worker_bytes_per_second * at_once / concurrency).max(1.0)
     }
 
     /// The calibration after a run that did `work` in these measured times: each rate
@@ -153,6 +168,7 @@ impl Calibration {
                 per_s(work.task_bytes, measured.task_ms),
             ),
             worker_concurrency: mean(self.worker_concurrency, concurrency),
+            worker_bytes_per_second: self.worker_bytes_per_second,
             consolidation_nnz_per_second: mean(
                 self.consolidation_nnz_per_second,
                 per_s(work.nnz, measured.consolidation_ms),
@@ -164,6 +180,14 @@ impl Calibration {
             fixed_seconds: self.fixed_seconds,
             updated_ms: now_ms,
         };
+        // The phase's rate at full concurrency: as measured, scaled up for a run with
+        // fewer tasks than run at once.
+        let full = (measured.workers_ms > 0 && work.task_bytes > 0).then(|| {
+            let c = next.worker_concurrency.max(1.0);
+            work.task_bytes as f64 * 1e3 / measured.workers_ms as f64 * c
+                / c.min(work.tasks as f64).max(1.0)
+        });
+        next.worker_bytes_per_second = mean(self.worker_bytes_per_second, full);
         let modeled = next.seconds(work);
         let rest = (measured.total_ms as f64 / 1e3 - (modeled.total - modeled.fixed)).max(0.0);
         next.fixed_seconds = mean(self.fixed_seconds, Some(rest.max(1e-3)));
@@ -176,7 +200,8 @@ impl Calibration {
 pub struct Measured {
     /// The tasks' wall times summed.
     pub task_ms: u64,
-    /// The workers' phase: from every group planned to every task done.
+    /// The workers' phase: from the run's start to every task done (planning
+    /// overlaps the first tasks).
     pub workers_ms: u64,
     /// The consolidation: from every task done to the result, less the conversion.
     pub consolidation_ms: u64,
@@ -212,9 +237,7 @@ pub fn measure(
     };
     let measured = Measured {
         task_ms: done.values().map(|d| d.duration_ms).sum(),
-        workers_ms: result
-            .collected_after_ms
-            .saturating_sub(result.planned_after_ms),
+        workers_ms: result.collected_after_ms,
         consolidation_ms: total_ms
             .saturating_sub(result.collected_after_ms)
             .saturating_sub(conversion_ms),

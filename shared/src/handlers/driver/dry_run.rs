@@ -248,8 +248,9 @@ pub(super) async fn answer(app: &App, checked: &Checked) -> Result<HttpResponse,
     );
     let worker_memory = u64::from(deployment.memory(crate::cost::Lambda::Worker)) << 20;
     let calibrated = if calibration.runs == 0 {
-        "no run calibrated this service yet: the documented defaults (100 MB/s a task, 2 \
-         tasks at once, 50 M nonzeros/s consolidated, 50 MB/s converted, 1 s fixed)"
+        "no run calibrated this service yet: the documented defaults (100 MB/s a task, 200 MB/s \
+         for the workers with 2 tasks at once, \
+         50 M nonzeros/s consolidated, 50 MB/s converted, 1 s fixed)"
             .to_string()
     } else {
         format!(
