@@ -53,6 +53,7 @@
 
 pub mod app;
 pub mod bundle;
+pub mod calibration;
 pub mod caller;
 pub mod catalog;
 pub mod cells;
@@ -62,6 +63,7 @@ pub mod config;
 pub mod convert;
 pub mod cost;
 pub mod error;
+pub mod estimate;
 pub mod facets;
 pub mod fault;
 pub mod field;

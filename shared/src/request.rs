@@ -64,6 +64,9 @@ pub struct MatrixRequest {
     pub fields: Vec<FieldSel>,
     /// A gene subset (ids or names), in order; `None` for the union of the bundles' genes.
     pub genes: Option<Vec<String>>,
+    /// Only estimate (`"dry_run": true`): resolve and check as a real submit, write and
+    /// invoke nothing. Not part of the canonical form: it does not change the id.
+    pub dry_run: bool,
 }
 
 /// A request error: the HTTP status and a message for the user.
@@ -96,6 +99,7 @@ struct Body {
     format: Option<String>,
     fields: Option<Vec<String>>,
     genes: Option<Vec<String>>,
+    dry_run: Option<bool>,
 }
 
 impl MatrixRequest {
@@ -222,6 +226,7 @@ impl MatrixRequest {
             format,
             fields,
             genes: body.genes.map(first_occurrences),
+            dry_run: body.dry_run.unwrap_or(false),
         })
     }
 
@@ -372,6 +377,18 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert!(matches!(r.source, BundleSource::List(ref l) if l.len() == 2));
+    }
+
+    #[test]
+    fn a_dry_run_keeps_the_requests_id() {
+        let real = parse(json!({"bundle_fqids": [A, B]})).unwrap();
+        let dry = parse(json!({"bundle_fqids": [A, B], "dry_run": true})).unwrap();
+        let off = parse(json!({"bundle_fqids": [A, B], "dry_run": false})).unwrap();
+        assert!(dry.dry_run && !real.dry_run && !off.dry_run);
+        let bundles = [Fqid::parse(A).unwrap()];
+        assert_eq!(dry.canonical(&bundles), real.canonical(&bundles));
+        assert_eq!(dry.id(&bundles), real.id(&bundles));
+        assert!(parse(json!({"bundle_fqids": [A], "dry_run": "yes"})).is_err());
     }
 
     #[test]

@@ -372,6 +372,29 @@ pub struct StoredRequest {
         skip_serializing_if = "crate::messages::is_one"
     )]
     pub copies: u32,
+    /// The dry run's counts, as the driver had them once it resolved the request (status
+    /// `preview`). Absent from a request stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+}
+
+/// A request's counts before it runs: the status' `preview`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Preview {
+    /// Selected bundles.
+    pub bundles: u64,
+    /// Cells the filter takes (an upper bound unless `exact`).
+    pub cells: u64,
+    /// Whether `cells` and `nnz` are exact.
+    pub exact: bool,
+    /// Output genes.
+    pub genes: u64,
+    /// Nonzeros of the cells taken.
+    pub nnz: u64,
+    /// Worker tasks.
+    pub tasks: u64,
+    /// `catalog`, or `obs` when cells' fields were read.
+    pub counted_from: String,
 }
 
 /// One run of a request (a re-run after Failed or Cancelled gets a new one).

@@ -12,6 +12,7 @@ mod catalog_concurrency;
 mod cell_table;
 mod chaos;
 mod cold_start;
+mod dry_run;
 mod events;
 mod formats;
 mod ingest_formats;

@@ -312,6 +312,13 @@ impl Client {
         )
     }
 
+    /// `POST /v1/matrix` with `"dry_run": true` in `body` (a JSON object): the dry run's
+    /// answer.
+    pub async fn dry_run(&self, body: Vec<u8>) -> anyhow::Result<Value> {
+        self.call(Method::POST, &["v1", "matrix"], &[], Some(body))
+            .await
+    }
+
     /// `GET /v1/fields`, or with a name `GET /v1/fields/{name}` page after page (its
     /// values gathered into one document).
     pub async fn fields(&self, name: Option<&str>) -> anyhow::Result<Value> {

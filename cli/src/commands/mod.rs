@@ -6,6 +6,7 @@ mod catalog;
 mod cells;
 mod client;
 mod demo;
+mod dry_run;
 mod fields;
 mod ingest;
 mod local_guard;

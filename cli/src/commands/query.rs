@@ -54,9 +54,14 @@ pub struct Args {
     /// Stop waiting after this many seconds (the request keeps running on the server).
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
-    /// Print the final status document as JSON on standard output.
+    /// Print the final status document as JSON on standard output (with --dry-run, the
+    /// dry run's answer).
     #[arg(long)]
     json: bool,
+    /// Only estimate: the matching bundles and cells, genes, nonzeros, sizes, tasks,
+    /// seconds and cost; nothing runs.
+    #[arg(long, conflicts_with_all = ["output", "timeout"])]
+    dry_run: bool,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -70,6 +75,21 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             println!("{line}")
         }
     };
+    if a.dry_run {
+        let mut body: Value =
+            serde_json::from_slice(&body).context("the request body is not JSON")?;
+        let Some(object) = body.as_object_mut() else {
+            bail!("the request body is not a JSON object");
+        };
+        object.insert("dry_run".into(), Value::Bool(true));
+        let answer = client.dry_run(serde_json::to_vec(&body)?).await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        } else {
+            print!("{}", super::dry_run::render(&answer));
+        }
+        return Ok(());
+    }
     let mut status = client.submit(body).await?;
     let id = status.id.clone();
     say(format!("request {id}"));

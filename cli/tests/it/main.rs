@@ -11,6 +11,7 @@ mod bench_worker;
 mod ingest_fuzz;
 mod output_hashes;
 mod query_download;
+mod query_dry_run;
 mod report;
 mod simulate;
 

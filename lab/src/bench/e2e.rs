@@ -79,6 +79,15 @@ pub struct Ours {
     /// When the cell table came, polled while the request ran.
     #[serde(default)]
     pub cell_table: super::cell_watch::CellTimes,
+    /// The dry run's cell count, asked just before the run.
+    #[serde(default)]
+    pub dry_cells: u64,
+    /// The dry run's estimated seconds.
+    #[serde(default)]
+    pub estimated_seconds: f64,
+    /// The runs the estimate's calibration had seen (0: the defaults).
+    #[serde(default)]
+    pub calibrated_runs: u64,
 }
 
 /// Runs [`request`] on the embedded stack over `store` as `cellmatrix serve` would
@@ -88,6 +97,7 @@ pub async fn run_ours(store: DynStore, progress: bool) -> Result<Ours, Error> {
     super::run::forget_requests(&store).await?;
     let config = Config::embedded(&store.describe())?;
     let app = App::in_process(config, Arc::clone(&store), default_limit);
+    let dry = dry_run(&app).await?;
     let (id, started) = super::run::submit(&app, &request()).await?;
     let every = Duration::from_millis(20);
     let (ended, cell_table) = futures::join!(
@@ -113,7 +123,30 @@ pub async fn run_ours(store: DynStore, progress: bool) -> Result<Ours, Error> {
             .unwrap_or(0),
         output: format!("results/{}/matrix.zarr", ended.id),
         cell_table,
+        dry_cells: dry["matching"]["cells"].as_u64().unwrap_or(0),
+        estimated_seconds: dry["seconds"]["total"].as_f64().unwrap_or(0.0),
+        calibrated_runs: dry["seconds"]["calibrated_runs"].as_u64().unwrap_or(0),
     })
+}
+
+/// The dry run of [`request`]: what the service estimates before running it.
+async fn dry_run(app: &App) -> Result<Value, Error> {
+    let mut body = request();
+    body["dry_run"] = json!(true);
+    let answer = cellmatrix::handlers::driver::handle(
+        app,
+        "POST",
+        "/v1/matrix",
+        body.to_string().as_bytes(),
+    )
+    .await;
+    if answer.status != 200 {
+        return Err(Error::Internal(format!(
+            "the dry run answered {}: {}",
+            answer.status, answer.body
+        )));
+    }
+    Ok(answer.body)
 }
 
 /// What the baseline did, as its script prints it.

@@ -67,6 +67,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     let mut all = Vec::new();
+    // Each size's store starts from the calibration the last size left: the estimate
+    // of a size is then that of a service which has seen one request.
+    let mut calibration: Option<cellmatrix::calibration::Calibration> = None;
     for &cells in &a.cells {
         let mix = Mix {
             cells,
@@ -77,14 +80,17 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "{cells}-{}-{}",
             a.smartseq2_share, a.cells_per_bundle
         ));
-        all.push(one(&a, mix, &dir).await?);
+        all.push(one(&a, mix, &dir, &mut calibration).await?);
     }
     println!(
-        "{:>9} {:>7} {:>7} {:>9} {:>9} {:>11} {:>10} {:>8} {:>6}",
+        "{:>9} {:>9} {:>7} {:>7} {:>9} {:>9} {:>5} {:>9} {:>11} {:>10} {:>8} {:>6}",
         "cells",
+        "dry cells",
         "bundles",
         "tasks",
         "ours s",
+        "est s",
+        "runs",
         "ours RSS",
         "baseline s",
         "base RSS",
@@ -105,11 +111,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             None => ("-".into(), "-".into(), "-"),
         };
         println!(
-            "{:>9} {:>7} {:>7} {:>9.2} {:>9} {:>11} {:>10} {:>8} {:>6}",
+            "{:>9} {:>9} {:>7} {:>7} {:>9.2} {:>9.2} {:>5} {:>9} {:>11} {:>10} {:>8} {:>6}",
             f.ours.n_cells,
+            f.ours.dry_cells,
             f.bundles,
             f.ours.tasks,
             f.ours.seconds,
+            f.ours.estimated_seconds,
+            f.ours.calibrated_runs,
             format!("{:.0} MB", f.ours.peak_rss_bytes as f64 / 1e6),
             bs,
             brss,
@@ -128,7 +137,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn one(a: &Args, mix: Mix, dir: &Path) -> anyhow::Result<Figures> {
+async fn one(
+    a: &Args,
+    mix: Mix,
+    dir: &Path,
+    calibration: &mut Option<cellmatrix::calibration::Calibration>,
+) -> anyhow::Result<Figures> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let store: DynStore = Arc::new(FsStore::open(dir)?);
     let spec = mix.spec();
@@ -145,6 +159,9 @@ async fn one(a: &Args, mix: Mix, dir: &Path) -> anyhow::Result<Figures> {
         ..SynthOptions::default()
     };
     synth(&store, &spec, &opts).await?;
+    if let Some(c) = calibration.as_ref() {
+        cellmatrix::state::put_json(&store, cellmatrix::calibration::KEY, c).await?;
+    }
     let ours: Ours = child_json(
         Command::new(std::env::current_exe()?)
             .args(["bench", "e2e-run", "--dir"])
@@ -152,10 +169,14 @@ async fn one(a: &Args, mix: Mix, dir: &Path) -> anyhow::Result<Figures> {
         "the service",
     )?;
     eprintln!(
-        "service: {} cells in {:.2} s, peak RSS {:.0} MB",
+        "service: {} cells in {:.2} s, peak RSS {:.0} MB; the dry run said {} cells, {:.2} s \
+         (calibrated on {} run(s))",
         ours.n_cells,
         ours.seconds,
-        ours.peak_rss_bytes as f64 / 1e6
+        ours.peak_rss_bytes as f64 / 1e6,
+        ours.dry_cells,
+        ours.estimated_seconds,
+        ours.calibrated_runs
     );
     let secs = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s:.2} s"));
     eprintln!(
@@ -165,6 +186,14 @@ async fn one(a: &Args, mix: Mix, dir: &Path) -> anyhow::Result<Figures> {
         secs(ours.cell_table.complete_seconds),
         ours.seconds
     );
+    if ours.dry_cells != ours.n_cells {
+        bail!(
+            "the dry run counted {} cells, the run made {}",
+            ours.dry_cells,
+            ours.n_cells
+        );
+    }
+    *calibration = Some(cellmatrix::calibration::load(&store).await);
     let baseline = if a.no_baseline {
         None
     } else {

@@ -8,6 +8,7 @@ use crate::app::App;
 use crate::bundle::ValueType;
 use crate::catalog::CatalogEntry;
 use crate::convert::Format;
+use crate::estimate::{dense_bytes, sparse_bytes};
 use crate::request::Rejection;
 
 use super::resolve::Resolved;
@@ -68,13 +69,6 @@ fn sparse_limit(app: &App, format: Format) -> Option<(u64, &'static str)> {
     }
 }
 
-/// The uncompressed size of a CSR matrix: each nonzero's value and column index, and a
-/// row pointer per cell.
-fn sparse_bytes(cells: u64, nnz: u64, value_type: ValueType) -> u64 {
-    nnz.saturating_mul(value_type.size() as u64 + 4)
-        .saturating_add(cells.saturating_add(1).saturating_mul(8))
-}
-
 /// Refuses a dense format whose result could pass its limit: the bound is every cell of
 /// the selected bundles × the output genes.
 fn dense_refusal(
@@ -85,8 +79,7 @@ fn dense_refusal(
 ) -> Option<Rejection> {
     let limit = app.config.dense_limits().of(format)?;
     let cells: u64 = entries.iter().map(|e| e.n_cells).sum();
-    let width = output_type(entries).size() as u64;
-    let bytes = cells.saturating_mul(n_genes).saturating_mul(width);
+    let bytes = dense_bytes(cells, n_genes, output_type(entries));
     (bytes > limit).then(|| Rejection {
         status: 422,
         message: format!(
@@ -103,26 +96,36 @@ fn dense_refusal(
 /// The tasks `resolved` plans into, group by group as the mappers will plan it; counting
 /// stops once past `stop_past`. The planner is pure and cheap (microseconds a bundle).
 pub(super) fn count_tasks(app: &App, resolved: &Resolved, stop_past: u64) -> u64 {
-    let c = &app.config;
-    let budget = c.budget();
-    let per = c.bundles_per_mapper.max(1);
     let mut tasks = 0u64;
-    for (fqids, entries) in resolved
-        .bundles
-        .chunks(per)
-        .zip(resolved.entries.chunks(per))
-    {
-        let bundles: Vec<_> = fqids
-            .iter()
-            .zip(entries)
-            .map(|(f, e)| e.plan_bundle(f))
-            .collect();
-        tasks += crate::plan::plan(&bundles, budget).len() as u64;
+    for group in plan_groups(app, resolved) {
+        tasks += group.len() as u64;
         if tasks > stop_past {
             break;
         }
     }
     tasks
+}
+
+/// Each group's tasks, lazily, planned as its mapper (or the driver) will plan it.
+pub(super) fn plan_groups<'a>(
+    app: &App,
+    resolved: &'a Resolved,
+) -> impl Iterator<Item = Vec<crate::plan::Task>> + 'a {
+    let c = &app.config;
+    let budget = c.budget();
+    let per = c.bundles_per_mapper.max(1);
+    resolved
+        .bundles
+        .chunks(per)
+        .zip(resolved.entries.chunks(per))
+        .map(move |(fqids, entries)| {
+            let bundles: Vec<_> = fqids
+                .iter()
+                .zip(entries)
+                .map(|(f, e)| e.plan_bundle(f))
+                .collect();
+            crate::plan::plan(&bundles, budget)
+        })
 }
 
 /// The output's value type: integers stay integers when every input is integer.

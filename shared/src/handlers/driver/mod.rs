@@ -13,6 +13,7 @@
 
 mod cancel;
 mod cells;
+mod dry_run;
 mod error;
 mod files;
 mod limits;

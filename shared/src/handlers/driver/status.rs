@@ -143,6 +143,13 @@ pub async fn status(app: &App, stored: &StoredRequest) -> Result<Value, Error> {
         "result": result_doc,
         "message": message,
     }))
+    .map(|mut doc| {
+        // Absent from a request stored before previews were recorded.
+        if let Some(preview) = &stored.preview {
+            doc["preview"] = json!(preview);
+        }
+        doc
+    })
 }
 
 /// Starts a new collector for a Running request whose collector has gone silent

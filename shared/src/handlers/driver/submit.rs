@@ -13,8 +13,10 @@ use crate::app::App;
 use crate::caller::Caller;
 use crate::clock::now_ms;
 use crate::error::Error;
+use crate::genes::GeneSpace;
 use crate::invoke::Function;
 use crate::messages::MapperEvent;
+use crate::messages::RequestId;
 use crate::request::MatrixRequest;
 use crate::state::{Failure, Keys, RunInfo, StoredRequest, get_json, put_json, put_json_if_absent};
 use crate::store::PutOutcome;
@@ -34,15 +36,48 @@ pub(super) async fn answer(
     submit(&app, &caller, &body?).await
 }
 
-/// Every way through adds `caller` to the request's owners; a way that starts a run
-/// first passes the caller's quota.
-async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse, ApiError> {
-    let received_ms = now_ms();
+/// A request parsed, resolved, its genes found and its caps checked: what a real submit
+/// and a dry run share, up to the point of writing.
+pub(super) struct Checked {
+    pub(super) req: MatrixRequest,
+    pub(super) resolved: Resolved,
+    pub(super) genes: GeneSpace,
+    pub(super) identity_sets: Vec<String>,
+    pub(super) id: RequestId,
+}
+
+/// Parses, resolves and checks a body: the same refusals for a dry run and a real one.
+async fn check(app: &App, body: &[u8]) -> Result<Checked, ApiError> {
     let mut req = MatrixRequest::parse(body)?;
     let resolved = resolve(app, &mut req).await?;
     let (genes, identity_sets) = gene_space(app, &req, &resolved.entries).await?;
     limits::check(app, req.format, &resolved, genes.len() as u64)?;
     let id = req.id(&resolved.bundles);
+    Ok(Checked {
+        req,
+        resolved,
+        genes,
+        identity_sets,
+        id,
+    })
+}
+
+/// Every way through adds `caller` to the request's owners; a way that starts a run
+/// first passes the caller's quota. A dry run only answers.
+async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse, ApiError> {
+    let received_ms = now_ms();
+    let checked = check(app, body).await?;
+    if checked.req.dry_run {
+        return Ok(super::dry_run::answer(app, &checked).await?);
+    }
+    let preview = super::dry_run::preview(app, &checked).await?;
+    let Checked {
+        req,
+        resolved,
+        genes,
+        identity_sets,
+        id,
+    } = checked;
     let keys = Keys::new(&id);
     let store = &app.store;
 
@@ -101,6 +136,7 @@ async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse,
         identity_sets,
         columns: resolved.columns,
         copies,
+        preview: Some(preview),
     };
     // Everything the functions read comes first (at once: they are independent);
     // request.json commits the request.
@@ -118,7 +154,7 @@ async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse,
 
 /// 2 for a request that plans into at most `hedge_small` tasks, with `hedge` on, else 1
 /// (`StoredRequest::copies`).
-fn worker_copies(app: &App, resolved: &Resolved) -> u32 {
+pub(super) fn worker_copies(app: &App, resolved: &Resolved) -> u32 {
     let c = &app.config;
     if !c.hedge || c.hedge_small == 0 {
         return 1;

@@ -131,6 +131,9 @@ impl<'a> Collector<'a> {
             list(keys.errors()),
         )?;
         if end.any() {
+            if end.result {
+                crate::calibration::learn_committed(&store, &keys, &self.plans, &self.done).await;
+            }
             self.report().await;
             // A collector that sees the end (a duplicate, or the one after a cancel)
             // cleans up, also what it may itself have written meanwhile.
@@ -594,12 +597,9 @@ impl<'a> Collector<'a> {
         let Phase::Finished { plan, view } = &self.phase else {
             return Err(self.phase.refuse("commit").into());
         };
-        put_json_if_absent(
-            &store,
-            &self.keys.result(),
-            &result_record(&self.keys, view, plan, conversion),
-        )
-        .await?;
+        let record = result_record(&self.keys, view, plan, conversion);
+        put_json_if_absent(&store, &self.keys.result(), &record).await?;
+        crate::calibration::learn(&store, &self.plans, &self.done, &record).await;
         self.report().await;
         if !self.app.config.keep_scratch {
             scratch::remove(&store, &self.keys, Ending::Succeeded).await?;

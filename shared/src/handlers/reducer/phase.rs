@@ -157,6 +157,7 @@ mod tests {
                 identity_sets: Vec::new(),
                 columns: Vec::new(),
                 copies: 1,
+                preview: None,
             },
             filter: None,
             columns: Vec::new(),
