@@ -24,7 +24,8 @@ STORE is the server's filesystem store, with bundles ingested. In order:
    schema-violating requests refused; every 4xx with a message; no canary.
 5. The store afterwards: bundles, feature sets and catalog as before, and nothing new
    but `requests/{id}/` and `results/{id}/` under request ids, and `callers/{key}/`
-   under a caller's hashed key (the quota's marks).
+   under a caller's hashed key (the quota's marks), and the calibration
+   `service/calibration.json`.
 
 Prints "ok api_fuzz: ..." and exits 0 when all hold; exits 1 naming what failed.
 Requests go to BASE only: URLs given as `bundle_fqids_url` are rewritten to private
@@ -378,17 +379,22 @@ def main():
         fail(f"the real request did not succeed: {done}")
 
     # Every part runs whatever the one before found, so one run reports everything.
-    fixed = snapshot(store, skip=("requests", "results", "callers"))
+    # `service/` holds the service's own calibration, which finished requests update.
+    fixed = snapshot(store, skip=("requests", "results", "callers", "service"))
     n_injections, problems = run_injections(args.url, store, fqid, request_id)
     cases, operations, seconds, found = run_schemathesis(args)
     problems += found
-    now = snapshot(store, skip=("requests", "results", "callers"))
+    now = snapshot(store, skip=("requests", "results", "callers", "service"))
     if now != fixed:
         problems.append(f"store: bundles, feature sets, catalog or canaries changed: {diff(fixed, now)}")
     for top in ("requests", "results", "callers"):
         for name in os.listdir(os.path.join(store, top)):
             if not re.fullmatch(r"[0-9a-f]{32}", name):
                 problems.append(f"store: {top}/{name} is not under a request id or caller key")
+    service = os.path.join(store, "service")
+    for name in os.listdir(service) if os.path.isdir(service) else []:
+        if name != "calibration.json":
+            problems.append(f"store: service/{name} is not the calibration")
     if problems:
         fail("\n  ".join(["failed:"] + problems))
     print(f"ok api_fuzz: {n_injections} injection cases, schemathesis {cases} cases over "
