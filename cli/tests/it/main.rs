@@ -16,6 +16,7 @@ mod report;
 mod simulate;
 
 mod support {
+    pub mod cli;
     pub mod files;
     pub mod serve;
 }

@@ -2,37 +2,13 @@
 //! result's files, the client lists them through `GET /v1/matrix/{id}/files` a page at a
 //! time and downloads every one, byte for byte as the store holds them.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
+use crate::support::cli::{cellmatrix, samples};
 use crate::support::files::files_under;
 use crate::support::serve;
-
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .join("samples")
-}
-
-/// Runs `cellmatrix ARGS` to its end; its stdout, or a panic with its output.
-fn cellmatrix(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellmatrix"))
-        .args(args)
-        .env_remove("CELLMATRIX_STORE")
-        .env_remove("CELLMATRIX_URL")
-        .output()
-        .expect("run cellmatrix");
-    assert!(
-        out.status.success(),
-        "cellmatrix {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn query_downloads_every_file_of_the_result_through_the_paged_list() {

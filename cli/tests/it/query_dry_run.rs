@@ -2,36 +2,10 @@
 //! are those of the run that follows, for a bundle-level and a cell-level filter, and
 //! the readable form names each figure.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use serde_json::Value;
 
+use crate::support::cli::{cellmatrix, samples};
 use crate::support::serve;
-
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .join("samples")
-}
-
-/// Runs `cellmatrix ARGS` to its end; its stdout, or a panic with its output.
-fn cellmatrix(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellmatrix"))
-        .args(args)
-        .env_remove("CELLMATRIX_STORE")
-        .env_remove("CELLMATRIX_URL")
-        .output()
-        .expect("run cellmatrix");
-    assert!(
-        out.status.success(),
-        "cellmatrix {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dry_run_prints_the_counts_of_the_run() {

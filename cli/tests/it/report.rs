@@ -3,33 +3,10 @@
 //! real renderer (librsvg's `rsvg-convert`) to a PNG of the picture's size; the HTML page
 //! holds the SVG inline and the table.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::cli::{cellmatrix, samples};
 use crate::support::serve;
-
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .join("samples")
-}
-
-fn cellmatrix(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_cellmatrix"))
-        .args(args)
-        .env_remove("CELLMATRIX_STORE")
-        .env_remove("CELLMATRIX_URL")
-        .output()
-        .expect("run cellmatrix");
-    assert!(
-        out.status.success(),
-        "cellmatrix {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `rsvg-convert`, if installed. scripts/test installs it (and sets
 /// `CELLMATRIX_TEST_PYTHON`): there a missing renderer fails the test; elsewhere the
