@@ -18,8 +18,8 @@ use crate::fqid::Fqid;
 use crate::state::Preview;
 
 use super::HttpResponse;
+use super::check::{Checked, worker_copies};
 use super::limits;
-use super::submit::Checked;
 
 /// Bundles whose obs a dry run reads at once.
 const READS_IN_FLIGHT: usize = 16;
@@ -225,7 +225,7 @@ pub(super) async fn answer(app: &App, checked: &Checked) -> Result<HttpResponse,
     let all: Vec<_> = limits::plan_groups(app, resolved).flatten().collect();
     let tasks = Tasks::of(&all);
     let groups = resolved.bundles.len().div_ceil(c.bundles_per_mapper.max(1)) as u64;
-    let copies = super::submit::worker_copies(app, resolved);
+    let copies = worker_copies(app, resolved);
     let setting = Setting {
         format,
         format_bytes,

@@ -13,6 +13,7 @@
 
 mod cancel;
 mod cells;
+mod check;
 mod dry_run;
 mod error;
 mod files;

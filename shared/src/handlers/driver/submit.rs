@@ -13,17 +13,14 @@ use crate::app::App;
 use crate::caller::Caller;
 use crate::clock::now_ms;
 use crate::error::Error;
-use crate::genes::GeneSpace;
 use crate::invoke::Function;
 use crate::messages::MapperEvent;
-use crate::messages::RequestId;
-use crate::request::MatrixRequest;
 use crate::state::{Failure, Keys, RunInfo, StoredRequest, get_json, put_json, put_json_if_absent};
 use crate::store::PutOutcome;
 
 use super::HttpResponse;
+use super::check::{Checked, check, worker_copies};
 use super::error::ApiError;
-use super::resolve::{Resolved, gene_space, resolve};
 use super::status::status_response;
 use super::{Who, limits, owners, quota};
 
@@ -34,32 +31,6 @@ pub(super) async fn answer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<HttpResponse, ApiError> {
     submit(&app, &caller, &body?).await
-}
-
-/// A request parsed, resolved, its genes found and its caps checked: what a real submit
-/// and a dry run share, up to the point of writing.
-pub(super) struct Checked {
-    pub(super) req: MatrixRequest,
-    pub(super) resolved: Resolved,
-    pub(super) genes: GeneSpace,
-    pub(super) identity_sets: Vec<String>,
-    pub(super) id: RequestId,
-}
-
-/// Parses, resolves and checks a body: the same refusals for a dry run and a real one.
-async fn check(app: &App, body: &[u8]) -> Result<Checked, ApiError> {
-    let mut req = MatrixRequest::parse(body)?;
-    let resolved = resolve(app, &mut req).await?;
-    let (genes, identity_sets) = gene_space(app, &req, &resolved.entries).await?;
-    limits::check(app, req.format, &resolved, genes.len() as u64)?;
-    let id = req.id(&resolved.bundles);
-    Ok(Checked {
-        req,
-        resolved,
-        genes,
-        identity_sets,
-        id,
-    })
 }
 
 /// Every way through adds `caller` to the request's owners; a way that starts a run
@@ -150,21 +121,6 @@ async fn submit(app: &App, caller: &Caller, body: &[u8]) -> Result<HttpResponse,
         start_or_fail(app, &stored).await?;
     }
     status_response(app, &stored, 202).await
-}
-
-/// 2 for a request that plans into at most `hedge_small` tasks, with `hedge` on, else 1
-/// (`StoredRequest::copies`).
-pub(super) fn worker_copies(app: &App, resolved: &Resolved) -> u32 {
-    let c = &app.config;
-    if !c.hedge || c.hedge_small == 0 {
-        return 1;
-    }
-    let small = c.hedge_small as u64;
-    if limits::count_tasks(app, resolved, small) > small {
-        1
-    } else {
-        2
-    }
 }
 
 fn new_run(app: &App, received_ms: u64) -> RunInfo {
