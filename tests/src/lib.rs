@@ -419,11 +419,14 @@ pub async fn ingest_real(store: &cellmatrix::store::DynStore) -> Vec<RefBundle> 
     bundles
 }
 
-/// Every object under `prefix`, by key relative to it.
+/// Every object under `prefix`, by key relative to it. Through `Retrying`, as the
+/// service reads: moto, one Python process, answers a busy moment's request with a 500.
 pub async fn objects(
     store: &cellmatrix::store::DynStore,
     prefix: &str,
 ) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let store: cellmatrix::store::DynStore =
+        std::sync::Arc::new(cellmatrix::store::retry::Retrying::new(store.clone(), 5));
     let mut out = std::collections::BTreeMap::new();
     for o in store.list(&format!("{prefix}/")).await.expect("list") {
         let body = store
